@@ -1,0 +1,3 @@
+"""digest: compose and send newsroom email digests."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,73 @@
+"""The composing half of the pipeline, readable in one place.
+
+    stories -> assemble issue -> render (Jinja2) -> inline CSS (once) -> MessageTemplate (once)
+                                                   per reader: Recipient -> build -> check -> bytes
+
+Everything here is pure computation: no network, no clock (the date is given), no writes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from .editions import assemble
+from .inline import inline_css
+from .message import IssueHeaders, MessageTemplate
+from .models import Edition, Issue, RenderedIssue, Settings, Story, Subscriber
+from .personalise import Placeholders, Recipient, RecipientFactory
+from .render import Renderer
+
+
+@dataclass
+class ComposedIssue:
+    """One issue, rendered and encoded once, ready to be personalised for each reader."""
+
+    issue: Issue
+    rendered: RenderedIssue
+    template: MessageTemplate
+    recipients: RecipientFactory
+
+    def recipient(self, subscriber: Subscriber) -> Recipient:
+        return self.recipients.for_subscriber(subscriber)
+
+    def message(self, recipient: Recipient) -> bytes:
+        """One reader's copy, structure-checked (exact header set, CRLF, line lengths)."""
+        data = self.template.build(recipient)
+        self.template.check_structure(data)
+        return data
+
+
+def plan_issue(settings: Settings, edition: Edition, date: dt.date, stories: tuple[Story, ...],
+               already_used: frozenset[str] = frozenset()) -> Issue:
+    """Choose the stories of one issue."""
+    return assemble(edition, date, stories, words_per_minute=settings.newsroom.words_per_minute, already_used=already_used)
+
+
+def compose(settings: Settings, issue: Issue, renderer: Renderer | None = None) -> ComposedIssue:
+    """Render, inline and encode a non-empty issue. The costly steps run here, once."""
+    if issue.is_empty:
+        raise ValueError("an empty issue has nothing to compose; check Issue.is_empty first")
+    renderer = renderer or Renderer(settings.paths.templates)
+    placeholders = Placeholders.new()
+    rendered = renderer.render(issue, settings.newsroom, settings.base_url, placeholders.context())
+    inlined = RenderedIssue(rendered.subject, rendered.preheader, inline_css(rendered.html), rendered.text)
+    edition = issue.edition
+    headers = IssueHeaders(
+        sender=edition.sender,
+        reply_to=edition.reply_to,
+        subject=rendered.subject,
+        date=issue.send_time,
+        list_name=edition.name,
+        list_id=edition.list_id,
+    )
+    template = MessageTemplate(headers, inlined.text, inlined.html, placeholders, boundary=f"==digest-{secrets.token_hex(12)}==")
+    recipients = RecipientFactory(settings, edition, issue.date.isoformat())
+    return ComposedIssue(issue, inlined, template, recipients)
+
+
+def default_out_dir(settings: Settings, issue: Issue) -> Path:
+    """Where a dry run of ``issue`` goes unless told otherwise: out/<edition>/<date>/."""
+    return settings.paths.out / issue.edition.slug / issue.date.isoformat()

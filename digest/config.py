@@ -1,0 +1,237 @@
+"""digest.toml plus the DIGEST_* environment -> typed, frozen ``Settings``.
+
+Every problem is reported with the file and the key (``editions[2].timezone``) that caused it.
+Secrets are read from the environment only and never appear in a repr or an error message.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .addresses import AddressError, parse_mailbox
+from .errors import ConfigError, HeaderInjectionError
+from .models import WEEKDAYS, Curator, Edition, Mailbox, Newsroom, Paths, Settings, SigningKey
+
+DEFAULT_CONFIG = "digest.toml"
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
+_MIN_SECRET_BYTES = 16
+_KINDS = ("national", "city", "topic")
+_EDITION_KEYS = {
+    "slug", "name", "kind", "tagline", "timezone", "send_at", "days", "from", "reply_to",
+    "list_id", "subject", "preheader", "greeting", "reading_minutes", "tags", "cities",
+    "curator", "on_empty",
+}
+# A key only for `digest demo` and tests on embedded defaults; `send` refuses to run with it.
+DEMO_SECRET = "demo-only-secret-not-for-production"
+
+
+def config_path(explicit: str | Path | None = None) -> Path:
+    """The config file to read: an explicit path, else $DIGEST_CONFIG, else ./digest.toml."""
+    return Path(explicit or os.environ.get("DIGEST_CONFIG") or DEFAULT_CONFIG)
+
+
+def load_settings(path: str | Path | None = None, *, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and check the configuration; raise ``ConfigError`` naming the key at fault."""
+    env = os.environ if environ is None else environ
+    file = config_path(path if path is not None else env.get("DIGEST_CONFIG"))
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("config file not found (set DIGEST_CONFIG or run where digest.toml is)", file=file) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"not valid TOML: {exc}", file=file) from None
+    return _Reader(file, raw, env).settings()
+
+
+def parse_signing_keys(value: str) -> tuple[SigningKey, ...]:
+    """Parse DIGEST_SECRET_KEY: ``secret`` or ``id:secret,old-id:old-secret`` (first one signs)."""
+    keys = []
+    for position, item in enumerate(part.strip() for part in value.split(",")):
+        key_id, sep, secret = item.partition(":")
+        if not sep:
+            key_id, secret = "k0", item
+        if not _KEY_ID.match(key_id):
+            raise ConfigError(f"key {position + 1}: key id must be 1-16 letters, digits, '-' or '_'", field="DIGEST_SECRET_KEY")
+        if len(secret.encode()) < _MIN_SECRET_BYTES:
+            raise ConfigError(f"key {position + 1} ('{key_id}') is shorter than {_MIN_SECRET_BYTES} bytes", field="DIGEST_SECRET_KEY")
+        if any(k.key_id == key_id for k in keys):
+            raise ConfigError(f"key id '{key_id}' appears twice", field="DIGEST_SECRET_KEY")
+        keys.append(SigningKey(key_id, secret.encode()))
+    return tuple(keys)
+
+
+class _Reader:
+    """Walks the TOML document, remembering where each value came from."""
+
+    def __init__(self, file: Path, raw: dict[str, Any], env: Mapping[str, str]) -> None:
+        self.file = file
+        self.raw = raw
+        self.env = env
+        self.base = file.resolve().parent
+
+    def fail(self, key: str, message: str) -> ConfigError:
+        return ConfigError(message, file=self.file, field=key)
+
+    def table(self, name: str) -> dict[str, Any]:
+        value = self.raw.get(name, {})
+        if not isinstance(value, dict):
+            raise self.fail(name, "must be a table")
+        return value
+
+    def text(self, table: Mapping[str, Any], key: str, where: str, *, default: str | None = None) -> str:
+        value = table.get(key, default)
+        if value is None:
+            raise self.fail(f"{where}.{key}", "is required")
+        if not isinstance(value, str) or (not value.strip() and default != ""):
+            raise self.fail(f"{where}.{key}", "must be a non-empty string")
+        if "\r" in value or "\n" in value or "\x00" in value:
+            raise self.fail(f"{where}.{key}", "must be one line")
+        return value
+
+    def settings(self) -> Settings:
+        newsroom_t = self.table("newsroom")
+        newsroom = Newsroom(
+            name=self.text(newsroom_t, "name", "newsroom"),
+            domain=self.text(newsroom_t, "domain", "newsroom"),
+            postal_address=self.text(newsroom_t, "postal_address", "newsroom"),
+            words_per_minute=self.positive_int(newsroom_t, "words_per_minute", "newsroom", default=230),
+        )
+        web = self.table("web")
+        base_url = self.text(web, "base_url", "web").rstrip("/")
+        if not base_url.startswith(("https://", "http://")):
+            raise self.fail("web.base_url", "must start with https:// (or http:// for local testing)")
+        defaults = self.table("defaults")
+        editions_raw = self.raw.get("editions")
+        if not isinstance(editions_raw, list) or not editions_raw:
+            raise self.fail("editions", "at least one [[editions]] table is required")
+        editions = tuple(self.edition(i, e, defaults, newsroom) for i, e in enumerate(editions_raw))
+        seen: set[str] = set()
+        for i, edition in enumerate(editions):
+            if edition.slug in seen:
+                raise self.fail(f"editions[{i}].slug", f"'{edition.slug}' is used by two editions")
+            seen.add(edition.slug)
+        demo_t = self.table("demo")
+        demo_date = self.date(demo_t, "date", "demo") if "date" in demo_t else None
+        return Settings(
+            config_file=self.file,
+            newsroom=newsroom,
+            base_url=base_url,
+            paths=self.paths(),
+            editions=editions,
+            demo_date=demo_date,
+            signing_keys=parse_signing_keys(self.env["DIGEST_SECRET_KEY"]) if self.env.get("DIGEST_SECRET_KEY") else (),
+        )
+
+    def paths(self) -> Paths:
+        table = self.table("paths")
+
+        def path(key: str, default: str | None) -> Path | None:
+            value = table.get(key, default)
+            if value is None:
+                return None
+            if not isinstance(value, str) or not value:
+                raise self.fail(f"paths.{key}", "must be a path")
+            return (self.base / value).resolve()
+
+        templates = path("templates", None)
+        return Paths(
+            stories=path("stories", "stories"),
+            subscribers=path("subscribers", "subscribers.csv"),
+            templates=templates if templates is not None and templates.is_dir() else None,
+            state=path("state", "state"),
+            out=path("out", "out"),
+        )
+
+    def positive_int(self, table: Mapping[str, Any], key: str, where: str, *, default: int) -> int:
+        value = table.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise self.fail(f"{where}.{key}", "must be a positive whole number")
+        return value
+
+    def date(self, table: Mapping[str, Any], key: str, where: str) -> dt.date:
+        value = table[key]
+        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            return value
+        try:
+            return dt.date.fromisoformat(str(value))
+        except ValueError:
+            raise self.fail(f"{where}.{key}", "must be a date, YYYY-MM-DD") from None
+
+    def edition(self, index: int, table: Any, defaults: Mapping[str, Any], newsroom: Newsroom) -> Edition:
+        where = f"editions[{index}]"
+        if not isinstance(table, dict):
+            raise self.fail(where, "must be a table")
+        unknown = sorted(set(table) - _EDITION_KEYS)
+        if unknown:
+            raise self.fail(f"{where}.{unknown[0]}", f"unknown key (known: {', '.join(sorted(_EDITION_KEYS))})")
+        merged = {**defaults, **table}
+        slug = self.text(merged, "slug", where)
+        if not _SLUG.match(slug):
+            raise self.fail(f"{where}.slug", "must be lower-case letters, digits and '-'")
+        where = f"editions[{index}] ({slug})"
+        kind = self.text(merged, "kind", where)
+        if kind not in _KINDS:
+            raise self.fail(f"{where}.kind", f"must be one of {', '.join(_KINDS)}")
+        zone = self.text(merged, "timezone", where)
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise self.fail(f"{where}.timezone", f"'{zone}' is not an IANA time zone (e.g. America/Denver)") from None
+        send_at_text = self.text(merged, "send_at", where)
+        try:
+            send_at = dt.time.fromisoformat(send_at_text)
+        except ValueError:
+            raise self.fail(f"{where}.send_at", "must be a local time HH:MM") from None
+        days_raw = merged.get("days", list(WEEKDAYS))
+        if not isinstance(days_raw, list) or not days_raw or any(d not in WEEKDAYS for d in days_raw):
+            raise self.fail(f"{where}.days", f"must be a non-empty list of {', '.join(WEEKDAYS)}")
+        try:
+            sender_name, sender_addr = parse_mailbox(self.text(merged, "from", where))
+            reply_to = merged.get("reply_to")
+            if reply_to is not None:
+                parse_mailbox(self.text(merged, "reply_to", where))
+        except (AddressError, HeaderInjectionError) as exc:
+            raise self.fail(f"{where}.from/reply_to", str(exc)) from None
+        on_empty = merged.get("on_empty", "skip")
+        if on_empty not in ("skip", "fail"):
+            raise self.fail(f"{where}.on_empty", "must be 'skip' or 'fail'")
+        curator = None
+        if merged.get("curator") is not None:
+            c = merged["curator"]
+            if not isinstance(c, dict):
+                raise self.fail(f"{where}.curator", "must be a table with name and title")
+            curator = Curator(self.text(c, "name", f"{where}.curator"), self.text(c, "title", f"{where}.curator", default=""))
+        return Edition(
+            slug=slug,
+            name=self.text(merged, "name", where),
+            kind=kind,  # type: ignore[arg-type]
+            tagline=self.text(merged, "tagline", where, default=""),
+            timezone=zone,
+            send_at=send_at,
+            days=frozenset(WEEKDAYS.index(d) for d in days_raw),
+            sender=Mailbox(sender_name or self.text(merged, "name", where), sender_addr),
+            reply_to=reply_to,
+            list_id=self.text(merged, "list_id", where, default=f"{slug}.{newsroom.domain}"),
+            subject=self.text(merged, "subject", where),
+            preheader=self.text(merged, "preheader", where, default=""),
+            greeting=self.text(merged, "greeting", where, default="Hello"),
+            reading_minutes=self.positive_int(merged, "reading_minutes", where, default=5),
+            tags=self.labels(merged, "tags", where),
+            cities=self.labels(merged, "cities", where),
+            curator=curator,
+            on_empty=on_empty,
+        )
+
+    def labels(self, table: Mapping[str, Any], key: str, where: str) -> frozenset[str]:
+        value = table.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self.fail(f"{where}.{key}", "must be a list of strings")
+        return frozenset(v.casefold() for v in value)

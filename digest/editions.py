@@ -1,0 +1,113 @@
+"""Which stories go into an issue of an edition, and when that issue is due.
+
+An issue of edition E for date D covers the stories published after E's previous scheduled send
+and up to (and including) D's send time, both in E's own time zone. Stories are ordered by
+priority (1 first), then newest first, and admitted in that order while they fit the edition's
+reading-time budget; the lead story is always admitted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterable
+
+from .models import Edition, Issue, Story
+
+_MAX_GAP_DAYS = 7
+
+
+def send_time(edition: Edition, date: dt.date) -> dt.datetime:
+    """The aware local datetime at which the issue for ``date`` is due.
+
+    A send time inside a spring-forward gap resolves as zoneinfo does (fold=0: the clock time
+    read with the offset in force before the change, i.e. an hour later on the wall clock), and
+    inside a repeated fall-back hour it means the first occurrence. Either way: one issue a date.
+    """
+    return dt.datetime.combine(date, edition.send_at, tzinfo=edition.zone)
+
+
+def sends_on(edition: Edition, date: dt.date) -> bool:
+    """Whether ``date`` is one of the edition's publishing days."""
+    return date.weekday() in edition.days
+
+
+def previous_send(edition: Edition, date: dt.date) -> dt.datetime:
+    """The scheduled send before the one for ``date``."""
+    for back in range(1, _MAX_GAP_DAYS + 1):
+        earlier = date - dt.timedelta(days=back)
+        if sends_on(edition, earlier):
+            return send_time(edition, earlier)
+    return send_time(edition, date - dt.timedelta(days=_MAX_GAP_DAYS))
+
+
+def next_sends(edition: Edition, after: dt.datetime, count: int) -> list[dt.datetime]:
+    """The next ``count`` scheduled sends strictly after ``after`` (an aware datetime)."""
+    found: list[dt.datetime] = []
+    day = after.astimezone(edition.zone).date()
+    while len(found) < count:
+        if sends_on(edition, day):
+            when = send_time(edition, day)
+            if when > after:
+                found.append(when)
+        day += dt.timedelta(days=1)
+    return found
+
+
+def today_in(edition: Edition, now: dt.datetime | None = None) -> dt.date:
+    """Today's date in the edition's time zone."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return now.astimezone(edition.zone).date()
+
+
+def is_eligible(edition: Edition, story: Story) -> bool:
+    """A story belongs to an edition by slug, by a shared tag, or by a shared city."""
+    return (
+        edition.slug in story.editions
+        or not edition.tags.isdisjoint(story.tags)
+        or not edition.cities.isdisjoint(story.cities)
+    )
+
+
+def reading_minutes(words: int, words_per_minute: int) -> int:
+    """Whole minutes to read ``words``, rounded up, never less than one."""
+    return max(1, math.ceil(words / words_per_minute))
+
+
+def assemble(
+    edition: Edition,
+    date: dt.date,
+    stories: Iterable[Story],
+    *,
+    words_per_minute: int,
+    already_used: frozenset[str] = frozenset(),
+) -> Issue:
+    """Choose, order and budget the stories of one issue. Pure: no clock, no I/O."""
+    end = send_time(edition, date)
+    start = previous_send(edition, date)
+    candidates = sorted(
+        (
+            s for s in stories
+            if is_eligible(edition, s) and start < s.published <= end and s.id not in already_used
+        ),
+        key=lambda s: (s.priority, -s.published.timestamp(), s.id),
+    )
+    budget_words = edition.reading_minutes * words_per_minute
+    chosen: list[Story] = []
+    held: list[Story] = []
+    words = 0
+    for story in candidates:
+        if not chosen or words + story.words <= budget_words:
+            chosen.append(story)
+            words += story.words
+        else:
+            held.append(story)
+    return Issue(
+        edition=edition,
+        date=date,
+        send_time=end,
+        window_start=start,
+        stories=tuple(chosen),
+        held_over_budget=tuple(held),
+        reading_minutes=reading_minutes(words, words_per_minute) if chosen else 0,
+    )

@@ -1,0 +1,95 @@
+"""One error tree for the whole package.
+
+Every failure the command line reports is a ``DigestError``; ``cli.py`` maps it to an exit code
+in one place. Errors carry the data needed to act on them (file, line, field), not just prose::
+
+    DigestError                    exit 1 unless a subclass says otherwise
+    ├── InputError                 exit 2: bad input the operator must fix (file, line, field)
+    │   ├── ConfigError            digest.toml or DIGEST_* environment
+    │   ├── StoryError             one story file
+    │   ├── SubscriberError        one row of subscribers.csv
+    │   └── TemplateError          a template or a subject/preheader template
+    ├── HeaderInjectionError       a value meant for a header carries CR, LF or NUL (exit 2)
+    └── MessageIntegrityError      serialised bytes do not parse back to the intended headers
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class DigestError(Exception):
+    """Root of every error digest raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InputError(DigestError):
+    """Bad input: names where it is so that a person can fix it."""
+
+    exit_code = 2
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: Path | str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.file = str(file) if file is not None else None
+        self.line = line
+        self.field = field
+
+    @property
+    def where(self) -> str:
+        """``file:line: field`` as far as it is known."""
+        parts = []
+        if self.file:
+            parts.append(self.file if self.line is None else f"{self.file}:{self.line}")
+        if self.field:
+            parts.append(f"field '{self.field}'")
+        return ", ".join(parts)
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}" if self.where else self.message
+
+
+class ConfigError(InputError):
+    """digest.toml or the DIGEST_* environment is wrong or incomplete."""
+
+
+class StoryError(InputError):
+    """A story file cannot be used."""
+
+
+class SubscriberError(InputError):
+    """A subscribers.csv row cannot be used."""
+
+
+class TemplateError(InputError):
+    """A template failed to load or render."""
+
+
+class HeaderInjectionError(DigestError):
+    """A value bound for a header holds a line break or NUL; it is refused, never cleaned."""
+
+    exit_code = 2
+
+    def __init__(self, field: str, value: str) -> None:
+        shown = value if len(value) <= 60 else value[:57] + "..."
+        super().__init__(f"{field} contains a line break or NUL and cannot go in a header: {shown!r}")
+        self.field = field
+        self.value = value
+
+
+class MessageIntegrityError(DigestError):
+    """A built message did not parse back to exactly the headers that were intended."""

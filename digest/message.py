@@ -1,0 +1,277 @@
+"""MIME bytes for one reader, built from a template encoded once per issue.
+
+``MessageTemplate`` is made once per issue: the headers every copy shares are encoded, both
+body parts are quoted-printable encoded, and the byte strings between the reader placeholders
+are kept. For each reader, ``build`` encodes only that reader's few values and joins. Each
+spliced value sits between quoted-printable soft line breaks, so the decoded body is exactly the
+text with the value in place of the placeholder, and no line grows past 76 characters.
+
+Every value bound for a header is refused (``HeaderInjectionError``) if it holds CR, LF or NUL;
+it is never cleaned. After building, ``check_structure`` confirms, cheaply, that the header
+block holds exactly the intended header names; ``verify`` re-parses a message in full with the
+standard library and compares every header and both body parts with what was intended.
+"""
+
+from __future__ import annotations
+
+import binascii
+import datetime as dt
+import email.policy
+import email.utils
+import html as html_lib
+import re
+from dataclasses import dataclass
+from email.parser import BytesParser
+
+from .errors import HeaderInjectionError, MessageIntegrityError
+from .models import Mailbox
+from .personalise import Placeholders, Recipient
+
+CRLF = b"\r\n"
+MAX_LINE = 998
+_QP_LINE = 76
+_UNSAFE = re.compile(r"[\r\n\x00]")
+_ATOM_SAFE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*$")
+_HEADER_START = re.compile(rb"\r\n(?![ \t])")
+_ENCODED_WORD_BYTES = 45  # 45 bytes -> 60 base64 characters: the word stays under RFC 2047's 75
+
+
+def refuse_line_breaks(field: str, value: str) -> str:
+    """Return ``value`` if it is safe in a header; raise ``HeaderInjectionError`` otherwise."""
+    if _UNSAFE.search(value):
+        raise HeaderInjectionError(field, value)
+    return value
+
+
+def encoded_words(text: str) -> list[str]:
+    """RFC 2047 base64 encoded-words for ``text``, split on character boundaries."""
+    words, chunk = [], b""
+    for char in text:
+        data = char.encode("utf-8")
+        if len(chunk) + len(data) > _ENCODED_WORD_BYTES:
+            words.append(chunk)
+            chunk = b""
+        chunk += data
+    if chunk or not words:
+        words.append(chunk)
+    return [f"=?utf-8?b?{binascii.b2a_base64(w, newline=False).decode('ascii')}?=" for w in words]
+
+
+def encode_text_header(name: str, value: str) -> str:
+    """An unstructured header value (Subject) as it goes on the wire, folded with CRLF.
+
+    Printable ASCII without anything a reader would decode (``=?``) goes as it is, folded at
+    spaces; anything else becomes encoded-words, so what a mail client shows is exactly ``value``.
+    """
+    refuse_line_breaks(name, value)
+    if value.isascii() and value.isprintable() and "=?" not in value and "  " not in value and value == value.strip():
+        return _fold_at_spaces(len(name) + 2, value)
+    return "\r\n ".join(encoded_words(value))
+
+
+def _fold_at_spaces(used: int, value: str) -> str:
+    lines, line = [], ""
+    for word in value.split(" "):
+        if line and used + len(line) + 1 + len(word) > 78:
+            lines.append(line)
+            line, used = word, 1
+        else:
+            line = f"{line} {word}" if line else word
+    lines.append(line)
+    return "\r\n ".join(lines)  # unfolding drops only the CRLF, so the space between words stays
+
+
+def display_name(field: str, name: str) -> str:
+    """A phrase (the name in ``Name <address>``) as an atom, a quoted string or encoded-words."""
+    refuse_line_breaks(field, name)
+    if name.isascii() and name.isprintable() and "=?" not in name and name == name.strip():
+        if _ATOM_SAFE.match(name):
+            return name
+        return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return " ".join(encoded_words(name))
+
+
+def encode_mailbox(field: str, name: str, address: str) -> str:
+    """``Name <address>`` for an address header, the name quoted or encoded as it needs."""
+    refuse_line_breaks(field, address)
+    return f"{display_name(field, name)} <{address}>" if name else address
+
+
+def _qp(text: str) -> bytes:
+    return binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", CRLF)
+
+
+def _soft_break(encoded: bytes) -> bytes:
+    """End ``encoded`` with a soft line break, keeping its last line within 76 characters."""
+    if not encoded or encoded.endswith(CRLF):
+        return encoded
+    head, _, last = encoded.rpartition(CRLF)
+    prefix = head + CRLF if head else b""
+    if len(last) + 1 <= _QP_LINE:
+        return prefix + last + b"=" + CRLF
+    cut = _QP_LINE - 3
+    while b"=" in last[cut - 2:cut]:  # never split an =XX escape
+        cut -= 1
+    return prefix + last[:cut] + b"=" + CRLF + last[cut:] + b"=" + CRLF
+
+
+def _normalise_newlines(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+@dataclass(frozen=True, slots=True)
+class IssueHeaders:
+    """The header values every copy of an issue shares."""
+
+    sender: Mailbox
+    reply_to: str | None
+    subject: str
+    date: dt.datetime
+    list_name: str
+    list_id: str
+
+
+
+class MessageTemplate:
+    """One issue's message, encoded once; ``build`` makes each reader's copy."""
+
+    def __init__(self, headers: IssueHeaders, text: str, html: str, placeholders: Placeholders, boundary: str) -> None:
+        self.headers = headers
+        self.text = _normalise_newlines(text)
+        self.html = _normalise_newlines(html)
+        self.placeholders = placeholders
+        self.boundary = boundary
+        self._pattern = placeholders.pattern()
+        subject = encode_text_header("Subject", headers.subject)
+        list_name = display_name("List-Id", headers.list_name)
+        self._head_before_to = (
+            f"From: {encode_mailbox('From', headers.sender.name, headers.sender.address)}\r\nTo: "
+        ).encode("ascii")
+        shared = [
+            f"Subject: {subject}",
+            f"Date: {email.utils.format_datetime(headers.date)}",
+        ]
+        self._head_middle = ("\r\n" + "\r\n".join(shared) + "\r\nMessage-ID: ").encode("ascii")
+        after = []
+        if headers.reply_to:
+            after.append(f"Reply-To: {refuse_line_breaks('Reply-To', headers.reply_to)}")
+        after.append(f"List-Id: {list_name} <{refuse_line_breaks('List-Id', headers.list_id)}>")
+        self._head_after_mid = ("\r\n" + "\r\n".join(after) + "\r\nList-Unsubscribe: <").encode("ascii")
+        tail = [
+            "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+            "MIME-Version: 1.0",
+            f'Content-Type: multipart/alternative; boundary="{boundary}"',
+            "",
+            "",
+        ]
+        self._head_tail = ("\r\n".join(tail)).encode("ascii")
+        part_head = "--{b}\r\nContent-Type: text/{sub}; charset=\"utf-8\"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+        self._text_segments, self._text_slots = self._split(self.text)
+        self._html_segments, self._html_slots = self._split(self.html)
+        self._text_head = part_head.format(b=boundary, sub="plain").encode("ascii")
+        self._html_head = ("\r\n" + part_head.format(b=boundary, sub="html")).encode("ascii")
+        self._end = f"\r\n--{boundary}--\r\n".encode("ascii")
+        self.header_names = ["From", "To", "Subject", "Date", "Message-ID"]
+        if headers.reply_to:
+            self.header_names.append("Reply-To")
+        self.header_names += ["List-Id", "List-Unsubscribe", "List-Unsubscribe-Post", "MIME-Version", "Content-Type"]
+
+    def _split(self, body: str) -> tuple[list[bytes], list[str]]:
+        pieces = self._pattern.split(body)
+        literals, fields = pieces[0::2], [f.lower() for f in pieces[1::2]]
+        segments = [_soft_break(_qp(piece)) for piece in literals[:-1]] + [_qp(literals[-1])]
+        return segments, fields
+
+    @staticmethod
+    def _splice(segments: list[bytes], slots: list[str], values: dict[str, bytes]) -> bytes:
+        out = [segments[0]]
+        for slot, segment in zip(slots, segments[1:]):
+            out.append(values[slot])
+            out.append(segment)
+        return b"".join(out)
+
+    def build(self, recipient: Recipient) -> bytes:
+        """The finished message for one reader."""
+        to = encode_mailbox("To", recipient.name, recipient.email)
+        refuse_line_breaks("Message-ID", recipient.message_id)
+        refuse_line_breaks("List-Unsubscribe", recipient.unsubscribe_url)
+        refuse_line_breaks("List-Unsubscribe", recipient.unsubscribe_mailto)
+        raw = {"greeting": recipient.greeting, "email": recipient.email, "unsubscribe_url": recipient.unsubscribe_url}
+        for field, value in raw.items():
+            refuse_line_breaks(field, value)
+        text_values = {k: _soft_break(_qp(v)) for k, v in raw.items()}
+        html_values = {k: _soft_break(_qp(html_lib.escape(v, quote=True))) for k, v in raw.items()}
+        return b"".join((
+            self._head_before_to,
+            to.encode("ascii"),
+            self._head_middle,
+            recipient.message_id.encode("ascii"),
+            self._head_after_mid,
+            recipient.unsubscribe_url.encode("ascii"),
+            b">,\r\n <",
+            recipient.unsubscribe_mailto.encode("ascii"),
+            b">\r\n",
+            self._head_tail,
+            self._text_head,
+            self._splice(self._text_segments, self._text_slots, text_values),
+            self._html_head,
+            self._splice(self._html_segments, self._html_slots, html_values),
+            self._end,
+        ))
+
+    def personalised_bodies(self, recipient: Recipient) -> tuple[str, str]:
+        """The decoded text and HTML bodies one reader should receive (for verification)."""
+        raw = {"greeting": recipient.greeting, "email": recipient.email, "unsubscribe_url": recipient.unsubscribe_url}
+
+        def fill(body: str, escape: bool) -> str:
+            return self._pattern.sub(lambda m: html_lib.escape(raw[m.group(1).lower()], quote=True) if escape else raw[m.group(1).lower()], body)
+
+        return fill(self.text, False), fill(self.html, True)
+
+    def check_structure(self, data: bytes) -> None:
+        """Cheap guard for every copy: exactly the intended headers, CRLF only, short lines."""
+        head_end = data.find(b"\r\n\r\n")
+        if head_end < 0:
+            raise MessageIntegrityError("message has no end of headers")
+        head = data[:head_end]
+        names = [line.split(b":", 1)[0].decode("ascii", "replace") for line in _HEADER_START.split(head)]
+        if names != self.header_names:
+            raise MessageIntegrityError(f"header set {names} is not the intended {self.header_names}")
+        if data.count(b"\n") != data.count(CRLF) or data.count(b"\r") != data.count(CRLF):
+            raise MessageIntegrityError("bare CR or LF in message")
+        if b"\x00" in data:
+            raise MessageIntegrityError("NUL byte in message")
+        if max(map(len, data.split(CRLF))) > MAX_LINE:
+            raise MessageIntegrityError(f"a line is longer than {MAX_LINE} octets")
+
+    def verify(self, data: bytes, recipient: Recipient) -> None:
+        """Full check of one copy: parse it back and compare every header and both bodies."""
+        self.check_structure(data)
+        message = BytesParser(policy=email.policy.default).parsebytes(data)
+        if message.defects:
+            raise MessageIntegrityError(f"parser found defects: {message.defects}")
+        expected_text, expected_html = self.personalised_bodies(recipient)
+
+        def same(name: str, got: object, want: object) -> None:
+            if got != want:
+                raise MessageIntegrityError(f"{name} parsed back as {got!r}, intended {want!r}")
+
+        same("header names", list(message.keys()), self.header_names)
+        for name in ("From", "To"):
+            if len(message.get_all(name, [])) != 1 or len(message[name].addresses) != 1:
+                raise MessageIntegrityError(f"{name} must hold exactly one address")
+        frm, to = message["From"].addresses[0], message["To"].addresses[0]
+        same("From", (frm.display_name, frm.addr_spec), (self.headers.sender.name, self.headers.sender.address))
+        same("To", (to.display_name, to.addr_spec), (recipient.name, recipient.email))
+        same("Subject", str(message["Subject"]), self.headers.subject)
+        same("Message-ID", str(message["Message-ID"]), recipient.message_id)
+        same("List-Unsubscribe", str(message["List-Unsubscribe"]),
+             f"<{recipient.unsubscribe_url}>, <{recipient.unsubscribe_mailto}>")
+        same("List-Unsubscribe-Post", str(message["List-Unsubscribe-Post"]), "List-Unsubscribe=One-Click")
+        same("List-Id", str(message["List-Id"]).rsplit("<", 1)[-1], f"{self.headers.list_id}>")
+        same("Content-Type", message.get_content_type(), "multipart/alternative")
+        parts = list(message.iter_parts())
+        same("parts", [p.get_content_type() for p in parts], ["text/plain", "text/html"])
+        same("text part", parts[0].get_content().replace("\r\n", "\n"), expected_text)
+        same("HTML part", parts[1].get_content().replace("\r\n", "\n"), expected_html)
+

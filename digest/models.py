@@ -1,0 +1,168 @@
+"""The nouns of the pipeline as frozen values. No I/O here."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+EditionKind = Literal["national", "city", "topic"]
+SubscriberStatus = Literal["active", "unsubscribed", "bounced"]
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True, slots=True)
+class Curator:
+    name: str
+    title: str
+
+
+@dataclass(frozen=True, slots=True)
+class Mailbox:
+    """A display name and an address, both already checked for header safety."""
+
+    name: str
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class Edition:
+    """One newsletter: what goes in it, when it goes out, and who it comes from."""
+
+    slug: str
+    name: str
+    kind: EditionKind
+    tagline: str
+    timezone: str
+    send_at: dt.time
+    days: frozenset[int]  # 0 = Monday, as datetime.weekday()
+    sender: Mailbox
+    reply_to: str | None
+    list_id: str
+    subject: str  # Jinja2 source, trusted (it comes from digest.toml)
+    preheader: str
+    greeting: str
+    reading_minutes: int
+    tags: frozenset[str] = frozenset()
+    cities: frozenset[str] = frozenset()
+    curator: Curator | None = None
+    on_empty: Literal["skip", "fail"] = "skip"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+@dataclass(frozen=True, slots=True)
+class Newsroom:
+    name: str
+    domain: str
+    postal_address: str
+    words_per_minute: int
+
+
+@dataclass(frozen=True, slots=True)
+class Paths:
+    stories: Path
+    subscribers: Path
+    templates: Path | None
+    state: Path
+    out: Path
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """One key for signing unsubscribe tokens; the first configured key signs, all verify."""
+
+    key_id: str
+    secret: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything digest.toml and the environment say, typed and checked."""
+
+    config_file: Path
+    newsroom: Newsroom
+    base_url: str
+    paths: Paths
+    editions: tuple[Edition, ...]
+    demo_date: dt.date | None
+    signing_keys: tuple[SigningKey, ...] = field(default=(), repr=False)
+
+    def edition(self, slug: str) -> Edition:
+        """The edition with this slug; raises KeyError when there is none."""
+        for edition in self.editions:
+            if edition.slug == slug:
+                return edition
+        raise KeyError(slug)
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    src: str
+    alt: str | None
+    credit: str | None
+    caption: str | None
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Story:
+    """One story, its body already sanitised."""
+
+    id: str
+    headline: str
+    published: dt.datetime  # always timezone-aware
+    body_html: str  # sanitised HTML
+    words: int
+    source: str  # where it came from, for error messages ("stories/x.md")
+    editions: frozenset[str] = frozenset()
+    tags: frozenset[str] = frozenset()
+    cities: frozenset[str] = frozenset()
+    priority: int = 5
+    byline: str | None = None
+    url: str | None = None
+    section: str | None = None
+    image: Image | None = None
+    editor_note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    email: str
+    name: str
+    editions: frozenset[str]
+    status: SubscriberStatus
+    line: int  # line in subscribers.csv where the row starts
+    fields: tuple[tuple[str, str], ...] = ()  # the other columns, in file order
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """The stories chosen for one edition on one date, and those left out and why."""
+
+    edition: Edition
+    date: dt.date
+    send_time: dt.datetime  # aware, in the edition's zone
+    window_start: dt.datetime
+    stories: tuple[Story, ...]
+    held_over_budget: tuple[Story, ...] = ()
+    reading_minutes: int = 0
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.stories
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedIssue:
+    """One issue rendered and CSS-inlined, with per-reader placeholders still in it."""
+
+    subject: str
+    preheader: str
+    html: str
+    text: str

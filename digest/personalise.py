@@ -1,0 +1,144 @@
+"""Per-reader values: placeholders, greetings, signed unsubscribe tokens and Message-IDs.
+
+The rendered issue carries placeholders such as ``%%D3f09c2a1b7e4d6c8_EMAIL%%``. The random
+part is new for every composed issue, so story text cannot contain a placeholder by accident or
+on purpose (a story that quotes one prints it literally). ``message.py`` splices each reader's
+values in place of the placeholders.
+
+Tokens are ``base64url(payload).base64url(HMAC-SHA256(key, payload))`` with the payload
+``v1|key id|edition|address``. They never expire; the first configured key signs, every
+configured key verifies, so keys can be rotated without breaking links already sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from .addresses import address_key
+from .models import Edition, Issue, Settings, SigningKey, Subscriber
+
+READER_FIELDS = ("greeting", "email", "unsubscribe_url")
+_SEP = "|"
+
+
+@dataclass(frozen=True, slots=True)
+class Placeholders:
+    """The per-issue placeholder strings for the reader fields."""
+
+    nonce: str
+
+    @classmethod
+    def new(cls) -> Placeholders:
+        return cls(secrets.token_hex(8))
+
+    def marker(self, field: str) -> str:
+        return f"%%D{self.nonce}_{field.upper()}%%"
+
+    def context(self) -> dict[str, str]:
+        """The ``reader`` mapping handed to templates."""
+        return {field: self.marker(field) for field in READER_FIELDS}
+
+    def pattern(self) -> re.Pattern[str]:
+        """Matches any of this issue's placeholders; group 1 is the field name, upper case."""
+        return re.compile(rf"%%D{self.nonce}_([A-Z_]+)%%")
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """Everything that differs between two copies of the same issue."""
+
+    email: str
+    name: str
+    greeting: str
+    unsubscribe_url: str
+    unsubscribe_mailto: str
+    message_id: str
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def sign_token(keys: tuple[SigningKey, ...], email: str, edition: str) -> str:
+    """A token that lets ``email`` leave ``edition`` (or, by the page's choice, every edition)."""
+    key = keys[0]
+    payload = _SEP.join(("v1", key.key_id, edition, email)).encode()
+    return f"{b64(payload)}.{b64(hmac.digest(key.secret, payload, 'sha256'))}"
+
+
+def verify_token(keys: tuple[SigningKey, ...], token: str) -> tuple[str, str] | None:
+    """(email, edition) if ``token`` was signed by one of ``keys``; None for anything else."""
+    try:
+        payload_text, mac_text = token.split(".")
+        payload, mac = unb64(payload_text), unb64(mac_text)
+        version, key_id, edition, email = payload.decode().split(_SEP)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return None
+    if version != "v1":
+        return None
+    for key in keys:
+        if key.key_id == key_id:
+            expected = hmac.digest(key.secret, payload, "sha256")
+            return (email, edition) if hmac.compare_digest(expected, mac) else None
+    return None
+
+
+def message_id(keys: tuple[SigningKey, ...], edition: str, date: str, email: str, domain: str) -> str:
+    """A Message-ID fixed for (issue, reader) and unguessable without the secret key."""
+    secret = hmac.digest(keys[0].secret, b"digest message-id", "sha256")
+    tag = hmac.new(secret, _SEP.join((edition, date, address_key(email))).encode(), hashlib.sha256)
+    return f"<{tag.hexdigest()[:32]}@{domain}>"
+
+
+def first_name(name: str) -> str:
+    """The word a greeting uses: the first word of the name column (blank stays blank)."""
+    return name.split()[0] if name.split() else ""
+
+
+def greeting(salutation: str, name: str) -> str:
+    """'Good morning, Ana.' or, without a name, 'Good morning.'"""
+    first = first_name(name)
+    return f"{salutation}, {first}." if first else f"{salutation}."
+
+
+class RecipientFactory:
+    """Turns a subscriber into the per-reader values of one issue."""
+
+    def __init__(self, settings: Settings, edition: Edition, issue_date: str) -> None:
+        if not settings.signing_keys:
+            raise ValueError("no signing key configured")
+        self.keys = settings.signing_keys
+        self.edition = edition
+        self.date = issue_date
+        self.domain = settings.newsroom.domain
+        self.unsubscribe_base = f"{settings.base_url}/u/"
+        self.mailto = f"unsubscribe@{settings.newsroom.domain}"
+
+    def for_subscriber(self, subscriber: Subscriber) -> Recipient:
+        return self.for_address(subscriber.email, subscriber.name)
+
+    def for_address(self, email: str, name: str = "") -> Recipient:
+        token = sign_token(self.keys, email, self.edition.slug)
+        return Recipient(
+            email=email,
+            name=name,
+            greeting=greeting(self.edition.greeting, name),
+            unsubscribe_url=self.unsubscribe_base + token,
+            unsubscribe_mailto=f"mailto:{self.mailto}?subject={quote('unsubscribe ' + token)}",
+            message_id=message_id(self.keys, self.edition.slug, self.date, email, self.domain),
+        )
+
+
+def issue_date_key(issue: Issue) -> str:
+    return issue.date.isoformat()

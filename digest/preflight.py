@@ -1,0 +1,81 @@
+"""Checks an editor wants before an issue goes out, run on the rendered issue.
+
+Each finding is an error (do not send as it is) or a warning (look before sending).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from .compose import ComposedIssue
+from .models import Issue
+
+GMAIL_CLIP_BYTES = 102 * 1024  # Gmail cuts messages whose HTML passes ~102 KB
+HTML_SIZE_WARNING = 90 * 1024
+SUBJECT_WARN_CHARS = 70  # roughly what a desktop inbox shows; phones show fewer
+_TK = re.compile(r"\bTK\b")
+_EMPTY_LEAD_IN = re.compile(r"<p>\s*<strong>[^<]*:\s*</strong>\s*</p>")
+
+Level = Literal["error", "warning"]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    level: Level
+    where: str
+    message: str
+
+
+def check_plan(issue: Issue) -> list[Finding]:
+    """Findings about which stories went in (before rendering)."""
+    edition = issue.edition
+    where = f"{edition.slug} {issue.date.isoformat()}"
+    if issue.is_empty:
+        level: Level = "error" if edition.on_empty == "fail" else "warning"
+        return [Finding(level, where, f"no stories in the window ({issue.window_start:%Y-%m-%d %H:%M} to "
+                                      f"{issue.send_time:%Y-%m-%d %H:%M %Z}); the issue will not be sent (on_empty = '{edition.on_empty}')")]
+    findings = []
+    for story in issue.held_over_budget:
+        findings.append(Finding("warning", story.source,
+                                f"held out of the issue: it does not fit the {edition.reading_minutes}-minute budget"))
+    return findings
+
+
+def check_rendered(composed: ComposedIssue, sample_message: bytes) -> list[Finding]:
+    """Findings about the rendered issue and one reader's copy of it."""
+    issue, rendered = composed.issue, composed.rendered
+    where = f"{issue.edition.slug} {issue.date.isoformat()}"
+    findings: list[Finding] = []
+    html_size = len(rendered.html.encode("utf-8"))
+    if html_size > GMAIL_CLIP_BYTES:
+        findings.append(Finding("error", where, f"HTML is {html_size / 1024:.1f} KB; Gmail clips messages past 102 KB"))
+    elif html_size > HTML_SIZE_WARNING:
+        findings.append(Finding("warning", where, f"HTML is {html_size / 1024:.1f} KB, close to Gmail's 102 KB clipping"))
+    subject = rendered.subject
+    if not subject.strip():
+        findings.append(Finding("error", where, "subject is empty"))
+    elif len(subject) > SUBJECT_WARN_CHARS:
+        findings.append(Finding("warning", where, f"subject is {len(subject)} characters; inboxes show about {SUBJECT_WARN_CHARS}"))
+    if not rendered.preheader.strip():
+        findings.append(Finding("warning", where, "preheader is empty; inboxes will preview the first body text instead"))
+    if _TK.search(subject) or _TK.search(rendered.preheader):
+        findings.append(Finding("error", where, "subject or preheader holds a 'TK' placeholder"))
+    for story in issue.stories:
+        if story.image is not None:
+            if not story.image.alt:
+                findings.append(Finding("warning", story.source, "image has no alt text"))
+            if not story.image.credit:
+                findings.append(Finding("warning", story.source, "image has no credit"))
+        for label, text in (("headline", story.headline), ("body", story.body_html),
+                            ("caption", story.image.caption if story.image else None)):
+            if text and _TK.search(text):
+                findings.append(Finding("error", story.source, f"{label} holds a 'TK' placeholder"))
+        if story.words == 0:
+            findings.append(Finding("error", story.source, "story body is empty"))
+        elif _EMPTY_LEAD_IN.search(story.body_html):
+            findings.append(Finding("warning", story.source, "a bold lead-in has no text after it (empty section)"))
+    if len(sample_message) > 10 * 1024 * 1024:
+        findings.append(Finding("error", where, f"one message is {len(sample_message) / 1048576:.1f} MB"))
+    return findings

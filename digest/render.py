@@ -1,0 +1,179 @@
+"""Issue -> HTML and plain text through Jinja2: the only jinja2 (and markupsafe) import.
+
+HTML templates autoescape and every template uses ``StrictUndefined``. Story text only ever
+enters as context data, never as template source, so ``{{ 7*7 }}`` in a story prints literally.
+The subject and preheader templates come from digest.toml (trusted) and render without escaping.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+
+from .editions import reading_minutes
+from .errors import TemplateError
+from .models import Curator, Edition, Image, Issue, Newsroom
+from .plaintext import LinkRefs, first_paragraph, html_to_text
+
+BUILTIN_TEMPLATES = Path(str(resources.files("digest") / "templates"))
+
+
+@dataclass(frozen=True, slots=True)
+class StoryView:
+    """A story as templates see it."""
+
+    number: int
+    id: str
+    headline: str
+    url: str | None
+    url_ref: int | None
+    byline: str | None
+    section: str | None
+    image: Image | None
+    lede: str
+    body_html: Markup
+    body_text: str
+    editor_note: str | None
+    reading_minutes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """Rendered but not yet inlined."""
+
+    subject: str
+    preheader: str
+    html: str
+    text: str
+
+
+def date_label(date: dt.date) -> str:
+    """'Tuesday, December 1, 2026'."""
+    return f"{date:%A}, {date:%B} {date.day}, {date.year}"
+
+
+class Renderer:
+    """Holds the two Jinja2 environments (HTML and text) for a template search path."""
+
+    def __init__(self, override_dir: Path | None = None) -> None:
+        search = [str(override_dir)] if override_dir else []
+        search.append(str(BUILTIN_TEMPLATES))
+        loader = jinja2.FileSystemLoader(search)
+        options: dict[str, Any] = dict(
+            loader=loader,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+        )
+        self.html_env = jinja2.Environment(autoescape=True, **options)
+        self.text_env = jinja2.Environment(autoescape=False, **options)
+
+    def _template(self, env: jinja2.Environment, edition: Edition, suffix: str) -> jinja2.Template:
+        names = [f"{edition.slug}/edition.{suffix}", f"{edition.kind}/edition.{suffix}", f"edition.{suffix}"]
+        try:
+            return env.select_template(names)
+        except jinja2.TemplateError as exc:
+            raise TemplateError(_describe(exc), file=getattr(exc, "filename", None), line=getattr(exc, "lineno", None)) from None
+
+    def _one_line(self, source: str, context: dict[str, Any], field: str, edition: Edition) -> str:
+        try:
+            value = self.text_env.from_string(source).render(context)
+        except jinja2.TemplateError as exc:
+            raise TemplateError(_describe(exc), field=f"editions ({edition.slug}).{field}") from None
+        if any(c in value for c in "\r\n\x00"):
+            raise TemplateError("rendered to more than one line; a header must be one line", field=f"editions ({edition.slug}).{field}")
+        return " ".join(value.split(" ")).strip()
+
+    def render(self, issue: Issue, newsroom: Newsroom, base_url: str, reader: dict[str, str]) -> Rendered:
+        """Render one non-empty issue with ``reader`` placeholders in place of per-reader values."""
+        edition = issue.edition
+        refs = LinkRefs()
+        views = []
+        for number, story in enumerate(issue.stories, start=1):
+            url_ref = refs.ref(story.url) if story.url else None
+            views.append(StoryView(
+                number=number,
+                id=story.id,
+                headline=story.headline,
+                url=story.url,
+                url_ref=url_ref,
+                byline=story.byline,
+                section=story.section,
+                image=story.image,
+                lede=first_paragraph(story.body_html),
+                body_html=Markup(story.body_html),  # sanitised by stories.py: the one place that marks HTML safe
+                body_text=html_to_text(story.body_html, refs),
+                editor_note=story.editor_note,
+                reading_minutes=reading_minutes(story.words, newsroom.words_per_minute),
+            ))
+        context: dict[str, Any] = {
+            "newsroom": newsroom,
+            "edition": _EditionView(edition),
+            "lead": views[0],
+            "stories": views,
+            "links": refs.items(),
+            "reader": reader,
+        }
+        issue_view = {
+            "date": issue.date,
+            "date_label": date_label(issue.date),
+            "reading_minutes": issue.reading_minutes,
+            "story_count": len(views),
+            "view_url": f"{base_url}/i/{edition.slug}/{issue.date.isoformat()}",
+        }
+        context["issue"] = issue_view
+        subject = self._one_line(edition.subject, context, "subject", edition)
+        preheader = self._one_line(edition.preheader, context, "preheader", edition)
+        context["issue"] = {**issue_view, "subject": subject, "preheader": preheader}
+        try:
+            html = self._template(self.html_env, edition, "html").render(context)
+            text = self._template(self.text_env, edition, "txt").render(context)
+        except jinja2.TemplateError as exc:
+            raise TemplateError(_describe(exc), file=getattr(exc, "filename", None), line=getattr(exc, "lineno", None)) from None
+        return Rendered(subject=subject, preheader=preheader, html=html, text=text)
+
+
+@dataclass(frozen=True, slots=True)
+class _EditionView:
+    """The edition fields templates may use."""
+
+    edition: Edition
+
+    @property
+    def slug(self) -> str:
+        return self.edition.slug
+
+    @property
+    def name(self) -> str:
+        return self.edition.name
+
+    @property
+    def kind(self) -> str:
+        return self.edition.kind
+
+    @property
+    def tagline(self) -> str:
+        return self.edition.tagline
+
+    @property
+    def greeting(self) -> str:
+        return self.edition.greeting
+
+    @property
+    def curator(self) -> Curator | None:
+        return self.edition.curator
+
+
+def _describe(exc: jinja2.TemplateError) -> str:
+    if isinstance(exc, jinja2.UndefinedError):
+        return f"template uses an undefined name: {exc.message}"
+    if isinstance(exc, jinja2.TemplatesNotFound):
+        return f"no template found (tried {', '.join(map(str, exc.templates))})"
+    return f"{type(exc).__name__}: {exc.message or exc}"
