@@ -9,7 +9,6 @@ Everything here is pure computation: no network, no clock (the date is given), n
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from .editions import assemble
 from .inline import inline_css
 from .message import IssueHeaders, MessageTemplate
 from .models import Edition, Issue, RenderedIssue, Settings, Story, Subscriber
-from .personalise import Placeholders, Recipient, RecipientFactory
+from .personalise import Placeholders, Recipient, RecipientFactory, boundary
 from .render import Renderer
 
 
@@ -63,8 +62,10 @@ def compose(settings: Settings, issue: Issue, renderer: Renderer | None = None) 
         list_name=edition.name,
         list_id=edition.list_id,
     )
-    template = MessageTemplate(headers, inlined.text, inlined.html, placeholders, boundary=f"==digest-{secrets.token_hex(12)}==")
-    recipients = RecipientFactory(settings, edition, issue.date.isoformat())
+    date = issue.date.isoformat()
+    template = MessageTemplate(headers, inlined.text, inlined.html, placeholders,
+                               boundary=boundary(settings.signing_keys, edition.slug, date))
+    recipients = RecipientFactory(settings, edition, date)
     return ComposedIssue(issue, inlined, template, recipients)
 
 

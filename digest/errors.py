@@ -9,7 +9,8 @@ in one place. Errors carry the data needed to act on them (file, line, field), n
     │   ├── StoryError             one story file
     │   ├── SubscriberError        one row of subscribers.csv
     │   └── TemplateError          a template or a subject/preheader template
-    ├── HeaderInjectionError       a value meant for a header carries CR, LF or NUL (exit 2)
+    ├── HeaderValueError           a value cannot go in a header as it is (exit 2)
+    │   └── HeaderInjectionError   ... because it carries CR, LF or NUL
     └── MessageIntegrityError      serialised bytes do not parse back to the intended headers
 """
 
@@ -79,16 +80,23 @@ class TemplateError(InputError):
     """A template failed to load or render."""
 
 
-class HeaderInjectionError(DigestError):
-    """A value bound for a header holds a line break or NUL; it is refused, never cleaned."""
+class HeaderValueError(DigestError):
+    """A value bound for a header cannot be written as it is; it is refused, never cleaned."""
 
     exit_code = 2
+    reason = "cannot go in a header"
 
-    def __init__(self, field: str, value: str) -> None:
+    def __init__(self, field: str, value: str, reason: str | None = None) -> None:
         shown = value if len(value) <= 60 else value[:57] + "..."
-        super().__init__(f"{field} contains a line break or NUL and cannot go in a header: {shown!r}")
+        super().__init__(f"{field} {reason or self.reason}: {shown!r}")
         self.field = field
         self.value = value
+
+
+class HeaderInjectionError(HeaderValueError):
+    """A value bound for a header holds a line break or NUL."""
+
+    reason = "contains a line break or NUL and cannot go in a header"
 
 
 class MessageIntegrityError(DigestError):

@@ -9,14 +9,24 @@ phone and dark-mode layouts. cssutils' own logging is silenced: its complaints a
 from __future__ import annotations
 
 import logging
+import re
 
 from premailer import Premailer
 
 from .errors import TemplateError
 
+_LINKED_CSS = re.compile(r"<link\b[^>]*\bstylesheet\b", re.I)
+_STYLE_BLOCK = re.compile(r"<style\b[^>]*>(.*?)</style>", re.I | re.S)
+
 
 def inline_css(html: str) -> str:
-    """Move the document's ``<style>`` rules onto its elements; keep ``@media`` rules in a block."""
+    """Move the document's ``<style>`` rules onto its elements; keep ``@media`` rules in a block.
+
+    A linked or imported stylesheet is refused: premailer would leave it in the email for every
+    reader's client to fetch, which is both a tracking beacon and a layout that depends on the web.
+    """
+    if _LINKED_CSS.search(html) or any("@import" in block for block in _STYLE_BLOCK.findall(html)):
+        raise TemplateError("templates must not link or @import stylesheets; put the CSS in base.html's <style> block")
     try:
         return Premailer(
             html,

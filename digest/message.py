@@ -21,9 +21,11 @@ import email.utils
 import html as html_lib
 import re
 from dataclasses import dataclass
+import email.message
+from email.header import decode_header, make_header
 from email.parser import BytesParser
 
-from .errors import HeaderInjectionError, MessageIntegrityError
+from .errors import HeaderInjectionError, HeaderValueError, MessageIntegrityError
 from .models import Mailbox
 from .personalise import Placeholders, Recipient
 
@@ -41,6 +43,14 @@ def refuse_line_breaks(field: str, value: str) -> str:
     if _UNSAFE.search(value):
         raise HeaderInjectionError(field, value)
     return value
+
+
+def ascii_value(field: str, value: str) -> bytes:
+    """Bytes of an address, URL or Message-ID for a header: one line and plain ASCII, or refused."""
+    refuse_line_breaks(field, value)
+    if not value.isascii():
+        raise HeaderValueError(field, value, "must be ASCII (addresses and URLs are never encoded)")
+    return value.encode("ascii")
 
 
 def encoded_words(text: str) -> list[str]:
@@ -64,7 +74,8 @@ def encode_text_header(name: str, value: str) -> str:
     spaces; anything else becomes encoded-words, so what a mail client shows is exactly ``value``.
     """
     refuse_line_breaks(name, value)
-    if value.isascii() and value.isprintable() and "=?" not in value and "  " not in value and value == value.strip():
+    foldable = all(len(word) <= 78 - len(name) - 2 for word in value.split(" "))
+    if value.isascii() and value.isprintable() and "=?" not in value and "  " not in value and value == value.strip() and foldable:
         return _fold_at_spaces(len(name) + 2, value)
     return "\r\n ".join(encoded_words(value))
 
@@ -93,7 +104,7 @@ def display_name(field: str, name: str) -> str:
 
 def encode_mailbox(field: str, name: str, address: str) -> str:
     """``Name <address>`` for an address header, the name quoted or encoded as it needs."""
-    refuse_line_breaks(field, address)
+    ascii_value(field, address)
     return f"{display_name(field, name)} <{address}>" if name else address
 
 
@@ -105,8 +116,8 @@ def _soft_break(encoded: bytes) -> bytes:
     """End ``encoded`` with a soft line break, keeping its last line within 76 characters."""
     if not encoded or encoded.endswith(CRLF):
         return encoded
-    head, _, last = encoded.rpartition(CRLF)
-    prefix = head + CRLF if head else b""
+    head, separator, last = encoded.rpartition(CRLF)
+    prefix = head + separator
     if len(last) + 1 <= _QP_LINE:
         return prefix + last + b"=" + CRLF
     cut = _QP_LINE - 3
@@ -154,8 +165,8 @@ class MessageTemplate:
         self._head_middle = ("\r\n" + "\r\n".join(shared) + "\r\nMessage-ID: ").encode("ascii")
         after = []
         if headers.reply_to:
-            after.append(f"Reply-To: {refuse_line_breaks('Reply-To', headers.reply_to)}")
-        after.append(f"List-Id: {list_name} <{refuse_line_breaks('List-Id', headers.list_id)}>")
+            after.append(f"Reply-To: {ascii_value('Reply-To', headers.reply_to).decode()}")
+        after.append(f"List-Id: {list_name} <{ascii_value('List-Id', headers.list_id).decode()}>")
         self._head_after_mid = ("\r\n" + "\r\n".join(after) + "\r\nList-Unsubscribe: <").encode("ascii")
         tail = [
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
@@ -193,9 +204,9 @@ class MessageTemplate:
     def build(self, recipient: Recipient) -> bytes:
         """The finished message for one reader."""
         to = encode_mailbox("To", recipient.name, recipient.email)
-        refuse_line_breaks("Message-ID", recipient.message_id)
-        refuse_line_breaks("List-Unsubscribe", recipient.unsubscribe_url)
-        refuse_line_breaks("List-Unsubscribe", recipient.unsubscribe_mailto)
+        message_id = ascii_value("Message-ID", recipient.message_id)
+        unsubscribe_url = ascii_value("List-Unsubscribe", recipient.unsubscribe_url)
+        unsubscribe_mailto = ascii_value("List-Unsubscribe", recipient.unsubscribe_mailto)
         raw = {"greeting": recipient.greeting, "email": recipient.email, "unsubscribe_url": recipient.unsubscribe_url}
         for field, value in raw.items():
             refuse_line_breaks(field, value)
@@ -205,11 +216,11 @@ class MessageTemplate:
             self._head_before_to,
             to.encode("ascii"),
             self._head_middle,
-            recipient.message_id.encode("ascii"),
+            message_id,
             self._head_after_mid,
-            recipient.unsubscribe_url.encode("ascii"),
+            unsubscribe_url,
             b">,\r\n <",
-            recipient.unsubscribe_mailto.encode("ascii"),
+            unsubscribe_mailto,
             b">\r\n",
             self._head_tail,
             self._text_head,
@@ -261,8 +272,9 @@ class MessageTemplate:
             if len(message.get_all(name, [])) != 1 or len(message[name].addresses) != 1:
                 raise MessageIntegrityError(f"{name} must hold exactly one address")
         frm, to = message["From"].addresses[0], message["To"].addresses[0]
-        same("From", (frm.display_name, frm.addr_spec), (self.headers.sender.name, self.headers.sender.address))
-        same("To", (to.display_name, to.addr_spec), (recipient.name, recipient.email))
+        same("From", (_display(message, "From", frm.display_name), frm.addr_spec),
+             (self.headers.sender.name, self.headers.sender.address))
+        same("To", (_display(message, "To", to.display_name), to.addr_spec), (recipient.name, recipient.email))
         same("Subject", str(message["Subject"]), self.headers.subject)
         same("Message-ID", str(message["Message-ID"]), recipient.message_id)
         same("List-Unsubscribe", str(message["List-Unsubscribe"]),
@@ -274,4 +286,18 @@ class MessageTemplate:
         same("parts", [p.get_content_type() for p in parts], ["text/plain", "text/html"])
         same("text part", parts[0].get_content().replace("\r\n", "\n"), expected_text)
         same("HTML part", parts[1].get_content().replace("\r\n", "\n"), expected_html)
+
+
+def _display(message: email.message.EmailMessage, name: str, parsed: str) -> str:
+    """The display name as an RFC 2047 reader sees it.
+
+    CPython's address parser keeps the white space between adjacent encoded-words of a display
+    name, which RFC 2047 section 6.2 says to drop (its Subject parser drops it correctly); so an
+    encoded name is decoded here with ``decode_header``, which follows the RFC.
+    """
+    raw = next((str(value) for key, value in message.raw_items() if key.lower() == name.lower()), "")
+    phrase = raw.rsplit("<", 1)[0].strip()
+    if "=?" not in phrase:
+        return parsed
+    return str(make_header(decode_header(phrase)))
 

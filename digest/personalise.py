@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from .addresses import address_key
-from .models import Edition, Issue, Settings, SigningKey, Subscriber
+from .models import Edition, Settings, SigningKey, Subscriber
 
 READER_FIELDS = ("greeting", "email", "unsubscribe_url")
 _SEP = "|"
@@ -101,6 +101,17 @@ def message_id(keys: tuple[SigningKey, ...], edition: str, date: str, email: str
     return f"<{tag.hexdigest()[:32]}@{domain}>"
 
 
+def boundary(keys: tuple[SigningKey, ...], edition: str, date: str) -> str:
+    """The MIME boundary of an issue: fixed per issue, so a dry run and a send give the same bytes.
+
+    It cannot occur in a body part: quoted-printable writes every '=' in the text as '=3D', so no
+    encoded line can start with '--=='.
+    """
+    secret = hmac.digest(keys[0].secret, b"digest boundary", "sha256")
+    tag = hmac.new(secret, _SEP.join((edition, date)).encode(), hashlib.sha256).hexdigest()[:24]
+    return f"==digest-{tag}=="
+
+
 def first_name(name: str) -> str:
     """The word a greeting uses: the first word of the name column (blank stays blank)."""
     return name.split()[0] if name.split() else ""
@@ -139,6 +150,3 @@ class RecipientFactory:
             message_id=message_id(self.keys, self.edition.slug, self.date, email, self.domain),
         )
 
-
-def issue_date_key(issue: Issue) -> str:
-    return issue.date.isoformat()

@@ -1,0 +1,350 @@
+"""digest.toml + DIGEST_* environment -> Settings: the sample, every kind of bad value, and secrets."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import pytest
+
+from digest.config import load_settings, parse_signing_keys
+from digest.errors import ConfigError, InputError
+from digest.models import Curator
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "digest.toml"
+SECRET = "s" * 32
+
+# A small, valid config with two editions; the bad-value tests change one line of the *second*
+# edition so that the reported field must carry the right index as well as the key.
+BASE = """\
+[newsroom]
+name = "Test News"
+domain = "news.example.org"
+postal_address = "1 Main Street, Town, ST 00000"
+
+[web]
+base_url = "https://digest.news.example.org"
+
+[defaults]
+subject = "{{ edition.name }}: {{ lead.headline }}"
+reply_to = "letters@news.example.org"
+
+[[editions]]
+slug = "am"
+name = "Test AM"
+kind = "national"
+timezone = "America/New_York"
+send_at = "06:00"
+from = "Test AM <am@news.example.org>"
+
+[[editions]]
+slug = "denver"
+name = "Test Denver"
+kind = "city"
+timezone = "America/Denver"
+send_at = "06:00"
+from = "Test Denver <denver@news.example.org>"
+"""
+
+SECOND = BASE.index('slug = "denver"')
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "digest.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def second_edition(old: str, new: str) -> str:
+    """BASE with one line of the second edition replaced."""
+    head, tail = BASE[:SECOND], BASE[SECOND:]
+    assert old in tail, old
+    return head + tail.replace(old, new, 1)
+
+
+def load_error(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> ConfigError:
+    path = write_config(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ=environ or {})
+    return info.value
+
+
+# --- the shipped sample ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return load_settings(SAMPLE, environ={})
+
+
+def test_sample_has_the_eight_editions_in_file_order(sample):
+    assert [e.slug for e in sample.editions] == [
+        "am", "pm", "denver", "des-moines", "twin-cities", "tampa-bay", "charlotte", "climate",
+    ]
+
+
+def test_sample_kinds_and_time_zones(sample):
+    kinds = {e.slug: e.kind for e in sample.editions}
+    zones = {e.slug: e.timezone for e in sample.editions}
+    assert kinds == {
+        "am": "national", "pm": "national", "denver": "city", "des-moines": "city",
+        "twin-cities": "city", "tampa-bay": "city", "charlotte": "city", "climate": "topic",
+    }
+    assert zones == {
+        "am": "America/New_York", "pm": "America/New_York", "denver": "America/Denver",
+        "des-moines": "America/Chicago", "twin-cities": "America/Chicago",
+        "tampa-bay": "America/New_York", "charlotte": "America/New_York", "climate": "America/Los_Angeles",
+    }
+    assert sample.edition("twin-cities").send_at == dt.time(6, 30)
+    assert sample.edition("pm").send_at == dt.time(17, 0)
+
+
+def test_sample_curator_only_on_the_topic_edition(sample):
+    assert sample.edition("climate").curator == Curator("Priya Raman", "Climate editor")
+    assert [e.slug for e in sample.editions if e.curator is not None] == ["climate"]
+
+
+def test_sample_defaults_are_inherited_unless_overridden(sample):
+    for edition in sample.editions:
+        assert edition.reply_to == "newsletters@northline.example.org"
+        assert edition.subject == "{{ edition.name }}: {{ lead.headline }}"
+        assert edition.on_empty == "skip"
+    assert sample.edition("am").greeting == "Good morning"          # from [defaults]
+    assert sample.edition("pm").greeting == "Good evening"          # its own
+    assert sample.edition("am").reading_minutes == 5
+    assert sample.edition("climate").reading_minutes == 6
+    assert sample.edition("am").days == frozenset(range(7))
+    assert sample.edition("climate").days == frozenset({0, 1, 2, 3, 4})  # Mon-Fri
+
+
+def test_sample_list_id_defaults_to_slug_dot_domain(sample):
+    assert sample.newsroom.domain == "northline.example.org"
+    for edition in sample.editions:
+        assert edition.list_id == f"{edition.slug}.northline.example.org"
+
+
+def test_sample_senders_filters_and_newsroom(sample):
+    am = sample.edition("am")
+    assert am.sender.name == "Northline AM"
+    assert am.sender.address == "am@northline.example.org"
+    assert "politics" in am.tags and not am.cities
+    assert sample.edition("des-moines").cities == frozenset({"des-moines"})
+    assert sample.newsroom.words_per_minute == 230
+    assert sample.base_url == "https://digest.northline.example.org"
+    assert sample.demo_date == dt.date(2026, 12, 1)
+
+
+def test_settings_are_frozen(sample):
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sample.base_url = "https://elsewhere.example.org"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sample.editions[0].slug = "x"  # type: ignore[misc]
+
+
+def test_paths_are_relative_to_the_config_folder_not_the_cwd(tmp_path, monkeypatch):
+    folder = tmp_path / "newsroom"
+    folder.mkdir()
+    shutil.copy(SAMPLE, folder / "digest.toml")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    settings = load_settings(Path("../newsroom/digest.toml"), environ={})
+    real = folder.resolve()
+    assert settings.paths.stories == real / "stories"
+    assert settings.paths.subscribers == real / "subscribers.csv"
+    assert settings.paths.out == real / "out"
+    assert settings.paths.state == real / "state"
+    assert settings.paths.templates is None  # no templates/ folder next to this copy
+
+
+def test_config_path_comes_from_digest_config_when_not_given(tmp_path):
+    path = write_config(tmp_path, BASE)
+    settings = load_settings(None, environ={"DIGEST_CONFIG": str(path)})
+    assert [e.slug for e in settings.editions] == ["am", "denver"]
+
+
+def test_explicit_list_id_and_bare_from_address(tmp_path):
+    text = second_edition('from = "Test Denver <denver@news.example.org>"',
+                          'from = "denver@news.example.org"\nlist_id = "denver-daily.news.example.org"')
+    settings = load_settings(write_config(tmp_path, text), environ={})
+    denver = settings.edition("denver")
+    assert denver.list_id == "denver-daily.news.example.org"
+    assert denver.sender.address == "denver@news.example.org"
+    assert denver.sender.name == "Test Denver"  # a bare address borrows the edition's name
+    assert settings.edition("am").list_id == "am.news.example.org"
+
+
+# --- every kind of bad value names its key -------------------------------------------------------
+
+BAD_EDITION_VALUES = {
+    "bad-timezone": ('timezone = "America/Denver"', 'timezone = "America/Denvr"', ".timezone"),
+    "timezone-not-a-zone-path": ('timezone = "America/Denver"', 'timezone = "../../etc/passwd"', ".timezone"),
+    "send-at-nonsense": ('send_at = "06:00"', 'send_at = "6am"', ".send_at"),
+    "send-at-hour-25": ('send_at = "06:00"', 'send_at = "25:00"', ".send_at"),
+    "send-at-not-a-string": ('send_at = "06:00"', "send_at = 6", ".send_at"),
+    "unknown-key-typo": ('kind = "city"', 'kind = "city"\ntagine = "Denver, briefly."', ".tagine"),
+    "bad-kind": ('kind = "city"', 'kind = "regional"', ".kind"),
+    "days-misspelt": ('kind = "city"', 'kind = "city"\ndays = ["monday", "tuesday"]', ".days"),
+    "days-empty": ('kind = "city"', 'kind = "city"\ndays = []', ".days"),
+    "days-not-a-list": ('kind = "city"', 'kind = "city"\ndays = "mon"', ".days"),
+    "from-with-crlf": ('from = "Test Denver <denver@news.example.org>"',
+                       'from = "Test Denver <denver@news.example.org>\\r\\nBcc: all@evil.example"', ".from"),
+    "from-with-lf-in-name": ('from = "Test Denver <denver@news.example.org>"',
+                             'from = "Test\\nDenver <denver@news.example.org>"', ".from"),
+    "from-invalid-address": ('from = "Test Denver <denver@news.example.org>"', 'from = "Test Denver <denver@>"', ".from"),
+    "from-missing": ('from = "Test Denver <denver@news.example.org>"', "", ".from"),
+    "reply-to-invalid": ('from = "Test Denver <denver@news.example.org>"',
+                         'from = "Test Denver <denver@news.example.org>"\nreply_to = "not an address"', ".reply_to"),
+    "slug-upper-case": ('slug = "denver"', 'slug = "Denver"', ".slug"),
+    "reading-minutes-zero": ('kind = "city"', 'kind = "city"\nreading_minutes = 0', ".reading_minutes"),
+    "on-empty-unknown": ('kind = "city"', 'kind = "city"\non_empty = "ignore"', ".on_empty"),
+    "tags-not-strings": ('kind = "city"', 'kind = "city"\ntags = [1, 2]', ".tags"),
+}
+
+
+@pytest.mark.parametrize("old,new,suffix", list(BAD_EDITION_VALUES.values()), ids=list(BAD_EDITION_VALUES))
+def test_bad_edition_value_names_the_edition_and_key(tmp_path, old, new, suffix):
+    err = load_error(tmp_path, second_edition(old, new))
+    assert err.field is not None, str(err)
+    assert err.field.startswith("editions[1]"), err.field
+    assert err.field.endswith(suffix), err.field
+    assert err.file is not None and err.file.endswith("digest.toml")
+    assert err.exit_code == 2
+    assert isinstance(err, InputError)
+    assert suffix.lstrip(".") in str(err)  # the printed message names the key too
+
+
+@pytest.mark.parametrize("value", ["06:00Z", "06:00+02:00"])
+def test_send_at_with_a_utc_offset_is_refused_not_silently_read_as_local(tmp_path, value):
+    # send_at is a local wall-clock time in the edition's zone; an offset would be dropped silently.
+    err = load_error(tmp_path, second_edition('send_at = "06:00"', f'send_at = "{value}"'))
+    assert err.field is not None and err.field.endswith(".send_at")
+
+
+def test_duplicate_slug_names_the_second_one(tmp_path):
+    err = load_error(tmp_path, second_edition('slug = "denver"', 'slug = "am"'))
+    assert err.field == "editions[1].slug"
+    assert "'am'" in err.message
+
+
+def test_base_url_without_scheme(tmp_path):
+    err = load_error(tmp_path, BASE.replace('base_url = "https://digest.news.example.org"',
+                                            'base_url = "digest.news.example.org"'))
+    assert err.field == "web.base_url"
+
+
+def test_missing_newsroom_key(tmp_path):
+    err = load_error(tmp_path, BASE.replace('domain = "news.example.org"\n', ""))
+    assert err.field == "newsroom.domain"
+
+
+def test_words_per_minute_must_be_positive(tmp_path):
+    err = load_error(tmp_path, BASE.replace('domain = "news.example.org"',
+                                            'domain = "news.example.org"\nwords_per_minute = -1'))
+    assert err.field == "newsroom.words_per_minute"
+
+
+def test_no_editions(tmp_path):
+    err = load_error(tmp_path, BASE[:BASE.index("[[editions]]")])
+    assert err.field == "editions"
+
+
+def test_unknown_key_in_defaults_is_reported(tmp_path):
+    # A typo in [defaults] would otherwise be silently ignored by every edition.
+    err = load_error(tmp_path, BASE.replace('[defaults]\n', '[defaults]\nreading_minute = 3\n'))
+    assert err.field is not None and "reading_minute" in err.field
+
+
+def test_missing_config_file(tmp_path):
+    missing = tmp_path / "nope" / "digest.toml"
+    with pytest.raises(ConfigError) as info:
+        load_settings(missing, environ={})
+    assert info.value.file == str(missing)
+    assert "not found" in str(info.value)
+    assert info.value.exit_code == 2
+
+
+def test_invalid_toml(tmp_path):
+    err = load_error(tmp_path, BASE.replace('kind = "city"', "kind = city"))
+    assert err.file is not None and err.file.endswith("digest.toml")
+    assert "TOML" in err.message
+
+
+def test_config_that_is_not_utf8(tmp_path):
+    path = tmp_path / "digest.toml"
+    path.write_bytes(BASE.replace("Test News", "Nouvelles \u00e9t\u00e9").encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={})
+    assert info.value.file == str(path)
+
+
+# --- DIGEST_SECRET_KEY ----------------------------------------------------------------------------
+
+
+def test_bare_secret_gets_a_default_id():
+    (key,) = parse_signing_keys(SECRET)
+    assert key.secret == SECRET.encode()
+    assert key.key_id
+
+
+def test_rotated_keys_keep_order_first_signs():
+    new, old = "n" * 24, "o" * 24
+    keys = parse_signing_keys(f"k2:{new}, k1:{old}")
+    assert [k.key_id for k in keys] == ["k2", "k1"]
+    assert [k.secret for k in keys] == [new.encode(), old.encode()]
+
+
+BAD_KEYS = {
+    "too-short": ("k1:tiny-secret", "tiny-secret"),
+    "bare-too-short": ("tinysecret", "tinysecret"),
+    "second-too-short": (f"k1:{SECRET},k2:shortsecret", "shortsecret"),
+    "duplicate-id": (f"k1:{SECRET},k1:{'t' * 32}", "t" * 32),
+    "bad-id": (f"bad id!:{SECRET}", SECRET),
+    "id-too-long": (f"{'i' * 17}:{SECRET}", SECRET),
+}
+
+
+@pytest.mark.parametrize("value,secret", list(BAD_KEYS.values()), ids=list(BAD_KEYS))
+def test_bad_secret_key_is_a_config_error_that_never_shows_the_secret(value, secret):
+    with pytest.raises(ConfigError) as info:
+        parse_signing_keys(value)
+    err = info.value
+    assert err.field == "DIGEST_SECRET_KEY"
+    assert secret not in str(err)
+    assert secret not in repr(err)
+    assert all(secret not in str(arg) for arg in err.args)
+
+
+@pytest.mark.parametrize("value,secret", list(BAD_KEYS.values()), ids=list(BAD_KEYS))
+def test_bad_secret_key_in_environment_fails_load_settings(tmp_path, value, secret):
+    err = load_error(tmp_path, BASE, environ={"DIGEST_SECRET_KEY": value})
+    assert err.field == "DIGEST_SECRET_KEY"
+    assert secret not in str(err)
+
+
+def test_secrets_never_appear_in_settings_repr(tmp_path):
+    old = "o" * 40
+    settings = load_settings(write_config(tmp_path, BASE), environ={"DIGEST_SECRET_KEY": f"k1:{SECRET},k0:{old}"})
+    assert [k.key_id for k in settings.signing_keys] == ["k1", "k0"]
+    assert settings.signing_keys[0].secret == SECRET.encode()
+    for text in (repr(settings), str(settings), repr(settings.signing_keys), repr(settings.signing_keys[0])):
+        assert SECRET not in text
+        assert old not in text
+
+
+def test_no_secret_key_means_no_signing_keys(tmp_path):
+    settings = load_settings(write_config(tmp_path, BASE), environ={})
+    assert settings.signing_keys == ()
+    settings = load_settings(write_config(tmp_path, BASE), environ={"DIGEST_SECRET_KEY": ""})
+    assert settings.signing_keys == ()
+
+
+def test_load_settings_reads_the_process_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIGEST_SECRET_KEY", "k1:" + SECRET)
+    monkeypatch.setenv("DIGEST_CONFIG", str(write_config(tmp_path, BASE)))
+    settings = load_settings()
+    assert [k.key_id for k in settings.signing_keys] == ["k1"]
+    assert settings.edition("denver").timezone == "America/Denver"
