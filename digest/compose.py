@@ -20,6 +20,10 @@ from .personalise import Placeholders, Recipient, RecipientFactory, boundary
 from .render import Renderer
 
 
+PROBE_ADDRESS = "probe@example.com"
+PROBE_NAME = 'Zoë "Probe" Ünal, Jr. =?utf-8?q?x?= ' + "long " * 20
+
+
 @dataclass
 class ComposedIssue:
     """One issue, rendered and encoded once, ready to be personalised for each reader."""
@@ -66,6 +70,10 @@ def compose(settings: Settings, issue: Issue, renderer: Renderer | None = None) 
     template = MessageTemplate(headers, inlined.text, inlined.html, placeholders,
                                boundary=boundary(settings.signing_keys, edition.slug, date))
     recipients = RecipientFactory(settings, edition, date)
+    # Once per issue, a copy for a reader with an awkward name is parsed back in full; after
+    # that, each reader's copy only needs its header block checked (see MessageTemplate).
+    probe = recipients.for_address(PROBE_ADDRESS, PROBE_NAME)
+    template.verify(template.build(probe), probe)
     return ComposedIssue(issue, inlined, template, recipients)
 
 
