@@ -23,7 +23,7 @@ from .preflight import Finding, check_plan, check_rendered
 from .render import Renderer
 from .stories import StoryLoad, load_folder
 from .subscribers import SubscriberLoad, load_subscribers
-from .transport import EmlDirectory, Envelope
+from .transport import EmlDirectory, Envelope, clear_dry_run
 
 _WEEKDAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
@@ -76,9 +76,11 @@ def _load_inputs(settings: Settings) -> tuple[StoryLoad, SubscriberLoad]:
     return stories, subscribers
 
 
-def _print_findings(title: str, findings: list[Finding]) -> None:
-    if findings:
-        console.table(title, ["level", "where", "problem"], [(f.level, f.where, f.message) for f in findings])
+def _print_findings(settings: Settings, findings: list[Finding]) -> None:
+    """One line per finding, never cut: ``error: subscribers.csv:10, field 'email': ...``."""
+    base = f"{settings.config_file.resolve().parent}/"
+    for finding in findings:
+        console.line(f"{finding.level}: {finding.where.replace(base, '')}: {finding.message}", finding.level)
 
 
 def _input_findings(settings: Settings, stories: StoryLoad, subscribers: SubscriberLoad) -> list[Finding]:
@@ -137,7 +139,7 @@ def check(ctx: click.Context, edition: str | None, date: dt.date | None) -> None
         rows.append((ed.slug, issue_date.isoformat(), len(issue.stories), len(issue.held_over_budget),
                      issue.reading_minutes or "-", len(audience), size))
     console.table("Issues", ["edition", "date", "stories", "held (budget)", "minutes", "readers", "message"], rows)
-    _print_findings("Findings", findings)
+    _print_findings(settings, findings)
     errors = sum(f.level == "error" for f in findings)
     warnings = len(findings) - errors
     console.line(f"{errors} error(s), {warnings} warning(s)", "error" if errors else ("warning" if warnings else "ok"))
@@ -180,9 +182,10 @@ def _render_issue(settings: Settings, issue: Issue, audience: list[Subscriber], 
 def _render_one(settings: Settings, edition: Edition, date: dt.date, out: Path | None,
                 stories: StoryLoad, subscribers: SubscriberLoad, renderer: Renderer) -> RenderResult:
     issue = plan_issue(settings, edition, date, stories.stories)
-    if issue.is_empty:
-        return RenderResult(issue, 0, None, 0)
     folder = out or default_out_dir(settings, issue)
+    if issue.is_empty:
+        clear_dry_run(folder)  # an earlier run's files must not pass for this (empty) issue
+        return RenderResult(issue, 0, None, 0)
     return _render_issue(settings, issue, subscribers.audience(edition.slug), folder, renderer)
 
 
@@ -246,7 +249,8 @@ def demo(ctx: click.Context, date: dt.date | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn every DigestError into its exit code."""
     try:
-        cli.main(args=argv, prog_name="digest", standalone_mode=False)
+        # Without standalone mode click returns, rather than raises, the code given to ctx.exit().
+        code = cli.main(args=argv, prog_name="digest", standalone_mode=False)
     except DigestError as exc:
         console.error(str(exc))
         return exc.exit_code
@@ -258,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         console.error("aborted")
         return 1
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -53,17 +53,16 @@ def load_settings(path: str | Path | None = None, *, environ: Mapping[str, str] 
 
 def parse_signing_keys(value: str) -> tuple[SigningKey, ...]:
     """Parse DIGEST_SECRET_KEY: ``secret`` or ``id:secret,old-id:old-secret`` (first one signs)."""
+    # Errors name a key by its position only: any text here may be part of a secret.
     keys = []
-    for position, item in enumerate(part.strip() for part in value.split(",")):
+    for position, item in enumerate((part.strip() for part in value.split(",")), start=1):
         key_id, sep, secret = item.partition(":")
-        if not sep:
-            key_id, secret = "k0", item
-        if not _KEY_ID.match(key_id):
-            raise ConfigError(f"key {position + 1}: key id must be 1-16 letters, digits, '-' or '_'", field="DIGEST_SECRET_KEY")
+        if not sep or not _KEY_ID.match(key_id):
+            key_id, secret = "k0", item  # a bare secret (which may itself hold a colon)
         if len(secret.encode()) < _MIN_SECRET_BYTES:
-            raise ConfigError(f"key {position + 1} ('{key_id}') is shorter than {_MIN_SECRET_BYTES} bytes", field="DIGEST_SECRET_KEY")
+            raise ConfigError(f"key {position} is shorter than {_MIN_SECRET_BYTES} bytes", field="DIGEST_SECRET_KEY")
         if any(k.key_id == key_id for k in keys):
-            raise ConfigError(f"key id '{key_id}' appears twice", field="DIGEST_SECRET_KEY")
+            raise ConfigError(f"key {position} repeats the id of an earlier key", field="DIGEST_SECRET_KEY")
         keys.append(SigningKey(key_id, secret.encode()))
     return tuple(keys)
 
@@ -109,6 +108,9 @@ class _Reader:
         if not base_url.startswith(("https://", "http://")):
             raise self.fail("web.base_url", "must start with https:// (or http:// for local testing)")
         defaults = self.table("defaults")
+        unknown_defaults = sorted(set(defaults) - _EDITION_KEYS)
+        if unknown_defaults:
+            raise self.fail(f"defaults.{unknown_defaults[0]}", f"unknown key (known: {', '.join(sorted(_EDITION_KEYS))})")
         editions_raw = self.raw.get("editions")
         if not isinstance(editions_raw, list) or not editions_raw:
             raise self.fail("editions", "at least one [[editions]] table is required")
@@ -190,16 +192,15 @@ class _Reader:
             send_at = dt.time.fromisoformat(send_at_text)
         except ValueError:
             raise self.fail(f"{where}.send_at", "must be a local time HH:MM") from None
+        if send_at.tzinfo is not None:
+            raise self.fail(f"{where}.send_at", "must be a local time without an offset; the edition's timezone says where")
         days_raw = merged.get("days", list(WEEKDAYS))
         if not isinstance(days_raw, list) or not days_raw or any(d not in WEEKDAYS for d in days_raw):
             raise self.fail(f"{where}.days", f"must be a non-empty list of {', '.join(WEEKDAYS)}")
-        try:
-            sender_name, sender_addr = parse_mailbox(self.text(merged, "from", where))
-            reply_to = merged.get("reply_to")
-            if reply_to is not None:
-                parse_mailbox(self.text(merged, "reply_to", where))
-        except (AddressError, HeaderInjectionError) as exc:
-            raise self.fail(f"{where}.from/reply_to", str(exc)) from None
+        sender_name, sender_addr = self.mailbox(merged, "from", where)
+        reply_to = merged.get("reply_to")
+        if reply_to is not None:
+            reply_to = self.mailbox(merged, "reply_to", where)[1]
         on_empty = merged.get("on_empty", "skip")
         if on_empty not in ("skip", "fail"):
             raise self.fail(f"{where}.on_empty", "must be 'skip' or 'fail'")
@@ -229,6 +230,12 @@ class _Reader:
             curator=curator,
             on_empty=on_empty,
         )
+
+    def mailbox(self, table: Mapping[str, Any], key: str, where: str) -> tuple[str, str]:
+        try:
+            return parse_mailbox(self.text(table, key, where))
+        except (AddressError, HeaderInjectionError) as exc:
+            raise self.fail(f"{where}.{key}", str(exc)) from None
 
     def labels(self, table: Mapping[str, Any], key: str, where: str) -> frozenset[str]:
         value = table.get(key, [])

@@ -48,7 +48,9 @@ def next_sends(edition: Edition, after: dt.datetime, count: int) -> list[dt.date
     while len(found) < count:
         if sends_on(edition, day):
             when = send_time(edition, day)
-            if when > after:
+            # Compare instants: two datetimes in the same zone compare by wall clock, which is
+            # wrong inside a repeated fall-back hour.
+            if when.timestamp() > after.timestamp():
                 found.append(when)
         day += dt.timedelta(days=1)
     return found
@@ -88,7 +90,8 @@ def assemble(
     candidates = sorted(
         (
             s for s in stories
-            if is_eligible(edition, s) and start < s.published <= end and s.id not in already_used
+            if is_eligible(edition, s) and start.timestamp() < s.published.timestamp() <= end.timestamp()
+            and s.id not in already_used
         ),
         key=lambda s: (s.priority, -s.published.timestamp(), s.id),
     )

@@ -12,7 +12,7 @@ import textwrap
 from html.parser import HTMLParser
 
 WIDTH = 72
-_BLOCKS = {"p", "li", "blockquote", "h3", "h4"}
+_BLOCKS = {"p", "blockquote", "h3", "h4"}
 _SPACE = re.compile(r"\s+")
 
 
@@ -31,41 +31,64 @@ class LinkRefs:
         return [(n, url) for url, n in self._numbers.items()]
 
 
+class _Block:
+    __slots__ = ("quote", "marker", "text", "starts_item", "list_id")
+
+    def __init__(self, quote: str, marker: str, text: str, starts_item: bool, list_id: int) -> None:
+        self.quote = quote  # "> " per blockquote level
+        self.marker = marker  # list indent + "- " / "3. " on an item's first block, blanks after
+        self.text = text
+        self.starts_item = starts_item
+        self.list_id = list_id  # which outermost list the block is in; 0 outside lists
+
+
 class _Collector(HTMLParser):
     def __init__(self, refs: LinkRefs | None) -> None:
         super().__init__(convert_charrefs=True)
         self.refs = refs
-        self.blocks: list[tuple[str, str]] = []  # (prefix, text)
+        self.blocks: list[_Block] = []
         self.lists: list[list[int]] = []  # one counter per open list; [-1] for <ul>
+        self.items: list[list] = []  # per open <li>: [marker, marker already printed?]
         self.current: list[str] = []
-        self.prefix = ""
         self.href: str | None = None
         self.quote_depth = 0
+        self.lists_opened = 0
+        self.list_id = 0
 
     def flush(self) -> None:
         text = _SPACE.sub(" ", "".join(self.current)).strip()
-        if text:
-            self.blocks.append((self.prefix, text))
         self.current = []
+        if not text:
+            return
+        quote = "> " * self.quote_depth
+        if self.items:
+            item = self.items[-1]
+            marker, starts = (item[0], True) if not item[1] else (" " * len(item[0]), False)
+            item[1] = True
+            self.blocks.append(_Block(quote, marker, text, starts, self.list_id))
+        else:
+            self.blocks.append(_Block(quote, "", text, False, 0))
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in ("ul", "ol"):
             self.flush()
+            if not self.lists:
+                self.lists_opened += 1
+                self.list_id = self.lists_opened
             self.lists.append([-1] if tag == "ul" else [0])
+        elif tag == "li":
+            self.flush()
+            counter = self.lists[-1] if self.lists else [-1]
+            indent = "  " * max(0, len(self.lists) - 1)
+            if counter[0] >= 0:
+                counter[0] += 1
+                self.items.append([f"{indent}{counter[0]}. ", False])
+            else:
+                self.items.append([f"{indent}- ", False])
         elif tag in _BLOCKS:
             self.flush()
             if tag == "blockquote":
                 self.quote_depth += 1
-            if tag == "li" and self.lists:
-                counter = self.lists[-1]
-                indent = "  " * (len(self.lists) - 1)
-                if counter[0] >= 0:
-                    counter[0] += 1
-                    self.prefix = f"{indent}{counter[0]}. "
-                else:
-                    self.prefix = f"{indent}- "
-            else:
-                self.prefix = "> " * self.quote_depth
         elif tag == "br":
             self.current.append(" ")
         elif tag == "a":
@@ -76,11 +99,14 @@ class _Collector(HTMLParser):
             self.flush()
             if self.lists:
                 self.lists.pop()
+        elif tag == "li":
+            self.flush()
+            if self.items:
+                self.items.pop()
         elif tag in _BLOCKS:
             self.flush()
             if tag == "blockquote":
                 self.quote_depth = max(0, self.quote_depth - 1)
-            self.prefix = "> " * self.quote_depth
         elif tag == "a":
             if self.href and self.refs is not None:
                 self.current.append(f" [{self.refs.ref(self.href)}]")
@@ -90,7 +116,7 @@ class _Collector(HTMLParser):
         self.current.append(data)
 
 
-def _blocks(html: str, refs: LinkRefs | None) -> list[tuple[str, str]]:
+def _blocks(html: str, refs: LinkRefs | None) -> list[_Block]:
     collector = _Collector(refs)
     collector.feed(html)
     collector.close()
@@ -102,29 +128,32 @@ def html_to_text(html: str, refs: LinkRefs | None = None, width: int = WIDTH) ->
     """Plain text of sanitised HTML: wrapped blocks separated by blank lines.
 
     With ``refs``, each link's text is followed by `` [n]``; without, links are plain text.
+    List items sit on consecutive lines with hanging indents, inside any ``> `` quote marks.
     """
     out: list[str] = []
-    previous_was_item = False
-    for prefix, text in _blocks(html, refs):
-        is_item = bool(prefix) and not prefix.startswith(">")
-        hang = " " * len(prefix) if is_item else prefix
-        if out:
-            # List items sit on consecutive lines; every other block gets a blank line before it.
-            out.append("\n" if is_item and previous_was_item else "\n\n")
-        out.append(
-            textwrap.fill(text, width=width, initial_indent=prefix, subsequent_indent=hang,
-                          break_long_words=False, break_on_hyphens=False)
-        )
-        previous_was_item = is_item
+    previous: _Block | None = None
+    for block in _blocks(html, refs):
+        if previous is not None:
+            # An item follows an item of the same list directly; other blocks get a blank line,
+            # which keeps its "> " marks when both blocks are in the same quote.
+            same_list = block.starts_item and previous.list_id == block.list_id and block.quote == previous.quote
+            out.append("\n" if same_list else "\n" + (block.quote if block.quote == previous.quote else "").rstrip() + "\n")
+        out.append(textwrap.fill(
+            block.text, width=width,
+            initial_indent=block.quote + block.marker,
+            subsequent_indent=block.quote + " " * len(block.marker),
+            break_long_words=False, break_on_hyphens=False,
+        ))
+        previous = block
     return "".join(out)
 
 
 def first_paragraph(html: str) -> str:
     """Plain text of the first block (the lede), unwrapped and without link numbers."""
     blocks = _blocks(html, None)
-    return blocks[0][1] if blocks else ""
+    return blocks[0].text if blocks else ""
 
 
 def word_count(html: str) -> int:
     """Words a reader reads in this HTML."""
-    return sum(len(text.split()) for _, text in _blocks(html, None))
+    return sum(len(block.text.split()) for block in _blocks(html, None))

@@ -59,7 +59,9 @@ class RowProblem:
 def read_rows(path: Path, known_editions: frozenset[str]) -> Iterator[Subscriber | RowProblem]:
     """Yield each usable subscriber, and a ``RowProblem`` for each row that is not (or only partly)."""
     try:
-        handle = path.open(encoding="utf-8-sig", newline="")
+        # surrogateescape: a stray non-UTF-8 byte becomes a marker in its own row, reported on
+        # that row's line, instead of a decode error that would end the whole file early.
+        handle = path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
     except FileNotFoundError:
         raise SubscriberError("subscriber file not found", file=path) from None
     with handle:
@@ -70,6 +72,8 @@ def read_rows(path: Path, known_editions: frozenset[str]) -> Iterator[Subscriber
             raise SubscriberError("file is empty; it needs a header row with an 'email' column", file=path, line=1) from None
         except (csv.Error, UnicodeDecodeError) as exc:
             raise SubscriberError(f"header row cannot be read: {exc}", file=path, line=1) from None
+        if _undecodable(header):
+            raise SubscriberError(f"header row is not UTF-8 text ({_undecodable(header)})", file=path, line=1)
         columns = [c.strip() for c in header]
         if "email" not in columns:
             raise SubscriberError("header row has no 'email' column", file=path, line=1)
@@ -93,10 +97,24 @@ def read_rows(path: Path, known_editions: frozenset[str]) -> Iterator[Subscriber
             yield from _check_row(path, line, columns, row, known_editions, seen)
 
 
+def _undecodable(cells: list[str]) -> str:
+    """'' if every cell decoded as UTF-8, else a description of the first stray byte."""
+    for cell in cells:
+        for char in cell:
+            if "\udc80" <= char <= "\udcff":
+                return f"byte 0x{ord(char) - 0xDC00:02X}"
+    return ""
+
+
 def _check_row(path: Path, line: int, columns: list[str], row: list[str],
                known: frozenset[str], seen: dict[str, int]) -> Iterator[Subscriber | RowProblem]:
     def problem(message: str, column: str | None, *, warning: bool = False) -> RowProblem:
         return RowProblem(SubscriberError(message, file=path, line=line, field=column), warning)
+
+    stray = _undecodable(row)
+    if stray:
+        yield problem(f"row is not UTF-8 text ({stray}); save the file as UTF-8", None)
+        return
 
     if len(row) > len(columns):
         yield problem(f"row has {len(row)} fields but the header has {len(columns)} (an unquoted comma?)", None)

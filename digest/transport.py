@@ -63,6 +63,13 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(temp, path)
 
 
+def clear_dry_run(folder: Path) -> None:
+    """Remove what a dry run writes (``*.eml`` and ``index.html``) from ``folder``, nothing else."""
+    if folder.is_dir():
+        for old in [*folder.glob("*.eml"), folder / "index.html"]:
+            old.unlink(missing_ok=True)
+
+
 class EmlDirectory:
     """Writes one ``.eml`` file per message and, on close, an ``index.html`` to browse them.
 
@@ -75,8 +82,7 @@ class EmlDirectory:
         self.title = title
         self.rows: list[tuple[str, str, int]] = []
         folder.mkdir(parents=True, exist_ok=True)
-        for old in [*folder.glob("*.eml"), folder / "index.html"]:
-            old.unlink(missing_ok=True)
+        clear_dry_run(folder)
 
     def file_name(self, envelope: Envelope) -> str:
         return f"{len(self.rows) + 1:06d}-{_UNSAFE_NAME.sub('_', envelope.recipient)}.eml"
