@@ -14,7 +14,8 @@ from pathlib import Path
 import click
 
 from . import console
-from .compose import ComposedIssue, compose, default_out_dir, plan_issue
+from .compose import ComposedIssue, compose, default_out_dir
+from .planning import plan
 from .config import DEMO_SECRET, load_settings, parse_signing_keys
 from .editions import next_sends, sends_on, today_in
 from .errors import ConfigError, DigestError
@@ -125,7 +126,7 @@ def check(ctx: click.Context, edition: str | None, date: dt.date | None) -> None
     rows = []
     for ed in chosen:
         issue_date = date or today_in(ed)
-        issue = plan_issue(settings, ed, issue_date, stories.stories)
+        issue = plan(settings, ed, issue_date, stories.stories)
         findings += check_plan(issue)
         audience = subscribers.audience(ed.slug)
         if not issue.is_empty:
@@ -181,7 +182,7 @@ def _render_issue(settings: Settings, issue: Issue, audience: list[Subscriber], 
 
 def _render_one(settings: Settings, edition: Edition, date: dt.date, out: Path | None,
                 stories: StoryLoad, subscribers: SubscriberLoad, renderer: Renderer) -> RenderResult:
-    issue = plan_issue(settings, edition, date, stories.stories)
+    issue = plan(settings, edition, date, stories.stories)
     folder = out or default_out_dir(settings, issue)
     if issue.is_empty:
         clear_dry_run(folder)  # an earlier run's files must not pass for this (empty) issue

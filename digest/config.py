@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .addresses import AddressError, parse_mailbox
 from .errors import ConfigError, HeaderInjectionError
+from .ledger import state_path
 from .models import WEEKDAYS, Curator, Edition, Mailbox, Newsroom, Paths, Settings, SigningKey
 
 DEFAULT_CONFIG = "digest.toml"
@@ -122,13 +123,15 @@ class _Reader:
             seen.add(edition.slug)
         demo_t = self.table("demo")
         demo_date = self.date(demo_t, "date", "demo") if "date" in demo_t else None
+        paths = self.paths()
         return Settings(
             config_file=self.file,
             newsroom=newsroom,
             base_url=base_url,
-            paths=self.paths(),
+            paths=paths,
             editions=editions,
             demo_date=demo_date,
+            state_db=state_path(self.env.get("DIGEST_STATE_URL"), paths.state / "digest.sqlite3"),
             signing_keys=parse_signing_keys(self.env["DIGEST_SECRET_KEY"]) if self.env.get("DIGEST_SECRET_KEY") else (),
         )
 

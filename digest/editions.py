@@ -114,3 +114,16 @@ def assemble(
         held_over_budget=tuple(held),
         reading_minutes=reading_minutes(words, words_per_minute) if chosen else 0,
     )
+
+
+def recorded_issue(edition: Edition, date: dt.date, stories: tuple[Story, ...], *, words_per_minute: int) -> Issue:
+    """An issue whose stories were fixed earlier (in this order), as the ledger recorded them."""
+    words = sum(s.words for s in stories)
+    return Issue(
+        edition=edition,
+        date=date,
+        send_time=send_time(edition, date),
+        window_start=previous_send(edition, date),
+        stories=stories,
+        reading_minutes=reading_minutes(words, words_per_minute) if stories else 0,
+    )

@@ -90,6 +90,7 @@ class Settings:
     paths: Paths
     editions: tuple[Edition, ...]
     demo_date: dt.date | None
+    state_db: Path
     signing_keys: tuple[SigningKey, ...] = field(default=(), repr=False)
 
     def edition(self, slug: str) -> Edition:

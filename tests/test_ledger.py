@@ -1,0 +1,96 @@
+"""The state database's issue records, and how planning uses them (real SQLite files)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from digest.cli import main
+from digest.errors import ConfigError, StoryError
+from digest.ledger import Ledger, state_path
+from digest.planning import plan
+
+DATE = dt.date(2026, 12, 1)
+
+
+@pytest.fixture
+def settings(sample_settings, tmp_path: Path):
+    return dataclasses.replace(sample_settings, state_db=tmp_path / "state" / "digest.sqlite3")
+
+
+def test_an_issue_is_created_once_and_keeps_its_first_story_list(settings) -> None:
+    ledger = Ledger(settings.state_db)
+    send = dt.datetime(2026, 12, 1, 6, tzinfo=dt.timezone.utc)
+    first, created = ledger.create_issue("am", DATE, send, ["a", "b"])
+    again, created_again = ledger.create_issue("am", DATE, send, ["c"])
+    assert created and not created_again
+    assert again == first and again.story_ids == ("a", "b")
+    assert ledger.used_story_ids("am", DATE + dt.timedelta(days=1)) == {"a", "b"}
+    assert ledger.used_story_ids("am", DATE) == frozenset()  # only earlier issues count
+    assert ledger.used_story_ids("pm", DATE + dt.timedelta(days=1)) == frozenset()  # per edition
+
+
+def test_a_second_connection_sees_the_same_single_issue(settings) -> None:
+    send = dt.datetime(2026, 12, 1, 6, tzinfo=dt.timezone.utc)
+    one, two = Ledger(settings.state_db), Ledger(settings.state_db)
+    record_one, _ = one.create_issue("denver", DATE, send, ["x"])
+    record_two, created = two.create_issue("denver", DATE, send, ["y"])
+    assert not created and record_two.id == record_one.id
+    count = sqlite3.connect(settings.state_db).execute("SELECT COUNT(*) FROM issues").fetchone()[0]
+    assert count == 1
+
+
+def test_planning_skips_stories_an_earlier_issue_carried(settings, sample_stories) -> None:
+    edition = settings.edition("am")
+    fresh = plan(settings, edition, DATE, sample_stories.stories)
+    assert len(fresh.stories) == 6
+    carried = fresh.stories[0].id
+    Ledger(settings.state_db).create_issue("am", DATE - dt.timedelta(days=1), fresh.send_time, [carried])
+    again = plan(settings, edition, DATE, sample_stories.stories)
+    assert carried not in {s.id for s in again.stories}
+    assert len(again.stories) == 5
+
+
+def test_planning_reuses_a_recorded_issue_in_its_recorded_order(settings, sample_stories) -> None:
+    edition = settings.edition("am")
+    fresh = plan(settings, edition, DATE, sample_stories.stories)
+    chosen = [fresh.stories[2].id, fresh.stories[0].id]
+    Ledger(settings.state_db).create_issue("am", DATE, fresh.send_time, chosen)
+    recorded = plan(settings, edition, DATE, sample_stories.stories)
+    assert [s.id for s in recorded.stories] == chosen
+
+
+def test_a_recorded_story_that_vanished_is_an_error_not_a_different_issue(settings, sample_stories) -> None:
+    edition = settings.edition("am")
+    Ledger(settings.state_db).create_issue("am", DATE, dt.datetime(2026, 12, 1, 11, tzinfo=dt.timezone.utc), ["gone-story"])
+    with pytest.raises(StoryError, match="gone-story"):
+        plan(settings, edition, DATE, sample_stories.stories)
+
+
+def test_a_dry_run_does_not_create_the_state_database(tmp_path: Path, monkeypatch, sample_settings) -> None:
+    monkeypatch.setenv("DIGEST_SECRET_KEY", "k1:" + "s" * 32)
+    state = tmp_path / "nowhere" / "digest.sqlite3"
+    monkeypatch.setenv("DIGEST_STATE_URL", f"sqlite:///{state}")
+    code = main(["--config", str(sample_settings.config_file), "render", "charlotte", "--date", "2026-12-01",
+                 "--out", str(tmp_path / "out")])
+    assert code == 0
+    assert not state.exists() and not state.parent.exists()
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("sqlite:////var/lib/digest/state.db", "/var/lib/digest/state.db"),
+    ("sqlite:///relative/state.db", "relative/state.db"),
+    ("sqlite:relative/state.db", "relative/state.db"),
+    ("/plain/path.db", "/plain/path.db"),
+])
+def test_state_url_forms(url: str, expected: str) -> None:
+    assert state_path(url, Path("default")) == Path(expected)
+
+
+def test_unsupported_state_url_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="postgresql"):
+        state_path("postgresql://db/digest", Path("default"))
