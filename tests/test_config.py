@@ -110,7 +110,7 @@ def test_sample_curator_only_on_the_topic_edition(sample):
 def test_sample_defaults_are_inherited_unless_overridden(sample):
     for edition in sample.editions:
         assert edition.reply_to == "newsletters@northline.example.org"
-        assert edition.subject == "{{ edition.name }}: {{ lead.headline }}"
+        assert edition.subject == "{{ lead.headline }}"
         assert edition.on_empty == "skip"
     assert sample.edition("am").greeting == "Good morning"          # from [defaults]
     assert sample.edition("pm").greeting == "Good evening"          # its own
