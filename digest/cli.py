@@ -200,10 +200,9 @@ def _summary(results: list[RenderResult]) -> None:
 
 
 def _warn_inputs(stories: StoryLoad, subscribers: SubscriberLoad) -> None:
-    skipped = len(stories.problems) + len(subscribers.errors)
-    if skipped:
-        console.error(f"{len(stories.problems)} story file(s) and {len(subscribers.errors)} subscriber row(s) "
-                      "were left out; run `digest check` for details")
+    if stories.problems or subscribers.errors:
+        console.note(f"{len(stories.problems)} story file(s) and {len(subscribers.errors)} subscriber row(s) "
+                     "were left out; run `digest check` for details")
 
 
 @cli.command()
