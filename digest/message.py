@@ -96,7 +96,7 @@ def display_name(field: str, name: str) -> str:
     """A phrase (the name in ``Name <address>``) as an atom, a quoted string or encoded-words."""
     refuse_line_breaks(field, name)
     if name.isascii() and name.isprintable() and "=?" not in name and name == name.strip():
-        if _ATOM_SAFE.match(name):
+        if _ATOM_SAFE.match(name) and "  " not in name:  # parsers fold runs of spaces between atoms
             return name
         return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return " ".join(encoded_words(name))
