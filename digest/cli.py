@@ -8,7 +8,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import os
+import signal
 import sys
+import tempfile
+from contextlib import closing
 from pathlib import Path
 
 import click
@@ -24,6 +28,13 @@ from .preflight import Finding, check_plan, check_rendered
 from .render import Renderer
 from .stories import StoryLoad, load_folder
 from .subscribers import SubscriberLoad, load_subscribers
+from .addresses import AddressError, check_address
+from .capture import CaptureServer
+from .export import deliveries_csv
+from .ledger import FINAL, STATES
+from .models import SmtpSettings
+from .runner import EmptyIssue, find_issue, send_issue, send_test_copies
+from .send import SendReport
 from .transport import EmlDirectory, Envelope, clear_dry_run
 
 _WEEKDAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -227,23 +238,155 @@ def render(ctx: click.Context, edition: str, date: dt.date | None, out: Path | N
 
 
 @cli.command()
+@click.argument("edition")
+@date_option
+@click.option("--to", "to", multiple=True, metavar="ADDRESS",
+              help="Send a test copy to this address only (repeatable). It is marked as a test and is not the issue's send.")
+@click.option("--as", "as_reader", metavar="ADDRESS", help="With --to: render the test copy as this subscriber would get it.")
+@click.option("--no-wait", is_flag=True, help="Do not wait for deferred copies' retry times; a later run retries them.")
+@click.pass_context
+def send(ctx: click.Context, edition: str, date: dt.date | None, to: tuple[str, ...], as_reader: str | None, no_wait: bool) -> None:
+    """Send one issue now over SMTP (resumes an interrupted one; never sends it twice)."""
+    settings = _require_keys(_settings(ctx))
+    ed = _edition(settings, edition)
+    date = date or today_in(ed)
+    if to:
+        ctx.exit(_send_tests(settings, ed, date, list(to), as_reader))
+    if as_reader:
+        raise click.UsageError("--as only goes with --to")
+    outcome = _run_send(settings, ed, date, wait=not no_wait)
+    if isinstance(outcome, EmptyIssue):
+        console.line(f"{ed.slug} {date}: no stories in the window; nothing created, nothing sent", "warning")
+        ctx.exit(1 if ed.on_empty == "fail" else 0)
+    _send_summary(ed, date, outcome)
+    ctx.exit(0 if outcome.ok else 1)
+
+
+def _run_send(settings: Settings, edition: Edition, date: dt.date, *, wait: bool) -> SendReport | EmptyIssue:
+    async def run() -> SendReport | EmptyIssue:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)  # stop taking readers; finish the copies in flight
+        with console.live_counts(f"{edition.slug} {date}") as update:
+            return await send_issue(settings, edition, date, stop=stop, progress=update, wait_for_retries=wait)
+
+    return asyncio.run(run())
+
+
+def _send_summary(edition: Edition, date: dt.date, report: SendReport) -> None:
+    counts = report.counts
+    rows = [(state, counts[state], report.this_run.get(state, 0)) for state in STATES if counts[state] or report.this_run.get(state)]
+    console.table(f"{edition.slug} {date}", ["state", "all copies", "this run"], rows)
+    if report.recovered:
+        console.line(f"{report.recovered} copies were in flight when an earlier run stopped; marked uncertain", "warning")
+    if report.stopped == "signal":
+        console.line("stopped by a signal; run the same command again to resume", "warning")
+    elif report.stopped == "paused":
+        console.line("paused by the circuit breaker: too many policy rejections (5.7.x). Check the relay and "
+                     "the sender's reputation, then run the same command again to resume", "error")
+    elif report.stopped:
+        console.line(f"stopped: {report.stopped}", "error")
+    elif report.ok:
+        console.line(f"done: {counts['sent']} sent", "ok")
+    else:
+        console.line("not complete: see `digest status` for each reader's outcome", "warning")
+
+
+def _send_tests(settings: Settings, edition: Edition, date: dt.date, to: list[str], as_reader: str | None) -> int:
+    for address in to:
+        try:
+            check_address(address)
+        except AddressError as exc:
+            raise click.BadParameter(f"{address}: {exc}", param_hint="--to") from None
+    reader = None
+    if as_reader:
+        subscribers = load_subscribers(settings.paths.subscribers, (e.slug for e in settings.editions))
+        reader = next((s for s in subscribers.subscribers if s.email.casefold() == as_reader.casefold()), None)
+        if reader is None:
+            raise click.BadParameter(f"{as_reader} is not in {settings.paths.subscribers.name}", param_hint="--as")
+    results = asyncio.run(send_test_copies(settings, edition, date, to, reader))
+    console.table(f"Test copies of {edition.slug} {date}", ["address", "code", "reply"], results)
+    return 0 if all(200 <= code < 300 for _, code, _ in results) else 1
+
+
+@cli.command()
+@click.argument("edition")
+@date_option
+@click.option("--export", "export", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write every reader's outcome to this CSV file (safe to open in a spreadsheet).")
+@click.pass_context
+def status(ctx: click.Context, edition: str, date: dt.date | None, export: Path | None) -> None:
+    """What happened to each recipient of an issue."""
+    settings = _settings(ctx)
+    ed = _edition(settings, edition)
+    date = date or today_in(ed)
+    record, ledger = find_issue(settings, ed, date)
+    if record is None or ledger is None:
+        console.line(f"{ed.slug} {date}: no issue recorded (not sent yet)", "warning")
+        ctx.exit(1)
+    with closing(ledger):
+        counts = ledger.counts(record.id)
+        console.table(f"{ed.slug} {date}: {record.status}", ["state", "copies"], [(s, counts[s]) for s in STATES if counts[s]])
+        problems = ledger.deliveries(record.id, [s for s in STATES if s not in ("sent", "suppressed", "pending")])
+        if problems:
+            console.table("Not delivered (yet)", ["reader", "state", "attempts", "last reply"],
+                          [(d.email, d.state, d.attempts, f"{d.last_code or ''} {d.last_text or ''}".strip()) for d in problems[:50]])
+            if len(problems) > 50:
+                console.line(f"... and {len(problems) - 50} more; use --export for all")
+        if export:
+            _write_atomically_text(export, deliveries_csv(ledger.deliveries(record.id)))
+            console.line(f"wrote {export}")
+        unsettled = sum(counts[s] for s in STATES if s not in FINAL)
+    ctx.exit(0 if unsettled == 0 and counts["failed"] == 0 else 1)
+
+
+def _write_atomically_text(path: Path, text: str) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(text, encoding="utf-8", newline="")
+    os.replace(temp, path)
+
+
+@cli.command()
 @date_option
 @click.pass_context
 def demo(ctx: click.Context, date: dt.date | None) -> None:
-    """Render every edition of the sample day to out/ (no configuration needed)."""
+    """Send every edition of the sample day through a local capture SMTP server (no setup needed)."""
     settings = _settings(ctx)
     if not settings.signing_keys:
         settings = dataclasses.replace(settings, signing_keys=parse_signing_keys(DEMO_SECRET))
         console.note("DIGEST_SECRET_KEY is not set: signing with the built-in demo key (fine for a demo, never for real sends)")
     stories, subscribers = _load_inputs(settings)
     _warn_inputs(stories, subscribers)
-    renderer = Renderer(settings.paths.templates)
-    results = []
-    for ed in settings.editions:
-        issue_date = date or settings.demo_date or today_in(ed)
-        results.append(_render_one(settings, ed, issue_date, None, stories, subscribers, renderer))
-    _summary(results)
-    console.line(f"Open {settings.paths.out}/<edition>/<date>/index.html to browse the messages.")
+    async def run(state: Path) -> list[tuple]:
+        rows = []
+        async with CaptureServer() as server:
+            demo_settings = dataclasses.replace(
+                settings, state_db=state / "digest.sqlite3",
+                smtp=SmtpSettings("127.0.0.1", server.port, "none", pool_size=4))
+            for ed in settings.editions:
+                issue_date = date or settings.demo_date or today_in(ed)
+                before = len(server.handler.received)
+                outcome = await send_issue(demo_settings, ed, issue_date)
+                received = server.handler.received[before:]
+                folder = default_out_dir(settings, plan(settings, ed, issue_date, stories.stories))
+                clear_dry_run(folder)
+                writer = EmlDirectory(folder, f"{ed.name}, {issue_date}: as received by the capture server")
+                for message in received:
+                    await writer.deliver(Envelope(message.sender, message.recipients[0]), message.data)
+                await writer.close()
+                if isinstance(outcome, EmptyIssue):
+                    rows.append((ed.slug, issue_date, 0, "-", "-", "empty: not sent", ""))
+                else:
+                    rows.append((ed.slug, issue_date, len(outcome.issue.story_ids), outcome.counts["sent"],
+                                 len(received), "sent" if outcome.ok else "incomplete", folder))
+        return rows
+
+    with tempfile.TemporaryDirectory(prefix="digest-demo-") as state:  # every demo is a fresh newsroom day
+        rows = asyncio.run(run(Path(state)))
+    console.table("Demo: every edition sent over SMTP to a capture server on 127.0.0.1",
+                  ["edition", "date", "stories", "sent", "received", "outcome", "saved as .eml in"], rows)
+    console.line(f"Open {settings.paths.out}/<edition>/<date>/index.html to browse what the server received.")
 
 
 def main(argv: list[str] | None = None) -> int:

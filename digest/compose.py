@@ -49,8 +49,14 @@ def plan_issue(settings: Settings, edition: Edition, date: dt.date, stories: tup
     return assemble(edition, date, stories, words_per_minute=settings.newsroom.words_per_minute, already_used=already_used)
 
 
-def compose(settings: Settings, issue: Issue, renderer: Renderer | None = None) -> ComposedIssue:
-    """Render, inline and encode a non-empty issue. The costly steps run here, once."""
+TEST_HEADER = ("X-Digest-Test", "test copy; not part of the issue's send")
+
+
+def compose(settings: Settings, issue: Issue, renderer: Renderer | None = None, *, test_copy: bool = False) -> ComposedIssue:
+    """Render, inline and encode a non-empty issue. The costly steps run here, once.
+
+    ``test_copy`` marks every copy as a test: "[TEST]" before the subject and an X-Digest-Test header.
+    """
     if issue.is_empty:
         raise ValueError("an empty issue has nothing to compose; check Issue.is_empty first")
     renderer = renderer or Renderer(settings.paths.templates)
@@ -61,10 +67,11 @@ def compose(settings: Settings, issue: Issue, renderer: Renderer | None = None) 
     headers = IssueHeaders(
         sender=edition.sender,
         reply_to=edition.reply_to,
-        subject=rendered.subject,
+        subject=f"[TEST] {rendered.subject}" if test_copy else rendered.subject,
         date=issue.send_time,
         list_name=edition.name,
         list_id=edition.list_id,
+        extra=(TEST_HEADER,) if test_copy else (),
     )
     date = issue.date.isoformat()
     template = MessageTemplate(headers, inlined.text, inlined.html, placeholders,

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from .addresses import AddressError, parse_mailbox
 from .errors import ConfigError, HeaderInjectionError
 from .ledger import state_path
-from .models import WEEKDAYS, Curator, Edition, Mailbox, Newsroom, Paths, Settings, SigningKey
+from .models import WEEKDAYS, Curator, DeliverySettings, Edition, Mailbox, Newsroom, Paths, Settings, SigningKey, SmtpSettings
 
 DEFAULT_CONFIG = "digest.toml"
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -30,6 +30,10 @@ _EDITION_KEYS = {
     "list_id", "subject", "preheader", "greeting", "reading_minutes", "tags", "cities",
     "curator", "on_empty",
 }
+_SMTP_KEYS = {"host", "port", "tls", "pool_size", "rate", "timeout", "data_timeout", "allow_insecure",
+              "local_hostname", "ca_file"}
+_DELIVERY_KEYS = {"deadline_hours", "max_attempts", "retry_base", "retry_cap", "uncertain",
+                  "breaker_min_rejections", "breaker_ratio"}
 # A key only for `digest demo` and tests on embedded defaults; `send` refuses to run with it.
 DEMO_SECRET = "demo-only-secret-not-for-production"
 
@@ -132,6 +136,8 @@ class _Reader:
             editions=editions,
             demo_date=demo_date,
             state_db=state_path(self.env.get("DIGEST_STATE_URL"), paths.state / "digest.sqlite3"),
+            smtp=self.smtp(),
+            delivery=self.delivery(),
             signing_keys=parse_signing_keys(self.env["DIGEST_SECRET_KEY"]) if self.env.get("DIGEST_SECRET_KEY") else (),
         )
 
@@ -154,6 +160,74 @@ class _Reader:
             state=path("state", "state"),
             out=path("out", "out"),
         )
+
+    def smtp(self) -> SmtpSettings:
+        """[smtp] from digest.toml, overridden by DIGEST_SMTP_*; credentials from the environment only."""
+        table = self.table("smtp")
+        unknown = sorted(set(table) - _SMTP_KEYS)
+        if unknown:
+            raise self.fail(f"smtp.{unknown[0]}", f"unknown key (known: {', '.join(sorted(_SMTP_KEYS))})")
+        for secret in ("username", "password"):
+            if secret in table:
+                raise self.fail(f"smtp.{secret}", f"credentials belong in the environment (DIGEST_SMTP_{secret.upper()}), not in digest.toml")
+        env = self.env
+        host = env.get("DIGEST_SMTP_HOST") or table.get("host", "localhost")
+        port_raw = env.get("DIGEST_SMTP_PORT") or table.get("port", 25)
+        try:
+            port = int(port_raw)
+            if not 0 < port < 65536:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise self.fail("smtp.port / DIGEST_SMTP_PORT", f"'{port_raw}' is not a TCP port") from None
+        tls = env.get("DIGEST_SMTP_TLS") or table.get("tls", "starttls")
+        if tls not in ("starttls", "tls", "none"):
+            raise self.fail("smtp.tls / DIGEST_SMTP_TLS", "must be starttls, tls or none")
+        if not isinstance(host, str) or not host or any(c in host for c in " \r\n\x00"):
+            raise self.fail("smtp.host / DIGEST_SMTP_HOST", "must be a host name or address")
+        return SmtpSettings(
+            host=host,
+            port=port,
+            tls=tls,
+            username=env.get("DIGEST_SMTP_USERNAME") or None,
+            password=env.get("DIGEST_SMTP_PASSWORD") or None,
+            pool_size=self.positive_int(table, "pool_size", "smtp", default=4),
+            rate=self.number(table, "rate", "smtp", default=0.0, minimum=0.0),
+            timeout=self.number(table, "timeout", "smtp", default=30.0, minimum=0.001),
+            data_timeout=self.number(table, "data_timeout", "smtp", default=600.0, minimum=0.001),
+            allow_insecure=self.flag(table, "allow_insecure", "smtp"),
+            local_hostname=table.get("local_hostname"),
+            ca_file=(self.base / table["ca_file"]).resolve() if table.get("ca_file") else None,
+        )
+
+    def delivery(self) -> DeliverySettings:
+        table = self.table("delivery")
+        unknown = sorted(set(table) - _DELIVERY_KEYS)
+        if unknown:
+            raise self.fail(f"delivery.{unknown[0]}", f"unknown key (known: {', '.join(sorted(_DELIVERY_KEYS))})")
+        uncertain = table.get("uncertain", "resend")
+        if uncertain not in ("resend", "hold"):
+            raise self.fail("delivery.uncertain", "must be 'resend' or 'hold'")
+        return DeliverySettings(
+            deadline_hours=self.number(table, "deadline_hours", "delivery", default=6.0, minimum=0.0),
+            max_attempts=self.positive_int(table, "max_attempts", "delivery", default=8),
+            retry_base=self.number(table, "retry_base", "delivery", default=60.0, minimum=0.0),
+            retry_cap=self.number(table, "retry_cap", "delivery", default=1800.0, minimum=0.0),
+            uncertain=uncertain,
+            breaker_min_rejections=self.positive_int(table, "breaker_min_rejections", "delivery", default=20),
+            breaker_ratio=self.number(table, "breaker_ratio", "delivery", default=0.05, minimum=0.0),
+        )
+
+    def number(self, table: Mapping[str, Any], key: str, where: str, *, default: float, minimum: float) -> float:
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+            raise self.fail(f"{where}.{key}", f"must be a number of at least {minimum:g}")
+        return float(value)
+
+    def flag(self, table: Mapping[str, Any], key: str, where: str) -> bool:
+        value = table.get(key, False)
+        if not isinstance(value, bool):
+            raise self.fail(f"{where}.{key}", "must be true or false")
+        return value
 
     def positive_int(self, table: Mapping[str, Any], key: str, where: str, *, default: int) -> int:
         value = table.get(key, default)

@@ -6,6 +6,7 @@ Reports go to standard output; errors and progress to standard error, so a repor
 from __future__ import annotations
 
 import sys
+import time
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -55,3 +56,24 @@ def progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
 def note(text: str) -> None:
     """Print a notice (not an error) to standard error."""
     err.print(f"note: {text}", style="yellow", markup=False)
+
+
+@contextmanager
+def live_counts(description: str) -> Iterator[Callable[[dict[str, int], int], None]]:
+    """A progress bar fed with (outcome counts, total): shows sent / failed / deferred, rate, ETA."""
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"), TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal,
+    )
+    with bar:
+        task = bar.add_task(description, total=None, detail="", rate="")
+        started = time.monotonic()
+
+        def update(counts: dict[str, int], total: int) -> None:
+            done = sum(counts.values())
+            elapsed = max(time.monotonic() - started, 1e-6)
+            detail = " ".join(f"{state} {counts[state]}" for state in ("sent", "failed", "deferred", "uncertain", "suppressed") if counts.get(state))
+            bar.update(task, total=total or None, completed=done, detail=detail, rate=f"{done / elapsed:,.0f} msg/s")
+
+        yield update

@@ -1,10 +1,22 @@
-"""The state database: which issues exist and which stories each one carried.
+"""The state database: issues, their stories, one delivery row per issue x reader, suppressions.
 
 SQLite by default (``DIGEST_STATE_URL``, else ``state/digest.sqlite3`` beside digest.toml),
 written only through this module, in short transactions, so another backend can take its place.
 An issue is created once per (edition, date) and its story list is frozen when it is created;
-asking again returns the issue as it was first recorded. A dry run reads this database and never
-writes it.
+asking again returns the issue as it was first recorded. The audience is frozen when the issue is created. A dry run reads this
+database and never writes it.
+
+Delivery states (one row per issue x reader)::
+
+    pending -> sending -> sent
+                       -> deferred   (temporary failure; retried later with the same Message-ID)
+                       -> failed     (permanent: hard bounce, policy rejection, gave up)
+                       -> uncertain  (connection lost after the body; a restart finds `sending`
+                                      rows and marks them so)
+    pending/deferred/uncertain -> suppressed (unsubscribed or bounced before this copy went)
+
+``sending`` is committed before the DATA body and ``sent`` right after the server's 250, each in
+its own transaction, so a crash leaves at most the copies in flight in doubt.
 """
 
 from __future__ import annotations
@@ -24,7 +36,33 @@ CREATE TABLE IF NOT EXISTS issues (
     issue_date  TEXT NOT NULL,            -- YYYY-MM-DD in the edition's zone
     send_time   TEXT NOT NULL,            -- ISO 8601 with offset
     created_at  TEXT NOT NULL,
+    status      TEXT NOT NULL DEFAULT 'open',   -- open | paused | done
+    note        TEXT,
     UNIQUE (edition, issue_date)
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id          INTEGER PRIMARY KEY,
+    issue_id    INTEGER NOT NULL REFERENCES issues(id),
+    email       TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    key         TEXT NOT NULL,            -- casefolded address
+    state       TEXT NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    next_at     REAL,                     -- epoch seconds before which a deferred copy waits
+    message_id  TEXT,
+    last_code   INTEGER,
+    last_text   TEXT,
+    updated_at  TEXT NOT NULL,
+    UNIQUE (issue_id, key)
+);
+CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries(issue_id, state);
+CREATE TABLE IF NOT EXISTS suppressions (
+    key         TEXT NOT NULL,            -- casefolded address
+    edition     TEXT NOT NULL,            -- a slug, or '*' for every edition
+    reason      TEXT NOT NULL,            -- unsubscribed | bounced | complaint | ...
+    detail      TEXT,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (key, edition)
 );
 CREATE TABLE IF NOT EXISTS issue_stories (
     issue_id    INTEGER NOT NULL REFERENCES issues(id),
@@ -37,12 +75,37 @@ CREATE INDEX IF NOT EXISTS issue_stories_story ON issue_stories(story_id);
 """
 
 
+STATES = ("pending", "sending", "sent", "deferred", "failed", "uncertain", "suppressed")
+FINAL = ("sent", "failed", "suppressed")
+
+
 @dataclass(frozen=True, slots=True)
 class IssueRecord:
     id: int
     edition: str
     issue_date: dt.date
     story_ids: tuple[str, ...]
+    status: str = "open"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One reader's copy of one issue, as the ledger has it."""
+
+    id: int
+    email: str
+    name: str
+    state: str
+    attempts: int
+    message_id: str | None
+    last_code: int | None = None
+    last_text: str | None = None
+    updated_at: str | None = None
+    next_at: float | None = None
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def state_path(url: str | None, default: Path) -> Path:
@@ -69,7 +132,9 @@ class Ledger:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
             self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
+            # NORMAL in WAL mode survives a killed process (what a crash of digest is); only a
+            # power cut can lose the last commits, and then a copy is resent with its Message-ID.
+            self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
         else:
             self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=30)
@@ -94,16 +159,21 @@ class Ledger:
 
     def find_issue(self, edition: str, date: dt.date) -> IssueRecord | None:
         """The recorded issue, if it exists."""
-        row = self.db.execute("SELECT id FROM issues WHERE edition = ? AND issue_date = ?",
+        row = self.db.execute("SELECT id, status FROM issues WHERE edition = ? AND issue_date = ?",
                               (edition, date.isoformat())).fetchone()
         if row is None:
             return None
         stories = self.db.execute("SELECT story_id FROM issue_stories WHERE issue_id = ? ORDER BY position", (row[0],))
-        return IssueRecord(row[0], edition, date, tuple(r[0] for r in stories))
+        return IssueRecord(row[0], edition, date, tuple(r[0] for r in stories), row[1])
 
     def create_issue(self, edition: str, date: dt.date, send_time: dt.datetime, story_ids: Iterable[str],
-                     now: dt.datetime | None = None) -> tuple[IssueRecord, bool]:
-        """Create the issue once; a later call returns the first record. (record, created now?)"""
+                     now: dt.datetime | None = None,
+                     audience: Iterable[tuple[str, str, str]] = ()) -> tuple[IssueRecord, bool]:
+        """Create the issue once, freezing its stories and its audience of (email, name, key).
+
+        A later call returns the first record and ignores its arguments. (record, created now?)
+        Readers already suppressed for this edition are recorded as ``suppressed``.
+        """
         now = now or dt.datetime.now(dt.timezone.utc)
         self.db.execute("BEGIN IMMEDIATE")
         try:
@@ -116,10 +186,105 @@ class Ledger:
                 (edition, date.isoformat(), send_time.isoformat(), now.isoformat()),
             )
             ids = tuple(story_ids)
+            issue_id = cursor.lastrowid
             self.db.executemany("INSERT INTO issue_stories (issue_id, position, story_id) VALUES (?, ?, ?)",
-                                [(cursor.lastrowid, n, story_id) for n, story_id in enumerate(ids)])
+                                [(issue_id, n, story_id) for n, story_id in enumerate(ids)])
+            stamp = now.isoformat()
+            self.db.executemany(
+                "INSERT INTO deliveries (issue_id, email, name, key, state, updated_at) VALUES (?, ?, ?, ?, 'pending', ?)",
+                ((issue_id, email, name, key, stamp) for email, name, key in audience),
+            )
+            self.db.execute(
+                "UPDATE deliveries SET state = 'suppressed', last_text = 'suppressed before the issue was created' "
+                "WHERE issue_id = ? AND key IN (SELECT key FROM suppressions WHERE edition IN (?, '*'))",
+                (issue_id, edition),
+            )
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         return IssueRecord(cursor.lastrowid, edition, date, ids), True
+
+    # --- deliveries -------------------------------------------------------------------------
+
+    def recover_interrupted(self, issue_id: int) -> int:
+        """Mark copies left in ``sending`` by a crashed sender as ``uncertain``. Returns how many.
+
+        Only call this while holding the issue's send lock: then no live sender owns them.
+        """
+        cursor = self.db.execute(
+            "UPDATE deliveries SET state = 'uncertain', last_text = 'sender stopped during delivery; outcome unknown', "
+            "updated_at = ? WHERE issue_id = ? AND state = 'sending'", (_now(), issue_id))
+        return cursor.rowcount
+
+    def due(self, issue_id: int, now: float, *, include_uncertain: bool, after_id: int = 0, limit: int = 1000) -> list[Delivery]:
+        """Copies to attempt now, in audience order, from ``after_id`` on."""
+        states = ("pending", "deferred", "uncertain") if include_uncertain else ("pending", "deferred")
+        rows = self.db.execute(
+            f"SELECT id, email, name, state, attempts, message_id FROM deliveries WHERE issue_id = ? AND id > ? "
+            f"AND state IN ({','.join('?' * len(states))}) AND (next_at IS NULL OR next_at <= ?) ORDER BY id LIMIT ?",
+            (issue_id, after_id, *states, now, limit),
+        )
+        return [Delivery(*row) for row in rows]
+
+    def next_retry_at(self, issue_id: int) -> float | None:
+        """When the earliest deferred copy may be tried again."""
+        row = self.db.execute("SELECT MIN(next_at) FROM deliveries WHERE issue_id = ? AND state = 'deferred'", (issue_id,)).fetchone()
+        return row[0]
+
+    def mark_sending(self, delivery_id: int, message_id: str) -> None:
+        """Committed before the DATA body goes: a crash from here on leaves the copy in doubt."""
+        self.db.execute(
+            "UPDATE deliveries SET state = 'sending', message_id = ?, attempts = attempts + 1, updated_at = ? WHERE id = ?",
+            (message_id, _now(), delivery_id))
+
+    def mark(self, delivery_id: int, state: str, code: int | None, text: str | None, *,
+             next_at: float | None = None, count_attempt: bool = False) -> None:
+        """Record an outcome (committed at once)."""
+        if state not in STATES:
+            raise ValueError(state)
+        self.db.execute(
+            "UPDATE deliveries SET state = ?, last_code = ?, last_text = ?, next_at = ?, "
+            "attempts = attempts + ?, updated_at = ? WHERE id = ?",
+            (state, code, text, next_at, 1 if count_attempt else 0, _now(), delivery_id))
+
+    def expire_deferred(self, issue_id: int, reason: str) -> int:
+        """Give up on every deferred copy (deadline or attempts exhausted); they become failed."""
+        cursor = self.db.execute(
+            "UPDATE deliveries SET state = 'failed', last_text = ? || coalesce(' (last reply: ' || last_text || ')', ''), "
+            "next_at = NULL, updated_at = ? WHERE issue_id = ? AND state = 'deferred'", (reason, _now(), issue_id))
+        return cursor.rowcount
+
+    def counts(self, issue_id: int) -> dict[str, int]:
+        """Copies per state (every state present, zero when none)."""
+        found = dict(self.db.execute("SELECT state, COUNT(*) FROM deliveries WHERE issue_id = ? GROUP BY state", (issue_id,)))
+        return {state: found.get(state, 0) for state in STATES}
+
+    def deliveries(self, issue_id: int, states: Iterable[str] | None = None) -> list[Delivery]:
+        """Every copy of an issue (optionally only some states), in audience order."""
+        query = ("SELECT id, email, name, state, attempts, message_id, last_code, last_text, updated_at, next_at "
+                 "FROM deliveries WHERE issue_id = ?")
+        args: list[object] = [issue_id]
+        if states is not None:
+            wanted = tuple(states)
+            query += f" AND state IN ({','.join('?' * len(wanted))})"
+            args += wanted
+        return [Delivery(*row) for row in self.db.execute(query + " ORDER BY id", args)]
+
+    def set_status(self, issue_id: int, status: str, note: str | None = None) -> None:
+        self.db.execute("UPDATE issues SET status = ?, note = ? WHERE id = ?", (status, note, issue_id))
+
+    # --- suppressions -----------------------------------------------------------------------
+
+    def suppress(self, key: str, edition: str, reason: str, detail: str | None = None) -> None:
+        """Stop sending ``edition`` (or ``'*'``: every edition) to this address. Idempotent."""
+        self.db.execute(
+            "INSERT INTO suppressions (key, edition, reason, detail, created_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (key, edition) DO NOTHING", (key, edition, reason, detail, _now()))
+
+    def is_suppressed(self, key: str, edition: str) -> bool:
+        row = self.db.execute("SELECT 1 FROM suppressions WHERE key = ? AND edition IN (?, '*') LIMIT 1", (key, edition)).fetchone()
+        return row is not None
+
+    def suppressed_keys(self, edition: str) -> frozenset[str]:
+        return frozenset(r[0] for r in self.db.execute("SELECT key FROM suppressions WHERE edition IN (?, '*')", (edition,)))

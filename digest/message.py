@@ -140,6 +140,7 @@ class IssueHeaders:
     date: dt.datetime
     list_name: str
     list_id: str
+    extra: tuple[tuple[str, str], ...] = ()  # further (name, value) headers, e.g. a test-copy marker
 
 
 
@@ -167,6 +168,7 @@ class MessageTemplate:
         if headers.reply_to:
             after.append(f"Reply-To: {ascii_value('Reply-To', headers.reply_to).decode()}")
         after.append(f"List-Id: {list_name} <{ascii_value('List-Id', headers.list_id).decode()}>")
+        after += [f"{name}: {encode_text_header(name, value)}" for name, value in headers.extra]
         self._head_after_mid = ("\r\n" + "\r\n".join(after) + "\r\nList-Unsubscribe: <").encode("ascii")
         tail = [
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
@@ -185,7 +187,8 @@ class MessageTemplate:
         self.header_names = ["From", "To", "Subject", "Date", "Message-ID"]
         if headers.reply_to:
             self.header_names.append("Reply-To")
-        self.header_names += ["List-Id", "List-Unsubscribe", "List-Unsubscribe-Post", "MIME-Version", "Content-Type"]
+        self.header_names += ["List-Id", *(name for name, _ in headers.extra),
+                              "List-Unsubscribe", "List-Unsubscribe-Post", "MIME-Version", "Content-Type"]
 
     def _split(self, body: str) -> tuple[list[bytes], list[str]]:
         pieces = self._pattern.split(body)

@@ -81,6 +81,37 @@ class SigningKey:
 
 
 @dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    """Where and how to hand messages over. The password comes from the environment only."""
+
+    host: str
+    port: int
+    tls: Literal["starttls", "tls", "none"]
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    pool_size: int = 4
+    rate: float = 0.0  # messages per second for this endpoint; 0 = no limit
+    timeout: float = 30.0  # each command
+    data_timeout: float = 600.0  # the final reply to DATA (RFC 5321 suggests 10 minutes)
+    allow_insecure: bool = False  # tls = "none" to a host that is not loopback
+    local_hostname: str | None = None  # EHLO name
+    ca_file: Path | None = None  # extra CA bundle to trust (a private relay's CA); system CAs otherwise
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySettings:
+    """Retries, the issue deadline, uncertain copies and the policy circuit breaker."""
+
+    deadline_hours: float = 6.0  # after the issue's send time, deferred copies stop being retried
+    max_attempts: int = 8
+    retry_base: float = 60.0  # seconds before the first retry; doubles each attempt
+    retry_cap: float = 1800.0
+    uncertain: Literal["resend", "hold"] = "resend"
+    breaker_min_rejections: int = 20  # 5.7.x policy rejections before the breaker may trip
+    breaker_ratio: float = 0.05  # ... and their share of this run's attempts
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything digest.toml and the environment say, typed and checked."""
 
@@ -91,6 +122,8 @@ class Settings:
     editions: tuple[Edition, ...]
     demo_date: dt.date | None
     state_db: Path
+    smtp: SmtpSettings = SmtpSettings("localhost", 25, "none")
+    delivery: DeliverySettings = DeliverySettings()
     signing_keys: tuple[SigningKey, ...] = field(default=(), repr=False)
 
     def edition(self, slug: str) -> Edition:

@@ -139,7 +139,11 @@ class RecipientFactory:
     def for_subscriber(self, subscriber: Subscriber) -> Recipient:
         return self.for_address(subscriber.email, subscriber.name)
 
-    def for_address(self, email: str, name: str = "") -> Recipient:
+    def message_id_for(self, email: str) -> str:
+        return message_id(self.keys, self.edition.slug, self.date, email, self.domain)
+
+    def for_address(self, email: str, name: str = "", *, message_id: str | None = None) -> Recipient:
+        """The reader's values; ``message_id`` is the one the ledger recorded, when it has one."""
         token = sign_token(self.keys, email, self.edition.slug)
         return Recipient(
             email=email,
@@ -147,6 +151,6 @@ class RecipientFactory:
             greeting=greeting(self.edition.greeting, name),
             unsubscribe_url=self.unsubscribe_base + token,
             unsubscribe_mailto=f"mailto:{self.mailto}?subject={quote('unsubscribe ' + token)}",
-            message_id=message_id(self.keys, self.edition.slug, self.date, email, self.domain),
+            message_id=message_id or self.message_id_for(email),
         )
 

@@ -2,17 +2,28 @@
 
 A transport takes an envelope and the exact bytes of one message. The dry run is a transport
 (``EmlDirectory``) rather than a flag, so ``digest render`` writes the same bytes that a send would
-put on the wire. ``Memory`` keeps messages in a list for tests.
+put on the wire. ``Memory`` keeps messages in a list for tests. ``SmtpConnection`` hands them to
+a relay: this is the only aiosmtplib import.
 """
 
 from __future__ import annotations
 
+import asyncio
 import html
+import ipaddress
 import os
 import re
+import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+import aiosmtplib
+
+from .errors import DigestError
+from .models import SmtpSettings
+from .outcomes import Phase, SmtpReply
 
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._@+-]")
 
@@ -113,3 +124,145 @@ class EmlDirectory:
             f"<table><thead><tr><th>#</th><th>Recipient</th><th>File</th><th>Size</th></tr></thead><tbody>\n{rows}\n"
             "</tbody></table></body></html>\n"
         )
+
+
+# --- SMTP ---------------------------------------------------------------------------------------
+# aiosmtplib's exceptions become SmtpReply values (classified by outcomes.py), ConnectionError
+# (the relay cannot be reached now) or SmtpSetupError (it cannot be used safely: stop).
+
+
+class SmtpSetupError(DigestError):
+    """The relay cannot be used safely or at all (no STARTTLS, AUTH refused, cannot connect)."""
+
+    exit_code = 1
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine (where clear-text SMTP cannot be overheard)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_smtp_settings(smtp: SmtpSettings) -> None:
+    """Refuse settings that would send mail or a password where it can be read in transit."""
+    if smtp.tls == "none" and not is_loopback(smtp.host) and not smtp.allow_insecure:
+        raise SmtpSetupError(f"tls = 'none' is only allowed for a loopback relay, not {smtp.host}; "
+                             "use starttls or tls (or set [smtp] allow_insecure = true to force it)")
+    if smtp.tls == "none" and smtp.username and not is_loopback(smtp.host):
+        raise SmtpSetupError("refusing to send SMTP credentials without TLS")
+    if bool(smtp.username) != bool(smtp.password):
+        raise SmtpSetupError("set both DIGEST_SMTP_USERNAME and DIGEST_SMTP_PASSWORD, or neither")
+
+
+class SmtpConnection:
+    """One connection to the relay, used for one message at a time, reopened when it drops."""
+
+    def __init__(self, settings: SmtpSettings, tls_context: ssl.SSLContext | None = None) -> None:
+        self.settings = settings
+        self.tls_context = tls_context
+        self.client: aiosmtplib.SMTP | None = None
+        self.messages = 0
+
+    @property
+    def connected(self) -> bool:
+        return self.client is not None and self.client.is_connected
+
+    async def open(self) -> None:
+        """Connect, secure and authenticate; raise SmtpSetupError when that cannot be done safely."""
+        s = self.settings
+        client = aiosmtplib.SMTP(
+            hostname=s.host, port=s.port, timeout=s.timeout, use_tls=s.tls == "tls", start_tls=False,
+            validate_certs=True, tls_context=self.tls_context, local_hostname=s.local_hostname,
+        )
+        try:
+            await client.connect()
+            if s.tls == "starttls":
+                await client.ehlo()
+                if not client.supports_extension("starttls"):
+                    raise SmtpSetupError(f"{s.host}:{s.port} does not offer STARTTLS and tls = 'starttls' requires it; "
+                                         "nothing was sent and no credentials were offered")
+                await client.starttls(tls_context=self.tls_context)
+            if s.username:
+                await client.login(s.username, s.password or "")
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            client.close()
+            raise SmtpSetupError(f"the relay refused the credentials ({exc.code} {exc.message})") from None
+        except SmtpSetupError:
+            client.close()
+            raise
+        except (aiosmtplib.SMTPException, OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
+            client.close()
+            raise ConnectionError(f"cannot open an SMTP session with {s.host}:{s.port}: {exc}") from None
+        self.client = client
+        self.messages = 0
+
+    async def close(self) -> None:
+        if self.client is not None:
+            try:
+                if self.client.is_connected:
+                    await self.client.quit(timeout=min(5.0, self.settings.timeout))
+            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+                pass
+            finally:
+                self.client.close()
+                self.client = None
+
+    def drop(self) -> None:
+        """Forget a connection that failed, without talking to the server again."""
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+    async def deliver(self, envelope: Envelope, data: bytes, before_body: Callable[[], Awaitable[None] | None]) -> SmtpReply:
+        """MAIL, RCPT, then ``before_body()`` (record 'sending'), then DATA. Never raises for SMTP replies."""
+        if not self.connected:
+            await self.open()
+        client = self.client
+        assert client is not None
+        phase: Phase = "mail"
+        body_sent = False
+        try:
+            await client.mail(envelope.sender)
+            phase = "rcpt"
+            await client.rcpt(envelope.recipient)
+            phase = "data"
+            pending = before_body()
+            if pending is not None:
+                await pending
+            protocol = client.protocol
+            original_write = protocol.write
+
+            def watched_write(chunk: bytes) -> None:  # tells a drop before the body from one after it
+                nonlocal body_sent, phase
+                original_write(chunk)
+                if chunk != b"DATA\r\n":
+                    body_sent, phase = True, "body"
+
+            protocol.write = watched_write  # type: ignore[method-assign]
+            try:
+                response = await client.data(data, timeout=self.settings.data_timeout)
+            finally:
+                protocol.write = original_write  # type: ignore[method-assign]
+            self.messages += 1
+            return SmtpReply(response.code, response.message, "body", body_sent=True)
+        except aiosmtplib.SMTPResponseException as exc:
+            if exc.code == 421:
+                self.drop()
+            else:
+                await self._reset()
+            return SmtpReply(exc.code, exc.message, phase, body_sent)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError, asyncio.TimeoutError) as exc:
+            self.drop()
+            return SmtpReply(0, f"{type(exc).__name__}: {exc}", phase, body_sent)
+
+    async def _reset(self) -> None:
+        """RSET after a refused recipient so the next message starts clean; drop if that fails."""
+        try:
+            if self.client is not None and self.client.is_connected:
+                await self.client.rset()
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+            self.drop()

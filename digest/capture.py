@@ -1,0 +1,106 @@
+"""A capture SMTP server on loopback: the only aiosmtpd import.
+
+``digest demo`` sends through it so the whole SMTP path runs without any configuration, and
+tests subclass ``CaptureHandler`` to inject faults a healthy server would never produce.
+Every message is kept exactly as the server received it (``Received.data``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One message as the server stored it."""
+
+    sender: str
+    recipients: tuple[str, ...]
+    data: bytes
+
+
+@dataclass
+class CaptureHandler:
+    """Accepts everything and keeps it. Override ``rcpt``/``data`` replies to inject faults."""
+
+    received: list[Received] = field(default_factory=list)
+    auth_attempts: list[str] = field(default_factory=list)
+    connections: int = 0
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
+        reply = await self.rcpt(session, address)
+        if reply.startswith("250"):
+            envelope.rcpt_tos.append(address)
+        return reply
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        return await self.data(server, session, envelope)
+
+    async def rcpt(self, session: Session, address: str) -> str:
+        return "250 2.1.5 OK"
+
+    async def data(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.keep(envelope)
+        return "250 2.0.0 OK: queued"
+
+    def keep(self, envelope: Envelope) -> None:
+        data = envelope.original_content if envelope.original_content is not None else envelope.content
+        self.received.append(Received(envelope.mail_from, tuple(envelope.rcpt_tos), bytes(data)))
+
+
+class _Protocol(SMTP):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.event_handler.connections += 1
+        super().connection_made(transport)
+
+
+class CaptureServer:
+    """``async with CaptureServer() as server:`` listens on 127.0.0.1 and a free port."""
+
+    def __init__(self, handler: CaptureHandler | None = None, *, host: str = "127.0.0.1",
+                 tls_context: ssl.SSLContext | None = None, require_starttls: bool = False,
+                 credentials: tuple[str, str] | None = None, auth_require_tls: bool = True) -> None:
+        self.handler = handler or CaptureHandler()
+        self.host = host
+        self.port = 0
+        self.tls_context = tls_context
+        self.require_starttls = require_starttls
+        self.credentials = credentials
+        self.auth_require_tls = auth_require_tls
+        self.server: asyncio.AbstractServer | None = None
+
+    def _authenticator(self) -> Callable[..., AuthResult] | None:
+        if self.credentials is None:
+            return None
+
+        def check(server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any) -> AuthResult:
+            login = getattr(data, "login", b"")
+            password = getattr(data, "password", b"")
+            self.handler.auth_attempts.append(login.decode(errors="replace") if isinstance(login, bytes) else str(login))
+            ok = (login, password) == tuple(c.encode() for c in self.credentials)
+            return AuthResult(success=ok)
+
+        return check
+
+    async def __aenter__(self) -> CaptureServer:
+        loop = asyncio.get_running_loop()
+        authenticator = self._authenticator()
+        self.server = await loop.create_server(
+            lambda: _Protocol(self.handler, hostname="capture.localhost", tls_context=self.tls_context,
+                              require_starttls=self.require_starttls, authenticator=authenticator,
+                              auth_require_tls=self.auth_require_tls, decode_data=False),
+            host=self.host, port=0,
+        )
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()

@@ -1,0 +1,72 @@
+"""Every SMTP outcome is classified here, and only here.
+
+    2xx after the body ............................ sent
+    4xx at any step, and 552 ...................... deferred: retried with backoff in the deadline
+    421 or a dropped connection before the body ... deferred, on a fresh connection, at once
+    connection lost or timed out after the body ... uncertain: the server may have it
+    5xx with enhanced code 5.1.x (or 550/551/553
+        without one) .............................. failed, hard bounce: the reader is suppressed
+    5xx with enhanced code 5.7.x .................. failed, policy rejection: reader kept, counted
+                                                    by the issue's circuit breaker
+    other 5xx ..................................... failed
+    authentication refused ........................ fatal: the whole send stops at once
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+Phase = Literal["connect", "mail", "rcpt", "data", "body"]
+_ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpReply:
+    """What the server said (code 0 when it said nothing: dropped connection or timeout)."""
+
+    code: int
+    text: str
+    phase: Phase
+    body_sent: bool = False  # the message body had been handed to the connection
+
+    @property
+    def enhanced(self) -> tuple[int, int, int] | None:
+        match = _ENHANCED.match(self.text)
+        return (int(match[1]), int(match[2]), int(match[3])) if match else None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    state: Literal["sent", "deferred", "failed", "uncertain"]
+    reason: str
+    suppress: bool = False  # hard bounce: stop sending to this reader
+    policy: bool = False  # counts toward the circuit breaker
+    reconnect: bool = False  # the connection is unusable; open a new one
+    retry_now: bool = False  # a connection problem, not the reader's: try again at once
+
+
+def classify(reply: SmtpReply) -> Verdict:
+    """The one place that turns an SMTP reply (or its absence) into a delivery state."""
+    code = reply.code
+    if code == 0:
+        if reply.body_sent:
+            return Verdict("uncertain", "connection lost after the message body; the server may have it", reconnect=True)
+        return Verdict("deferred", f"connection lost during {reply.phase}", reconnect=True, retry_now=True)
+    if 200 <= code < 300:
+        return Verdict("sent", "accepted")
+    if code == 421:
+        return Verdict("deferred", "server closing the connection (421)", reconnect=True, retry_now=True)
+    if 400 <= code < 500 or code == 552:
+        return Verdict("deferred", f"temporary failure ({code})")
+    if 500 <= code < 600:
+        enhanced = reply.enhanced
+        if enhanced is not None and enhanced[1] == 1:
+            return Verdict("failed", f"hard bounce ({code} {'.'.join(map(str, enhanced))})", suppress=True)
+        if enhanced is not None and enhanced[1] == 7:
+            return Verdict("failed", f"policy rejection ({code} {'.'.join(map(str, enhanced))})", policy=True)
+        if enhanced is None and code in (550, 551, 553) and reply.phase == "rcpt":
+            return Verdict("failed", f"hard bounce ({code})", suppress=True)
+        return Verdict("failed", f"permanent failure ({code})")
+    return Verdict("deferred", f"unexpected reply code {code}", reconnect=True)

@@ -1,0 +1,110 @@
+"""One issue's send, end to end, for `digest send`, the scheduler and `digest demo`.
+
+    load inputs -> lock (edition, date) -> find the issue, or plan it and create it with its
+    audience frozen -> compose once -> dispatch -> report
+
+A second call for the same issue finds it in the ledger and resumes it; while another process
+holds the lock, the call stops with a clear message and sends nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ssl
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass
+
+from .addresses import address_key
+from .compose import compose
+from .errors import StoryError
+from .ledger import IssueRecord, Ledger
+from .locks import issue_lock
+from .models import Edition, Settings, SmtpSettings, Subscriber
+from .planning import plan
+from .send import Dispatcher, Progress, SendReport
+from .stories import load_folder
+from .subscribers import load_subscribers
+from .transport import Envelope, SmtpConnection, check_smtp_settings
+
+
+@dataclass(frozen=True, slots=True)
+class EmptyIssue:
+    """The issue had no stories: nothing was created and nothing sent."""
+
+    edition: Edition
+    date: dt.date
+
+
+def connection_factory(smtp: SmtpSettings) -> Callable[[], SmtpConnection]:
+    """Connections to the configured relay, verifying certificates (plus ``ca_file`` if set)."""
+    check_smtp_settings(smtp)
+    context = None
+    if smtp.tls != "none":
+        context = ssl.create_default_context(cafile=str(smtp.ca_file) if smtp.ca_file else None)
+    return lambda: SmtpConnection(smtp, context)
+
+
+async def send_issue(settings: Settings, edition: Edition, date: dt.date, *,
+                     stop: asyncio.Event | None = None, progress: Progress | None = None,
+                     wait_for_retries: bool = True,
+                     connect: Callable[[], SmtpConnection] | None = None) -> SendReport | EmptyIssue:
+    """Create-or-resume issue (edition, date) and deliver it. Raises AlreadyRunning if locked."""
+    connect = connect or connection_factory(settings.smtp)
+    stories = load_folder(settings.paths.stories)
+    with issue_lock(settings.state_db, edition.slug, date.isoformat()), closing(Ledger(settings.state_db)) as ledger:
+        record = ledger.find_issue(edition.slug, date)
+        if record is None and stories.problems:
+            # A story that fails to load may be one meant for this issue: do not freeze an issue without it.
+            first = stories.problems[0]
+            raise StoryError(f"{len(stories.problems)} story file(s) cannot be read (first: {first}); "
+                             "fix them before a new issue is created", file=first.file, line=first.line, field=first.field)
+        issue = plan(settings, edition, date, stories.stories, ledger)
+        if record is None:
+            if issue.is_empty:
+                return EmptyIssue(edition, date)
+            subscribers = load_subscribers(settings.paths.subscribers, (e.slug for e in settings.editions))
+            audience = [(s.email, s.name, address_key(s.email)) for s in subscribers.audience(edition.slug)]
+            record, _ = ledger.create_issue(edition.slug, date, issue.send_time, [s.id for s in issue.stories],
+                                            audience=audience)
+        composed = compose(settings, issue)
+        dispatcher = Dispatcher(composed, ledger, record, settings.smtp, settings.delivery,
+                                envelope_sender=edition.sender.address, connect=connect, stop=stop,
+                                progress=progress, wait_for_retries=wait_for_retries)
+        return await dispatcher.run()
+
+
+async def send_test_copies(settings: Settings, edition: Edition, date: dt.date, addresses: list[str],
+                           reader: Subscriber | None = None,
+                           connect: Callable[[], SmtpConnection] | None = None) -> list[tuple[str, int, str]]:
+    """Send a copy marked as a test to each address; the ledger is neither read for it nor written.
+
+    The copy is rendered as ``reader`` would get it (name and greeting), or for a synthetic reader.
+    Returns (address, SMTP code, reply) per address.
+    """
+    connect = connect or connection_factory(settings.smtp)
+    stories = load_folder(settings.paths.stories)
+    issue = plan(settings, edition, date, stories.stories)
+    if issue.is_empty:
+        raise StoryError(f"{edition.slug} {date} has no stories; there is nothing to test")
+    composed = compose(settings, issue, test_copy=True)
+    connection = connect()
+    results = []
+    try:
+        for address in addresses:
+            recipient = composed.recipients.for_address(address, reader.name if reader else "Test Reader")
+            data = composed.message(recipient)
+            reply = await connection.deliver(Envelope(edition.sender.address, address), data, before_body=lambda: None)
+            results.append((address, reply.code, reply.text))
+    finally:
+        await connection.close()
+    return results
+
+
+def find_issue(settings: Settings, edition: Edition, date: dt.date) -> tuple[IssueRecord | None, Ledger | None]:
+    """The recorded issue and an open ledger (read only), or (None, None) when nothing is recorded."""
+    ledger = Ledger.read_only(settings.state_db)
+    if ledger is None:
+        return None, None
+    return ledger.find_issue(edition.slug, date), ledger
