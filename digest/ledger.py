@@ -227,9 +227,11 @@ class Ledger:
         )
         return [Delivery(*row) for row in rows]
 
-    def next_retry_at(self, issue_id: int) -> float | None:
-        """When the earliest deferred copy may be tried again."""
-        row = self.db.execute("SELECT MIN(next_at) FROM deliveries WHERE issue_id = ? AND state = 'deferred'", (issue_id,)).fetchone()
+    def next_retry_at(self, issue_id: int, *, include_uncertain: bool = False) -> float | None:
+        """When the earliest deferred (and, if asked, uncertain but not held) copy may be tried again."""
+        states = "('deferred', 'uncertain')" if include_uncertain else "('deferred')"
+        row = self.db.execute(f"SELECT MIN(next_at) FROM deliveries WHERE issue_id = ? AND state IN {states} "
+                              "AND next_at < 9e999", (issue_id,)).fetchone()
         return row[0]
 
     def mark_sending(self, delivery_id: int, message_id: str) -> None:

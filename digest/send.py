@@ -26,6 +26,8 @@ from .ratelimit import TokenBucket
 from .transport import Envelope, SmtpConnection, SmtpSetupError
 
 ConnectionFactory = Callable[[], SmtpConnection]
+STOP_GRACE = 10.0  # seconds in-flight copies get to finish after SIGINT/SIGTERM
+HELD = float("inf")  # next_at of an uncertain copy that is no longer resent automatically
 Progress = Callable[[dict[str, int], int], None]  # (outcomes this run, copies due at the start)
 
 
@@ -99,7 +101,7 @@ class Dispatcher:
             await self._pass()
             if self.stop.is_set() or self.stopped is not None:
                 break
-            next_at = self.ledger.next_retry_at(self.record.id)
+            next_at = self.ledger.next_retry_at(self.record.id, include_uncertain=self.delivery.uncertain == "resend")
             if next_at is None:
                 break
             if self.clock() >= self.deadline or next_at >= self.deadline:
@@ -123,32 +125,54 @@ class Dispatcher:
         """One sweep over the copies due now, with ``pool_size`` workers."""
         queue: asyncio.Queue[Delivery | None] = asyncio.Queue(maxsize=self.smtp.pool_size * 4)
         workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.smtp.pool_size)]
+        grace = asyncio.create_task(self._cancel_after_grace(workers))
         try:
             after = 0
             include_uncertain = self.delivery.uncertain == "resend"
-            while not self.stop.is_set() and self.stopped is None:
+            while not self._halted() and not all(w.done() for w in workers):
                 batch = self.ledger.due(self.record.id, self.clock(), include_uncertain=include_uncertain, after_id=after)
                 if not batch:
                     break
                 for delivery in batch:
-                    if self.stop.is_set() or self.stopped is not None:
+                    if self._halted() or all(w.done() for w in workers):
                         break
                     await queue.put(delivery)
                 after = batch[-1].id
         finally:
-            for _ in workers:
-                await queue.put(None)
-            await asyncio.gather(*workers)
+            for worker in workers:
+                if not worker.done():
+                    await queue.put(None)
+            results = await asyncio.gather(*workers, return_exceptions=True)
+            grace.cancel()
+        failures = [r for r in results if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)]
+        if failures:
+            raise failures[0]
+
+    def _halted(self) -> bool:
+        return self.stop.is_set() or self.stopped is not None
+
+    async def _cancel_after_grace(self, workers: list[asyncio.Task]) -> None:
+        """After a stop signal, in-flight copies get STOP_GRACE seconds; then they are abandoned.
+
+        An abandoned copy stays 'sending' and the next run marks it 'uncertain'.
+        """
+        await self.stop.wait()
+        await asyncio.sleep(STOP_GRACE)
+        for worker in workers:
+            worker.cancel()
 
     async def _worker(self, queue: asyncio.Queue[Delivery | None]) -> None:
         connection = self.connect()
         try:
             while (delivery := await queue.get()) is not None:
-                if self.stop.is_set() or self.stopped is not None:
+                if self._halted():
                     continue  # drain: leave it pending for the next run
                 await self._deliver(connection, delivery)
         finally:
-            await connection.close()
+            if self.stop.is_set():
+                connection.drop()  # no polite QUIT while shutting down
+            else:
+                await connection.close()
 
     async def _deliver(self, connection: SmtpConnection, delivery: Delivery) -> None:
         key = address_key(delivery.email)
@@ -159,17 +183,29 @@ class Dispatcher:
         message_id = delivery.message_id or recipients.message_id_for(delivery.email)
         recipient = recipients.for_address(delivery.email, delivery.name, message_id=message_id)
         data = self.composed.message(recipient)
-        await self.bucket.take()
-        try:
-            reply = await connection.deliver(
-                Envelope(self.envelope_sender, delivery.email), data,
-                before_body=lambda: self.ledger.mark_sending(delivery.id, message_id),
-            )
-        except SmtpSetupError as exc:
-            self.stopped = str(exc)
-            return
-        except ConnectionError as exc:
-            reply = SmtpReply(0, str(exc), "connect")
+        waited = 0
+        while True:
+            await self.bucket.take()
+            try:
+                reply = await connection.deliver(
+                    Envelope(self.envelope_sender, delivery.email), data,
+                    before_body=lambda: self.ledger.mark_sending(delivery.id, message_id),
+                )
+                break
+            except SmtpSetupError as exc:
+                self.stopped = str(exc)
+                return
+            except ConnectionError as exc:
+                # The relay, not the reader: wait for it without spending the reader's attempts.
+                waited += 1
+                if self.clock() >= self.deadline:
+                    self.stopped = f"the relay stayed unreachable until the deadline: {exc}"
+                    return
+                try:
+                    await asyncio.wait_for(self.stop.wait(), timeout=self._backoff(waited))
+                    return  # stopped while waiting; the copy stays pending
+                except asyncio.TimeoutError:
+                    continue
         verdict = classify(reply)
         self._apply(delivery, reply, verdict)
         if self.breaker.record(verdict):
@@ -182,9 +218,13 @@ class Dispatcher:
         reached_data = reply.phase in ("data", "body")  # mark_sending counted the attempt already
         attempts = delivery.attempts + 1
         if verdict.state in ("deferred", "uncertain"):
-            if verdict.state == "deferred" and attempts >= self.delivery.max_attempts:
-                self._record(delivery, "failed", reply.code or None, f"gave up after {attempts} attempts: {text}",
-                             count=not reached_data)
+            if attempts >= self.delivery.max_attempts:
+                if verdict.state == "deferred":
+                    self._record(delivery, "failed", reply.code or None, f"gave up after {attempts} attempts: {text}",
+                                 count=not reached_data)
+                else:  # it may have arrived every time: stop resending and leave it for a person
+                    self._record(delivery, "uncertain", None, f"held after {attempts} attempts: {text}",
+                                 next_at=HELD, count=not reached_data)
                 return
             delay = 0.0 if verdict.retry_now and attempts <= 2 else self._backoff(attempts)
             self._record(delivery, verdict.state, reply.code or None, text, next_at=self.clock() + delay,
