@@ -218,7 +218,18 @@ class SmtpConnection:
             self.client = None
 
     async def deliver(self, envelope: Envelope, data: bytes, before_body: Callable[[], Awaitable[None] | None]) -> SmtpReply:
-        """MAIL, RCPT, then ``before_body()`` (record 'sending'), then DATA. Never raises for SMTP replies."""
+        """MAIL, RCPT, then ``before_body()`` (record 'sending'), then DATA. Never raises for SMTP replies.
+
+        A reused connection that the server closed while idle fails at MAIL, before anything of
+        this message went; that case reconnects and tries once more before reporting.
+        """
+        reused = self.connected and self.messages > 0
+        reply = await self._deliver_once(envelope, data, before_body)
+        if reused and reply.code == 0 and reply.phase == "mail":
+            reply = await self._deliver_once(envelope, data, before_body)
+        return reply
+
+    async def _deliver_once(self, envelope: Envelope, data: bytes, before_body: Callable[[], Awaitable[None] | None]) -> SmtpReply:
         if not self.connected:
             await self.open()
         client = self.client
