@@ -22,6 +22,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+	sh bench/setup-postfix.sh
+	$(BIN)/python bench/send.py
 
 clean:
 	rm -rf $(VENV) out state .pytest_cache .hypothesis

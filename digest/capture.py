@@ -84,7 +84,7 @@ class CaptureServer:
             password = getattr(data, "password", b"")
             self.handler.auth_attempts.append(login.decode(errors="replace") if isinstance(login, bytes) else str(login))
             ok = (login, password) == tuple(c.encode() for c in self.credentials)
-            return AuthResult(success=ok)
+            return AuthResult(success=ok, handled=False)  # handled=True would mean "I replied already": no 535
 
         return check
 

@@ -234,11 +234,22 @@ class Ledger:
                               "AND next_at < 9e999", (issue_id,)).fetchone()
         return row[0]
 
-    def mark_sending(self, delivery_id: int, message_id: str) -> None:
-        """Committed before the DATA body goes: a crash from here on leaves the copy in doubt."""
-        self.db.execute(
-            "UPDATE deliveries SET state = 'sending', message_id = ?, attempts = attempts + 1, updated_at = ? WHERE id = ?",
-            (message_id, _now(), delivery_id))
+    def mark_sending(self, delivery_id: int, message_id: str, key: str, edition: str) -> bool:
+        """Committed before the DATA body goes: a crash from here on leaves the copy in doubt.
+
+        In the same statement the reader's suppressions are checked once more; False (and the
+        copy marked 'suppressed') when the reader left after the copy was queued.
+        """
+        stamp = _now()
+        cursor = self.db.execute(
+            "UPDATE deliveries SET state = 'sending', message_id = ?, attempts = attempts + 1, updated_at = ? "
+            "WHERE id = ? AND NOT EXISTS (SELECT 1 FROM suppressions WHERE key = ? AND edition IN (?, '*'))",
+            (message_id, stamp, delivery_id, key, edition))
+        if cursor.rowcount:
+            return True
+        self.db.execute("UPDATE deliveries SET state = 'suppressed', last_text = 'left before this copy went', "
+                        "updated_at = ? WHERE id = ?", (stamp, delivery_id))
+        return False
 
     def mark(self, delivery_id: int, state: str, code: int | None, text: str | None, *,
              next_at: float | None = None, count_attempt: bool = False) -> None:

@@ -9,7 +9,10 @@
     5xx with enhanced code 5.7.x .................. failed, policy rejection: reader kept, counted
                                                     by the issue's circuit breaker
     other 5xx ..................................... failed
-    authentication refused ........................ fatal: the whole send stops at once
+    503 (bad sequence of commands) ................ deferred, on a fresh connection: our side, not the reader
+    5xx to MAIL FROM .............................. halt: the relay refuses our sender, so every copy
+                                                    would fail; the send stops, readers stay pending
+    authentication refused, no STARTTLS ........... the send stops at once (transport.SmtpSetupError)
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class Verdict:
     policy: bool = False  # counts toward the circuit breaker
     reconnect: bool = False  # the connection is unusable; open a new one
     retry_now: bool = False  # a connection problem, not the reader's: try again at once
+    halt: bool = False  # the problem is ours (sender refused): stop the send, charge no reader
 
 
 def classify(reply: SmtpReply) -> Verdict:
@@ -58,6 +62,10 @@ def classify(reply: SmtpReply) -> Verdict:
         return Verdict("sent", "accepted")
     if code == 421:
         return Verdict("deferred", "server closing the connection (421)", reconnect=True, retry_now=True)
+    if code == 503:
+        return Verdict("deferred", "the relay says the command sequence was wrong (503)", reconnect=True, retry_now=True)
+    if 500 <= code < 600 and reply.phase == "mail":
+        return Verdict("deferred", f"the relay refused the envelope sender ({code})", halt=True)
     if 400 <= code < 500 or code == 552:
         return Verdict("deferred", f"temporary failure ({code})")
     if 500 <= code < 600:

@@ -176,9 +176,6 @@ class Dispatcher:
 
     async def _deliver(self, connection: SmtpConnection, delivery: Delivery) -> None:
         key = address_key(delivery.email)
-        if self.ledger.is_suppressed(key, self.edition):  # re-checked right before each copy
-            self._record(delivery, "suppressed", None, "unsubscribed or bounced before this copy went")
-            return
         recipients = self.composed.recipients
         message_id = delivery.message_id or recipients.message_id_for(delivery.email)
         recipient = recipients.for_address(delivery.email, delivery.name, message_id=message_id)
@@ -187,9 +184,11 @@ class Dispatcher:
         while True:
             await self.bucket.take()
             try:
+                # Suppressions are checked in the same statement that records 'sending', right
+                # before the body goes: a reader who left during the send gets nothing.
                 reply = await connection.deliver(
                     Envelope(self.envelope_sender, delivery.email), data,
-                    before_body=lambda: self.ledger.mark_sending(delivery.id, message_id),
+                    before_body=lambda: self.ledger.mark_sending(delivery.id, message_id, key, self.edition),
                 )
                 break
             except SmtpSetupError as exc:
@@ -206,7 +205,14 @@ class Dispatcher:
                     return  # stopped while waiting; the copy stays pending
                 except asyncio.TimeoutError:
                     continue
+        if reply is None:
+            self._count("suppressed")
+            return
         verdict = classify(reply)
+        if verdict.halt:
+            connection.drop()
+            self.stopped = f"{verdict.reason}: {reply.code} {reply.text}".strip()
+            return  # the copy was not attempted as far as the reader is concerned; it stays pending
         self._apply(delivery, reply, verdict)
         if self.breaker.record(verdict):
             self.stopped = "paused"
@@ -241,6 +247,9 @@ class Dispatcher:
     def _record(self, delivery: Delivery, state: str, code: int | None, text: str, *,
                 next_at: float | None = None, count: bool = False) -> None:
         self.ledger.mark(delivery.id, state, code, text, next_at=next_at, count_attempt=count)
+        self._count(state)
+
+    def _count(self, state: str) -> None:
         self.this_run[state] = self.this_run.get(state, 0) + 1
         if self.progress is not None:
             self.progress(self.this_run, self.due_at_start)
