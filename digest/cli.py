@@ -21,7 +21,11 @@ from . import console
 from .compose import ComposedIssue, compose, default_out_dir
 from .planning import plan
 from .config import DEMO_SECRET, load_settings, parse_signing_keys
-from .editions import next_sends, sends_on, today_in
+from .editions import next_sends, send_time, sends_on, today_in
+from .events import log_to_stderr
+from .ledger import Ledger
+from .schedule import Scheduler, fire_times, scheduler_health
+from .transport import check_smtp_settings
 from .errors import ConfigError, DigestError
 from .models import Edition, Issue, Settings, Subscriber
 from .preflight import Finding, check_plan, check_rendered
@@ -323,7 +327,14 @@ def status(ctx: click.Context, edition: str, date: dt.date | None, export: Path 
     date = date or today_in(ed)
     record, ledger = find_issue(settings, ed, date)
     if record is None or ledger is None:
-        console.line(f"{ed.slug} {date}: no issue recorded (not sent yet)", "warning")
+        missed = [m for m in (ledger.missed(ed.slug) if ledger is not None and _has_table(ledger, "missed_sends") else []) if m[1] == date]
+        if missed:
+            console.line(f"{ed.slug} {date}: MISSED by the scheduler ({missed[0][3]}); send it with "
+                         f"`digest send {ed.slug} --date {date}`", "error")
+        else:
+            console.line(f"{ed.slug} {date}: no issue recorded (not sent yet)", "warning")
+        if ledger is not None:
+            ledger.close()
         ctx.exit(1)
     with closing(ledger):
         counts = ledger.counts(record.id)
@@ -387,6 +398,76 @@ def demo(ctx: click.Context, date: dt.date | None) -> None:
     console.table("Demo: every edition sent over SMTP to a capture server on 127.0.0.1",
                   ["edition", "date", "stories", "sent", "received", "outcome", "saved as .eml in"], rows)
     console.line(f"Open {settings.paths.out}/<edition>/<date>/index.html to browse what the server received.")
+
+
+@cli.command()
+@click.option("--list", "show_list", is_flag=True, help="List the next sends per edition and the state of today's issues.")
+@click.option("--count", default=3, show_default=True, type=click.IntRange(1, 50), help="With --list: sends per edition.")
+@click.option("--health", is_flag=True, help="Exit 0 if a scheduler is running for this state database, else 1.")
+@click.pass_context
+def schedule(ctx: click.Context, show_list: bool, count: int, health: bool) -> None:
+    """Run the scheduler daemon (or list upcoming sends)."""
+    settings = _settings(ctx)
+    if health:
+        alive, detail = scheduler_health(settings)
+        console.line(detail, "ok" if alive else "error")
+        ctx.exit(0 if alive else 1)
+    if show_list:
+        _schedule_list(settings, count)
+        return
+    _require_keys(settings)
+    check_smtp_settings(settings.smtp)
+    log_to_stderr()
+    daemon = Scheduler(settings)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, daemon.stop.set)
+        await daemon.run()
+
+    asyncio.run(run())
+
+
+def _schedule_list(settings: Settings, count: int) -> None:
+    now = dt.datetime.now(dt.timezone.utc)
+    ledger = Ledger.read_only(settings.state_db)
+    rows = []
+    try:
+        for edition in settings.editions:
+            today = today_in(edition, now)
+            state = _today_state(ledger, edition, today, now)
+            for n, when in enumerate(fire_times(edition, now, count)):
+                rows.append((edition.slug if n == 0 else "", f"{when:%a %Y-%m-%d %H:%M %Z}",
+                             f"{when.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M} UTC", state if n == 0 else ""))
+        console.table("Upcoming sends", ["edition", "local time", "UTC", f"today's issue"], rows)
+        missed = ledger.missed() if ledger is not None and _has_table(ledger, "missed_sends") else []
+        for slug, date, when, detail in missed:
+            console.line(f"missed: {slug} {date} (due {when}): {detail}. Send it with `digest send {slug} --date {date}`", "error")
+        alive, detail = scheduler_health(settings, now)
+        console.line(detail, "ok" if alive else "warning")
+    finally:
+        if ledger is not None:
+            ledger.close()
+
+
+def _has_table(ledger: Ledger, name: str) -> bool:
+    return ledger.db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)).fetchone() is not None
+
+
+def _today_state(ledger: Ledger | None, edition: Edition, today: dt.date, now: dt.datetime) -> str:
+    due = send_time(edition, today)
+    if ledger is not None and _has_table(ledger, "deliveries"):
+        record = ledger.find_issue(edition.slug, today)
+        if record is not None:
+            counts = ledger.counts(record.id)
+            shown = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+            return f"{record.status}: {shown}"
+        if any(d == today for _, d, _, _ in ledger.missed(edition.slug)):
+            return "MISSED"
+    if not sends_on(edition, today):
+        return "no issue today"
+    return f"due {due:%H:%M %Z}" if due > now else "not sent"
 
 
 def main(argv: list[str] | None = None) -> int:

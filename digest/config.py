@@ -28,7 +28,7 @@ _KINDS = ("national", "city", "topic")
 _EDITION_KEYS = {
     "slug", "name", "kind", "tagline", "timezone", "send_at", "days", "from", "reply_to",
     "list_id", "subject", "preheader", "greeting", "reading_minutes", "tags", "cities",
-    "curator", "on_empty",
+    "curator", "on_empty", "grace_minutes",
 }
 _SMTP_KEYS = {"host", "port", "tls", "pool_size", "rate", "timeout", "data_timeout", "allow_insecure",
               "local_hostname", "ca_file"}
@@ -306,6 +306,7 @@ class _Reader:
             cities=self.labels(merged, "cities", where),
             curator=curator,
             on_empty=on_empty,
+            grace_minutes=self.positive_int(merged, "grace_minutes", where, default=120),
         )
 
     def mailbox(self, table: Mapping[str, Any], key: str, where: str) -> tuple[str, str]:

@@ -56,6 +56,23 @@ CREATE TABLE IF NOT EXISTS deliveries (
     UNIQUE (issue_id, key)
 );
 CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries(issue_id, state);
+CREATE TABLE IF NOT EXISTS missed_sends (
+    edition     TEXT NOT NULL,
+    issue_date  TEXT NOT NULL,
+    send_time   TEXT NOT NULL,
+    noticed_at  TEXT NOT NULL,
+    detail      TEXT NOT NULL,
+    PRIMARY KEY (edition, issue_date)
+);
+CREATE TABLE IF NOT EXISTS marks (
+    name        TEXT PRIMARY KEY,         -- e.g. 'scheduler.last_seen'
+    value       REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leases (
+    name        TEXT PRIMARY KEY,         -- e.g. 'scheduler'
+    owner       TEXT NOT NULL,            -- host:pid
+    expires_at  REAL NOT NULL             -- epoch seconds; renewed while the owner lives
+);
 CREATE TABLE IF NOT EXISTS suppressions (
     key         TEXT NOT NULL,            -- casefolded address
     edition     TEXT NOT NULL,            -- a slug, or '*' for every edition
@@ -301,3 +318,64 @@ class Ledger:
 
     def suppressed_keys(self, edition: str) -> frozenset[str]:
         return frozenset(r[0] for r in self.db.execute("SELECT key FROM suppressions WHERE edition IN (?, '*')", (edition,)))
+
+    # --- the scheduler's records ------------------------------------------------------------
+
+    def record_missed(self, edition: str, date: dt.date, send_time: dt.datetime, detail: str) -> bool:
+        """Remember a send the scheduler missed beyond its grace. True the first time."""
+        cursor = self.db.execute(
+            "INSERT INTO missed_sends (edition, issue_date, send_time, noticed_at, detail) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (edition, issue_date) DO NOTHING",
+            (edition, date.isoformat(), send_time.isoformat(), _now(), detail))
+        return cursor.rowcount == 1
+
+    def missed(self, edition: str | None = None) -> list[tuple[str, dt.date, str, str]]:
+        """Missed sends with no issue since: (edition, date, send time, detail), newest first."""
+        query = ("SELECT m.edition, m.issue_date, m.send_time, m.detail FROM missed_sends m WHERE NOT EXISTS "
+                 "(SELECT 1 FROM issues i WHERE i.edition = m.edition AND i.issue_date = m.issue_date)")
+        args: tuple = ()
+        if edition is not None:
+            query += " AND m.edition = ?"
+            args = (edition,)
+        rows = self.db.execute(query + " ORDER BY m.issue_date DESC", args)
+        return [(e, dt.date.fromisoformat(d), t, x) for e, d, t, x in rows]
+
+    def unfinished_issues(self) -> list[tuple[str, dt.date]]:
+        """Issues a crash or a stop left with copies still to send (not paused: a person decides those)."""
+        rows = self.db.execute(
+            "SELECT i.edition, i.issue_date FROM issues i WHERE i.status = 'open' AND EXISTS "
+            "(SELECT 1 FROM deliveries d WHERE d.issue_id = i.id AND d.state IN ('pending', 'sending', 'deferred', 'uncertain'))"
+            " ORDER BY i.issue_date")
+        return [(e, dt.date.fromisoformat(d)) for e, d in rows]
+
+    def acquire_lease(self, name: str, owner: str, ttl: float, now: float) -> str | None:
+        """Take or renew the lease; None on success, else the live owner that holds it."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            row = self.db.execute("SELECT owner, expires_at FROM leases WHERE name = ?", (name,)).fetchone()
+            if row is not None and row[0] != owner and row[1] > now:
+                self.db.execute("COMMIT")
+                return row[0]
+            self.db.execute("INSERT INTO leases (name, owner, expires_at) VALUES (?, ?, ?) ON CONFLICT (name) "
+                            "DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at", (name, owner, now + ttl))
+            self.db.execute("COMMIT")
+            return None
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def release_lease(self, name: str, owner: str) -> None:
+        self.db.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
+
+    def lease(self, name: str) -> tuple[str, float] | None:
+        """(owner, expires_at) of a lease, if any."""
+        row = self.db.execute("SELECT owner, expires_at FROM leases WHERE name = ?", (name,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def set_mark(self, name: str, value: float) -> None:
+        self.db.execute("INSERT INTO marks (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                        (name, value))
+
+    def mark_value(self, name: str) -> float | None:
+        row = self.db.execute("SELECT value FROM marks WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None

@@ -49,6 +49,7 @@ class Edition:
     cities: frozenset[str] = frozenset()
     curator: Curator | None = None
     on_empty: Literal["skip", "fail"] = "skip"
+    grace_minutes: int = 120  # how late the scheduler may still start a send it missed
 
     @property
     def zone(self) -> ZoneInfo:

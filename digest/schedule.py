@@ -1,0 +1,313 @@
+"""The scheduler daemon (`digest schedule`): the only apscheduler import.
+
+One APScheduler (asyncio) job per edition, fired by ``EditionTrigger``, which asks
+``editions.next_sends``: the same function that defines issue windows, so the schedule and the
+windows agree in every time zone and across every DST change (a send time inside a skipped hour
+still fires once that day; inside a repeated hour, once). A firing only asks ``runner.send_issue``
+to create-or-resume issue (edition, local date): a second firing for the same date finds the
+issue and resumes it or does nothing.
+
+Jobs are rebuilt from digest.toml at start (``replace_existing``) and persisted in the state
+database. The scheduler also records when it was last alive (its heartbeat, every 20 s); at the
+next start every send scheduled since then that has no issue was missed while it was down: one
+still inside the edition's grace goes at once, an older one is recorded as missed, logged as an
+alert and shown by `digest schedule --list` and `digest status`. Issues a crash left unfinished
+are resumed at start and every ten minutes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import socket
+import sqlite3
+from collections.abc import Awaitable, Callable
+from contextlib import closing
+
+from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from .editions import next_sends
+from .errors import DigestError
+from .events import event
+from .ledger import Ledger
+from .locks import AlreadyRunning, ProcessLock
+from .models import Edition, Settings
+from .runner import EmptyIssue, send_issue
+
+LEASE = "scheduler"
+LAST_SEEN = "scheduler.last_seen"
+LEASE_TTL = 60.0
+RESUME_EVERY = dt.timedelta(minutes=10)
+_LOOKBACK_DAYS = 8
+_ACTIVE: Scheduler | None = None  # the running daemon, for the persisted job functions below
+
+
+class EditionTrigger(BaseTrigger):
+    """Fires at each of an edition's scheduled sends (see ``editions.next_sends``)."""
+
+    __slots__ = ("edition",)
+
+    def __init__(self, edition: Edition) -> None:
+        self.edition = edition
+
+    def get_next_fire_time(self, previous_fire_time: dt.datetime | None, now: dt.datetime) -> dt.datetime:
+        after = previous_fire_time if previous_fire_time is not None else now - dt.timedelta(microseconds=1)
+        return next_sends(self.edition, after, 1)[0]
+
+    def __getstate__(self) -> dict:
+        return {"edition": self.edition}
+
+    def __setstate__(self, state: dict) -> None:
+        self.edition = state["edition"]
+
+    def __str__(self) -> str:
+        return f"edition[{self.edition.slug} {self.edition.send_at:%H:%M} {self.edition.timezone}]"
+
+
+def fire_times(edition: Edition, start: dt.datetime, count: int) -> list[dt.datetime]:
+    """The trigger's next ``count`` fire times from ``start``, asked the way APScheduler asks."""
+    trigger = EditionTrigger(edition)
+    times: list[dt.datetime] = []
+    previous = None
+    while len(times) < count:
+        previous = trigger.get_next_fire_time(previous, start)
+        times.append(previous)
+    return times
+
+
+def latest_send(edition: Edition, now: dt.datetime) -> dt.datetime | None:
+    """The edition's most recent scheduled send at or before ``now``."""
+    start = now - dt.timedelta(days=_LOOKBACK_DAYS)
+    latest = None
+    for when in next_sends(edition, start, _LOOKBACK_DAYS * 2 + 2):
+        if when.timestamp() > now.timestamp():
+            break
+        latest = when
+    return latest
+
+
+def issue_date(edition: Edition, send: dt.datetime) -> dt.date:
+    return send.astimezone(edition.zone).date()
+
+
+SendFunction = Callable[..., Awaitable[object]]
+
+
+class Scheduler:
+    """The daemon. ``clock`` and ``send`` can be replaced (tests drive time with the first)."""
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], dt.datetime] | None = None,
+                 send: SendFunction = send_issue) -> None:
+        self.settings = settings
+        self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
+        self.send = send
+        self.stop = asyncio.Event()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.running: set[asyncio.Task] = set()
+
+    # --- firing ----------------------------------------------------------------------------
+
+    async def fire(self, slug: str, when: dt.datetime | None = None) -> None:
+        """Create-or-resume the issue of the edition's latest due send (or of ``when``)."""
+        edition = self.settings.edition(slug)
+        when = when or latest_send(edition, self.clock())
+        if when is None:
+            return
+        await self.send_one(edition, issue_date(edition, when))
+
+    async def send_one(self, edition: Edition, date: dt.date) -> None:
+        fields = {"edition": edition.slug, "date": date.isoformat()}
+        event("issue.started", **fields)
+        try:
+            outcome = await self.send(self.settings, edition, date, stop=self.stop, progress=_progress_logger(fields))
+        except AlreadyRunning as exc:
+            event("issue.skipped", reason="another process is sending it", detail=str(exc), **fields)
+            return
+        except DigestError as exc:
+            event("issue.failed", logging.ERROR, detail=str(exc), **fields)
+            return
+        if isinstance(outcome, EmptyIssue):
+            level = logging.ERROR if edition.on_empty == "fail" else logging.WARNING
+            event("issue.empty", level, detail="no stories in the window; nothing sent", **fields)
+            return
+        counts = outcome.counts
+        level = logging.INFO if outcome.ok else logging.WARNING
+        event("issue.finished" if outcome.complete else "issue.stopped", level, status=outcome.stopped or "ok",
+              **fields, **{k: v for k, v in counts.items() if v})
+
+    def start_send(self, edition: Edition, date: dt.date) -> None:
+        task = asyncio.create_task(self.send_one(edition, date), name=f"{edition.slug}:{date}")
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
+
+    # --- start: what was missed, what was left unfinished ------------------------------------
+
+    async def catch_up(self) -> None:
+        """Resume unfinished issues; send what is due within grace; record what was missed."""
+        now = self.clock()
+        with closing(Ledger(self.settings.state_db)) as ledger:
+            since = ledger.mark_value(LAST_SEEN)
+            due: dict[tuple[str, dt.date], Edition] = {}
+            for slug, date in ledger.unfinished_issues():
+                try:
+                    due[(slug, date)] = self.settings.edition(slug)
+                except KeyError:
+                    event("issue.orphaned", logging.WARNING, edition=slug, date=date.isoformat(),
+                          detail="unfinished issue of an edition no longer in digest.toml")
+            for edition in self.settings.editions:
+                for when in self._sends_between(edition, since, now):
+                    date = issue_date(edition, when)
+                    if ledger.find_issue(edition.slug, date) is not None or (edition.slug, date) in due:
+                        continue
+                    late = now - when
+                    if late <= dt.timedelta(minutes=edition.grace_minutes):
+                        event("issue.catch_up", edition=edition.slug, date=date.isoformat(),
+                              late_seconds=int(late.total_seconds()))
+                        due[(edition.slug, date)] = edition
+                    elif since is not None and ledger.record_missed(
+                            edition.slug, date, when, f"scheduler was not running; {late} late, grace is "
+                                                      f"{edition.grace_minutes} min"):
+                        event("issue.missed", logging.ERROR, edition=edition.slug, date=date.isoformat(),
+                              send_time=when.isoformat(), detail="missed beyond its grace; send it with `digest send`")
+        for (slug, date), edition in sorted(due.items(), key=lambda item: item[0][1]):
+            self.start_send(edition, date)
+
+    def _sends_between(self, edition: Edition, since: float | None, now: dt.datetime) -> list[dt.datetime]:
+        """Scheduled sends the scheduler should have fired: since it was last alive, else the latest."""
+        if since is None:
+            latest = latest_send(edition, now)
+            return [latest] if latest is not None else []
+        start = dt.datetime.fromtimestamp(since, dt.timezone.utc) - dt.timedelta(microseconds=1)
+        found = []
+        for when in next_sends(edition, start, _LOOKBACK_DAYS * 2):
+            if when.timestamp() > now.timestamp():
+                break
+            found.append(when)
+        return found
+
+    async def resume_unfinished(self) -> None:
+        with closing(Ledger(self.settings.state_db)) as ledger:
+            unfinished = ledger.unfinished_issues()
+        busy = {t.get_name() for t in self.running}
+        for slug, date in unfinished:
+            if f"{slug}:{date}" not in busy and any(e.slug == slug for e in self.settings.editions):
+                self.start_send(self.settings.edition(slug), date)
+
+    # --- the daemon ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until ``self.stop`` is set; then let sends in flight finish and return."""
+        global _ACTIVE
+        state_db = self.settings.state_db
+        with ProcessLock(state_db.parent / "locks" / "scheduler.lock", "digest schedule"):
+            with closing(Ledger(state_db)) as ledger:
+                holder = ledger.acquire_lease(LEASE, self.owner, LEASE_TTL, self.clock().timestamp())
+            if holder is not None:
+                raise AlreadyRunning(f"digest schedule is already running for this state database ({holder})")
+            scheduler = AsyncIOScheduler(timezone=dt.timezone.utc,
+                                         jobstores={"default": SQLAlchemyJobStore(url=f"sqlite:///{state_db}")})
+            _ACTIVE = self
+            try:
+                await self.catch_up()
+                self._heartbeat()
+                for edition in self.settings.editions:
+                    scheduler.add_job("digest.schedule:_fire", trigger=EditionTrigger(edition), args=[edition.slug],
+                                      id=_job_id(edition), name=f"send {edition.slug}", replace_existing=True,
+                                      misfire_grace_time=edition.grace_minutes * 60, coalesce=True, max_instances=1)
+                scheduler.add_job("digest.schedule:_resume", trigger=IntervalTrigger(seconds=RESUME_EVERY.total_seconds()),
+                                  id="resume-unfinished", replace_existing=True, coalesce=True, max_instances=1)
+                scheduler.add_listener(self._on_missed, EVENT_JOB_MISSED)
+                scheduler.start()
+                event("scheduler.started", owner=self.owner, editions=len(self.settings.editions))
+                while not self.stop.is_set():
+                    try:
+                        await asyncio.wait_for(self.stop.wait(), timeout=LEASE_TTL / 3)
+                    except asyncio.TimeoutError:
+                        holder = self._heartbeat()
+                        if holder is not None:  # another scheduler took over a lease we let lapse
+                            event("scheduler.lease_lost", logging.ERROR, holder=holder)
+                            self.stop.set()
+            finally:
+                if scheduler.running:
+                    scheduler.shutdown(wait=False)
+                self.stop.set()  # sends in flight finish the copies they are on, then stop
+                if self.running:
+                    await asyncio.gather(*self.running, return_exceptions=True)
+                with closing(Ledger(state_db)) as ledger:
+                    ledger.set_mark(LAST_SEEN, self.clock().timestamp())
+                    ledger.release_lease(LEASE, self.owner)
+                _ACTIVE = None
+                event("scheduler.stopped", owner=self.owner)
+
+    def _heartbeat(self) -> str | None:
+        """Renew the lease and record that the scheduler is alive; the lease holder if not ours."""
+        now = self.clock().timestamp()
+        with closing(Ledger(self.settings.state_db)) as ledger:
+            holder = ledger.acquire_lease(LEASE, self.owner, LEASE_TTL, now)
+            if holder is None:
+                ledger.set_mark(LAST_SEEN, now)
+        return holder
+
+    def _on_missed(self, job_event: JobExecutionEvent) -> None:
+        if not job_event.job_id.startswith("edition:"):
+            return
+        edition = self.settings.edition(job_event.job_id.split(":", 1)[1])
+        when = job_event.scheduled_run_time
+        date = issue_date(edition, when)
+        with closing(Ledger(self.settings.state_db)) as ledger:
+            if ledger.find_issue(edition.slug, date) is None:
+                ledger.record_missed(edition.slug, date, when, "the scheduler could not run it within its grace")
+                event("issue.missed", logging.ERROR, edition=edition.slug, date=date.isoformat(),
+                      send_time=when.isoformat(), detail="missed beyond its grace; send it with `digest send`")
+
+
+def _job_id(edition: Edition) -> str:
+    return f"edition:{edition.slug}"
+
+
+def _progress_logger(fields: dict[str, str]) -> Callable[[dict[str, int], int], None]:
+    """A progress callback that logs at most one line per 1,000 copies."""
+    state = {"next": 1000}
+
+    def progress(counts: dict[str, int], total: int) -> None:
+        done = sum(counts.values())
+        if done >= state["next"] or done == total:
+            state["next"] = done + 1000
+            event("issue.progress", done=done, total=total, **fields, **counts)
+
+    return progress
+
+
+async def _fire(slug: str) -> None:
+    if _ACTIVE is not None:
+        await _ACTIVE.fire(slug)
+
+
+async def _resume() -> None:
+    if _ACTIVE is not None:
+        await _ACTIVE.resume_unfinished()
+
+
+def scheduler_health(settings: Settings, now: dt.datetime | None = None) -> tuple[bool, str]:
+    """Whether a scheduler holds a live lease on this state database (for health checks)."""
+    ledger = Ledger.read_only(settings.state_db)
+    if ledger is None:
+        return False, "no state database yet"
+    with closing(ledger):
+        try:
+            lease = ledger.lease(LEASE)
+        except sqlite3.OperationalError:
+            return False, "no scheduler has run here"
+    now = now or dt.datetime.now(dt.timezone.utc)
+    if lease is None:
+        return False, "no scheduler is running"
+    owner, expires = lease
+    if expires < now.timestamp():
+        return False, f"the scheduler lease of {owner} expired {now.timestamp() - expires:.0f} s ago"
+    return True, f"scheduler {owner} is alive"
