@@ -94,7 +94,9 @@ class CaptureServer:
         self.server = await loop.create_server(
             lambda: _Protocol(self.handler, hostname="capture.localhost", tls_context=self.tls_context,
                               require_starttls=self.require_starttls, authenticator=authenticator,
-                              auth_require_tls=self.auth_require_tls, decode_data=False),
+                              auth_require_tls=self.auth_require_tls, decode_data=False,
+                              # aiosmtpd offers any handler attribute named auth_* as a mechanism
+                              auth_exclude_mechanism=["ATTEMPTS"]),
             host=self.host, port=0,
         )
         self.port = self.server.sockets[0].getsockname()[1]

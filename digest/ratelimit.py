@@ -9,9 +9,9 @@ import time
 class TokenBucket:
     """``await bucket.take()`` before each message. A rate of 0 means no limit."""
 
-    def __init__(self, rate: float, burst: float | None = None) -> None:
+    def __init__(self, rate: float, burst: float = 1.0) -> None:
         self.rate = rate
-        self.capacity = burst if burst is not None else max(1.0, rate)
+        self.capacity = burst  # 1: never more than the rate, even in the first second
         self.tokens = self.capacity
         self.updated = time.monotonic()
         self.lock = asyncio.Lock()

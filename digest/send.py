@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -122,31 +123,32 @@ class Dispatcher:
         return SendReport(self.record, counts, recovered, self.stopped, self.this_run)
 
     async def _pass(self) -> None:
-        """One sweep over the copies due now, with ``pool_size`` workers."""
-        queue: asyncio.Queue[Delivery | None] = asyncio.Queue(maxsize=self.smtp.pool_size * 4)
-        workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.smtp.pool_size)]
+        """One sweep over the copies due now, with ``pool_size`` workers pulling from one buffer."""
+        self._buffer: deque[Delivery] = deque()
+        self._after = 0
+        workers = [asyncio.create_task(self._worker()) for _ in range(self.smtp.pool_size)]
         grace = asyncio.create_task(self._cancel_after_grace(workers))
         try:
-            after = 0
-            include_uncertain = self.delivery.uncertain == "resend"
-            while not self._halted() and not all(w.done() for w in workers):
-                batch = self.ledger.due(self.record.id, self.clock(), include_uncertain=include_uncertain, after_id=after)
-                if not batch:
-                    break
-                for delivery in batch:
-                    if self._halted() or all(w.done() for w in workers):
-                        break
-                    await queue.put(delivery)
-                after = batch[-1].id
-        finally:
-            for worker in workers:
-                if not worker.done():
-                    await queue.put(None)
+            # If this pass itself is cancelled (a scheduler shutting down), gather cancels the workers.
             results = await asyncio.gather(*workers, return_exceptions=True)
+        finally:
             grace.cancel()
         failures = [r for r in results if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)]
         if failures:
             raise failures[0]
+
+    def _next(self) -> Delivery | None:
+        """The next copy to attempt, or None when the pass is over. No await: workers cannot race."""
+        if self._halted():
+            return None
+        if not self._buffer:
+            batch = self.ledger.due(self.record.id, self.clock(), include_uncertain=self.delivery.uncertain == "resend",
+                                    after_id=self._after)
+            if not batch:
+                return None
+            self._after = batch[-1].id
+            self._buffer.extend(batch)
+        return self._buffer.popleft()
 
     def _halted(self) -> bool:
         return self.stop.is_set() or self.stopped is not None
@@ -161,21 +163,24 @@ class Dispatcher:
         for worker in workers:
             worker.cancel()
 
-    async def _worker(self, queue: asyncio.Queue[Delivery | None]) -> None:
+    async def _worker(self) -> None:
         connection = self.connect()
         try:
-            while (delivery := await queue.get()) is not None:
-                if self._halted():
-                    continue  # drain: leave it pending for the next run
+            while (delivery := self._next()) is not None:
                 await self._deliver(connection, delivery)
-        finally:
-            if self.stop.is_set():
-                connection.drop()  # no polite QUIT while shutting down
-            else:
-                await connection.close()
+        except asyncio.CancelledError:
+            connection.drop()
+            raise
+        if self.stop.is_set():
+            connection.drop()  # no polite QUIT while shutting down
+        else:
+            await connection.close()
 
     async def _deliver(self, connection: SmtpConnection, delivery: Delivery) -> None:
         key = address_key(delivery.email)
+        if self.ledger.is_suppressed(key, self.edition):  # do not even name a reader who left to the relay
+            self._record(delivery, "suppressed", None, "left before this copy went")
+            return
         recipients = self.composed.recipients
         message_id = delivery.message_id or recipients.message_id_for(delivery.email)
         recipient = recipients.for_address(delivery.email, delivery.name, message_id=message_id)
