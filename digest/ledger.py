@@ -348,12 +348,17 @@ class Ledger:
             " ORDER BY i.issue_date")
         return [(e, dt.date.fromisoformat(d)) for e, d in rows]
 
-    def acquire_lease(self, name: str, owner: str, ttl: float, now: float) -> str | None:
-        """Take or renew the lease; None on success, else the live owner that holds it."""
+    def acquire_lease(self, name: str, owner: str, ttl: float, now: float, stale_prefix: str | None = None) -> str | None:
+        """Take or renew the lease; None on success, else the live owner that holds it.
+
+        A lease whose owner starts with ``stale_prefix`` is taken over even if unexpired (the
+        caller knows that owner is dead).
+        """
         self.db.execute("BEGIN IMMEDIATE")
         try:
             row = self.db.execute("SELECT owner, expires_at FROM leases WHERE name = ?", (name,)).fetchone()
-            if row is not None and row[0] != owner and row[1] > now:
+            stale = row is not None and stale_prefix is not None and row[0].startswith(stale_prefix)
+            if row is not None and row[0] != owner and row[1] > now and not stale:
                 self.db.execute("COMMIT")
                 return row[0]
             self.db.execute("INSERT INTO leases (name, owner, expires_at) VALUES (?, ?, ?) ON CONFLICT (name) "

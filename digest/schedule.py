@@ -45,6 +45,7 @@ LAST_SEEN = "scheduler.last_seen"
 LEASE_TTL = 60.0
 RESUME_EVERY = dt.timedelta(minutes=10)
 _LOOKBACK_DAYS = 8
+MAX_CATCH_UP_DAYS = 366  # a longer outage reports the misses of the last year
 _ACTIVE: Scheduler | None = None  # the running daemon, for the persisted job functions below
 
 
@@ -141,7 +142,16 @@ class Scheduler:
         event("issue.finished" if outcome.complete else "issue.stopped", level, status=outcome.stopped or "ok",
               **fields, **{k: v for k, v in counts.items() if v})
 
+    def start_fire(self, slug: str) -> None:
+        edition = self.settings.edition(slug)
+        when = latest_send(edition, self.clock())
+        if when is not None:
+            self.start_send(edition, issue_date(edition, when))
+
     def start_send(self, edition: Edition, date: dt.date) -> None:
+        if any(t.get_name() == f"{edition.slug}:{date}" and not t.done() for t in self.running):
+            return  # already being sent by this daemon
+
         task = asyncio.create_task(self.send_one(edition, date), name=f"{edition.slug}:{date}")
         self.running.add(task)
         task.add_done_callback(self.running.discard)
@@ -183,9 +193,10 @@ class Scheduler:
         if since is None:
             latest = latest_send(edition, now)
             return [latest] if latest is not None else []
-        start = dt.datetime.fromtimestamp(since, dt.timezone.utc) - dt.timedelta(microseconds=1)
+        start = max(dt.datetime.fromtimestamp(since, dt.timezone.utc), now - dt.timedelta(days=MAX_CATCH_UP_DAYS))
+        start -= dt.timedelta(microseconds=1)
         found = []
-        for when in next_sends(edition, start, _LOOKBACK_DAYS * 2):
+        for when in next_sends(edition, start, (now - start).days + 2):
             if when.timestamp() > now.timestamp():
                 break
             found.append(when)
@@ -206,8 +217,7 @@ class Scheduler:
         global _ACTIVE
         state_db = self.settings.state_db
         with ProcessLock(state_db.parent / "locks" / "scheduler.lock", "digest schedule"):
-            with closing(Ledger(state_db)) as ledger:
-                holder = ledger.acquire_lease(LEASE, self.owner, LEASE_TTL, self.clock().timestamp())
+            holder = self._heartbeat(record=False)  # catch_up still needs the last time we were alive
             if holder is not None:
                 raise AlreadyRunning(f"digest schedule is already running for this state database ({holder})")
             scheduler = AsyncIOScheduler(timezone=dt.timezone.utc,
@@ -224,6 +234,11 @@ class Scheduler:
                                   id="resume-unfinished", replace_existing=True, coalesce=True, max_instances=1)
                 scheduler.add_listener(self._on_missed, EVENT_JOB_MISSED)
                 scheduler.start()
+                configured = {_job_id(edition) for edition in self.settings.editions}
+                for job in scheduler.get_jobs():
+                    if job.id.startswith("edition:") and job.id not in configured:
+                        job.remove()  # the edition left digest.toml
+                        event("scheduler.job_removed", job=job.id)
                 event("scheduler.started", owner=self.owner, editions=len(self.settings.editions))
                 while not self.stop.is_set():
                     try:
@@ -245,12 +260,14 @@ class Scheduler:
                 _ACTIVE = None
                 event("scheduler.stopped", owner=self.owner)
 
-    def _heartbeat(self) -> str | None:
-        """Renew the lease and record that the scheduler is alive; the lease holder if not ours."""
+    def _heartbeat(self, record: bool = True) -> str | None:
+        """Renew the lease and (``record``) note that the scheduler is alive; the holder if not ours."""
         now = self.clock().timestamp()
         with closing(Ledger(self.settings.state_db)) as ledger:
-            holder = ledger.acquire_lease(LEASE, self.owner, LEASE_TTL, now)
-            if holder is None:
+            # Holding this host's OS lock proves no other scheduler lives on this host, so a
+            # lease left by one here (killed before it could release it) is stale.
+            holder = ledger.acquire_lease(LEASE, self.owner, LEASE_TTL, now, stale_prefix=f"{socket.gethostname()}:")
+            if holder is None and record:
                 ledger.set_mark(LAST_SEEN, now)
         return holder
 
@@ -285,8 +302,10 @@ def _progress_logger(fields: dict[str, str]) -> Callable[[dict[str, int], int], 
 
 
 async def _fire(slug: str) -> None:
+    # The send runs as the daemon's own task, not as the APScheduler job: the scheduler's
+    # shutdown cancels running jobs, and a send must instead finish the copies in flight.
     if _ACTIVE is not None:
-        await _ACTIVE.fire(slug)
+        _ACTIVE.start_fire(slug)
 
 
 async def _resume() -> None:
