@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import os
 import signal
 import sys
 import tempfile
@@ -18,28 +17,31 @@ from pathlib import Path
 import click
 
 from . import console
-from .compose import ComposedIssue, compose, default_out_dir
-from .planning import plan
-from .config import DEMO_SECRET, load_settings, parse_signing_keys
-from .editions import next_sends, send_time, sends_on, today_in
-from .events import log_to_stderr
-from .ledger import Ledger
-from .schedule import Scheduler, fire_times, scheduler_health
-from .transport import check_smtp_settings
-from .errors import ConfigError, DigestError
-from .models import Edition, Issue, Settings, Subscriber
-from .preflight import Finding, check_plan, check_rendered
-from .render import Renderer
-from .stories import StoryLoad, load_folder
-from .subscribers import SubscriberLoad, load_subscribers
 from .addresses import AddressError, check_address
 from .capture import CaptureServer
+from .compose import ComposedIssue, compose, default_out_dir
+from .config import DEMO_SECRET, load_settings, parse_signing_keys
+from .editions import next_sends, send_time, sends_on, today_in
+from .errors import ConfigError, DigestError
+from .events import log_to_stderr
 from .export import deliveries_csv
-from .ledger import FINAL, STATES
-from .models import SmtpSettings
+from .ledger import FINAL, STATES, Ledger
+from .models import Edition, Issue, Settings, SmtpSettings, Subscriber
+from .planning import plan
+from .preflight import Finding, check_plan, check_rendered
+from .render import Renderer
 from .runner import EmptyIssue, find_issue, send_issue, send_test_copies
+from .schedule import Scheduler, fire_times, scheduler_health
 from .send import SendReport
-from .transport import EmlDirectory, Envelope, clear_dry_run
+from .stories import StoryLoad, load_folder
+from .subscribers import SubscriberLoad, load_subscribers
+from .transport import (
+    EmlDirectory,
+    Envelope,
+    check_smtp_settings,
+    clear_dry_run,
+    write_atomically,
+)
 
 _WEEKDAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
@@ -346,16 +348,11 @@ def status(ctx: click.Context, edition: str, date: dt.date | None, export: Path 
             if len(problems) > 50:
                 console.line(f"... and {len(problems) - 50} more; use --export for all")
         if export:
-            _write_atomically_text(export, deliveries_csv(ledger.deliveries(record.id)))
+            write_atomically(export, deliveries_csv(ledger.deliveries(record.id)).encode("utf-8"))
             console.line(f"wrote {export}")
         unsettled = sum(counts[s] for s in STATES if s not in FINAL)
     ctx.exit(0 if unsettled == 0 and counts["failed"] == 0 else 1)
 
-
-def _write_atomically_text(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(text, encoding="utf-8", newline="")
-    os.replace(temp, path)
 
 
 @cli.command()
@@ -440,7 +437,7 @@ def _schedule_list(settings: Settings, count: int) -> None:
             for n, when in enumerate(fire_times(edition, now, count)):
                 rows.append((edition.slug if n == 0 else "", f"{when:%a %Y-%m-%d %H:%M %Z}",
                              f"{when.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M} UTC", state if n == 0 else ""))
-        console.table("Upcoming sends", ["edition", "local time", "UTC", f"today's issue"], rows)
+        console.table("Upcoming sends", ["edition", "local time", "UTC", "today's issue"], rows)
         missed = ledger.missed() if ledger is not None and _has_table(ledger, "missed_sends") else []
         for slug, date, when, detail in missed:
             console.line(f"missed: {slug} {date} (due {when}): {detail}. Send it with `digest send {slug} --date {date}`", "error")

@@ -19,7 +19,6 @@ from .models import Edition, Issue, RenderedIssue, Settings, Story, Subscriber
 from .personalise import Placeholders, Recipient, RecipientFactory, boundary
 from .render import Renderer
 
-
 PROBE_ADDRESS = "probe@example.com"
 PROBE_NAME = 'Zoë "Probe" Ünal, Jr. =?utf-8?q?x?= ' + "long " * 20
 

@@ -18,7 +18,18 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from .addresses import AddressError, parse_mailbox
 from .errors import ConfigError, HeaderInjectionError
 from .ledger import state_path
-from .models import WEEKDAYS, Curator, DeliverySettings, Edition, Mailbox, Newsroom, Paths, Settings, SigningKey, SmtpSettings
+from .models import (
+    WEEKDAYS,
+    Curator,
+    DeliverySettings,
+    Edition,
+    Mailbox,
+    Newsroom,
+    Paths,
+    Settings,
+    SigningKey,
+    SmtpSettings,
+)
 
 DEFAULT_CONFIG = "digest.toml"
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")

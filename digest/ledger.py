@@ -316,8 +316,6 @@ class Ledger:
         row = self.db.execute("SELECT 1 FROM suppressions WHERE key = ? AND edition IN (?, '*') LIMIT 1", (key, edition)).fetchone()
         return row is not None
 
-    def suppressed_keys(self, edition: str) -> frozenset[str]:
-        return frozenset(r[0] for r in self.db.execute("SELECT key FROM suppressions WHERE edition IN (?, '*')", (edition,)))
 
     # --- the scheduler's records ------------------------------------------------------------
 

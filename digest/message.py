@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import binascii
 import datetime as dt
+import email.message
 import email.policy
 import email.utils
 import html as html_lib
 import re
 from dataclasses import dataclass
-import email.message
 from email.header import decode_header, make_header
 from email.parser import BytesParser
 

@@ -185,7 +185,7 @@ class Scheduler:
                                                       f"{edition.grace_minutes} min"):
                         event("issue.missed", logging.ERROR, edition=edition.slug, date=date.isoformat(),
                               send_time=when.isoformat(), detail="missed beyond its grace; send it with `digest send`")
-        for (slug, date), edition in sorted(due.items(), key=lambda item: item[0][1]):
+        for (_slug, date), edition in sorted(due.items(), key=lambda item: item[0][1]):
             self.start_send(edition, date)
 
     def _sends_between(self, edition: Edition, since: float | None, now: dt.datetime) -> list[dt.datetime]:

@@ -65,7 +65,8 @@ class Memory:
         return None
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write via a temporary file, fsync and rename: readers see the old file or the new one."""
     temp = path.with_name(f".{path.name}.tmp")
     with open(temp, "wb") as handle:
         handle.write(data)
@@ -100,12 +101,12 @@ class EmlDirectory:
 
     async def deliver(self, envelope: Envelope, data: bytes) -> Delivered:
         name = self.file_name(envelope)
-        _write_atomically(self.folder / name, data)
+        write_atomically(self.folder / name, data)
         self.rows.append((envelope.recipient, name, len(data)))
         return Delivered(envelope.recipient, str(self.folder / name), len(data))
 
     async def close(self) -> None:
-        _write_atomically(self.folder / "index.html", self.index_html().encode("utf-8"))
+        write_atomically(self.folder / "index.html", self.index_html().encode("utf-8"))
 
     def index_html(self) -> str:
         rows = "\n".join(
