@@ -24,7 +24,10 @@ def send_time(edition: Edition, date: dt.date) -> dt.datetime:
     read with the offset in force before the change, i.e. an hour later on the wall clock), and
     inside a repeated fall-back hour it means the first occurrence. Either way: one issue a date.
     """
-    return dt.datetime.combine(date, edition.send_at, tzinfo=edition.zone)
+    local = dt.datetime.combine(date, edition.send_at, tzinfo=edition.zone)
+    # Through UTC and back, so a time in a skipped hour reads as the wall clock does (03:30 EDT,
+    # not a 02:30 EST that never existed); the instant is the same.
+    return local.astimezone(dt.timezone.utc).astimezone(edition.zone)
 
 
 def sends_on(edition: Edition, date: dt.date) -> bool:

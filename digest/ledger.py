@@ -342,7 +342,8 @@ class Ledger:
         """Issues a crash or a stop left with copies still to send (not paused: a person decides those)."""
         rows = self.db.execute(
             "SELECT i.edition, i.issue_date FROM issues i WHERE i.status = 'open' AND EXISTS "
-            "(SELECT 1 FROM deliveries d WHERE d.issue_id = i.id AND d.state IN ('pending', 'sending', 'deferred', 'uncertain'))"
+            "(SELECT 1 FROM deliveries d WHERE d.issue_id = i.id AND (d.state IN ('pending', 'sending', 'deferred') "
+            "OR (d.state = 'uncertain' AND (d.next_at IS NULL OR d.next_at < 9e999))))"  # held copies wait for a person
             " ORDER BY i.issue_date")
         return [(e, dt.date.fromisoformat(d)) for e, d in rows]
 

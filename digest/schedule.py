@@ -185,6 +185,8 @@ class Scheduler:
                                                       f"{edition.grace_minutes} min"):
                         event("issue.missed", logging.ERROR, edition=edition.slug, date=date.isoformat(),
                               send_time=when.isoformat(), detail="missed beyond its grace; send it with `digest send`")
+            # Anything due after this instant is the jobs' to fire; record it as seen now, not later.
+            ledger.set_mark(LAST_SEEN, now.timestamp())
         for (_slug, date), edition in sorted(due.items(), key=lambda item: item[0][1]):
             self.start_send(edition, date)
 
@@ -225,7 +227,6 @@ class Scheduler:
             _ACTIVE = self
             try:
                 await self.catch_up()
-                self._heartbeat()
                 for edition in self.settings.editions:
                     scheduler.add_job("digest.schedule:_fire", trigger=EditionTrigger(edition), args=[edition.slug],
                                       id=_job_id(edition), name=f"send {edition.slug}", replace_existing=True,

@@ -387,3 +387,15 @@ def test_sample_day_shares_stories_between_editions(sample_issues):
     _, issues = sample_issues
     farm = "2026-12-01-farm-income-forecast"
     assert {slug for slug, i in issues.items() if farm in ids(i.stories)} == {"am", "pm", "des-moines"}
+
+
+def test_a_send_time_in_the_skipped_hour_reads_as_the_wall_clock_does():
+    """02:30 on spring-forward day does not exist in New York: the send is 03:30 EDT (07:30Z)."""
+    from digest.config import load_settings
+    from digest.editions import send_time
+
+    base = load_settings(Path(__file__).resolve().parent.parent / "digest.toml", environ={}).edition("am")
+    edition = dataclasses.replace(base, send_at=dt.time(2, 30))
+    when = send_time(edition, dt.date(2026, 3, 8))
+    assert when.strftime("%H:%M %Z") == "03:30 EDT"
+    assert when.astimezone(dt.timezone.utc).strftime("%H:%MZ") == "07:30Z"

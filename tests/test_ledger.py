@@ -94,3 +94,17 @@ def test_state_url_forms(url: str, expected: str) -> None:
 def test_unsupported_state_url_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="postgresql"):
         state_path("postgresql://db/digest", Path("default"))
+
+
+def test_an_issue_whose_only_unsent_copies_are_held_is_not_unfinished(settings) -> None:
+    """Held uncertain copies wait for a person; the scheduler must not resume them forever."""
+    ledger = Ledger(settings.state_db)
+    send = dt.datetime(2026, 12, 1, 6, tzinfo=dt.timezone.utc)
+    record, _ = ledger.create_issue("am", DATE, send, ["a"], audience=[("x@example.com", "X", "x@example.com"),
+                                                                     ("y@example.com", "Y", "y@example.com")])
+    first, second = ledger.deliveries(record.id)
+    ledger.mark(first.id, "sent", 250, "ok")
+    ledger.mark(second.id, "uncertain", None, "held after 8 attempts", next_at=float("inf"))
+    assert ledger.unfinished_issues() == []
+    ledger.mark(second.id, "uncertain", None, "resend me", next_at=0.0)
+    assert ledger.unfinished_issues() == [("am", DATE)]
