@@ -427,6 +427,7 @@ def step_costs(workdir: Path, edition_slug: str, message: bytes, count: int = 20
 
     from aiosmtplib.email import quote_address
     from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+
     from digest.ledger import Ledger
 
     settings = bench_settings(workdir, "steps", 0, 1)
