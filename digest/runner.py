@@ -17,7 +17,6 @@ from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 
-from .addresses import address_key
 from .compose import compose
 from .errors import StoryError
 from .ledger import IssueRecord, Ledger
@@ -26,7 +25,7 @@ from .models import Edition, Settings, SmtpSettings, Subscriber
 from .planning import plan
 from .send import Dispatcher, Progress, SendReport
 from .stories import load_folder
-from .subscribers import load_subscribers
+from .subscribers import iter_audience
 from .transport import Envelope, SmtpConnection, check_smtp_settings
 
 
@@ -65,8 +64,8 @@ async def send_issue(settings: Settings, edition: Edition, date: dt.date, *,
         if record is None:
             if issue.is_empty:
                 return EmptyIssue(edition, date)
-            subscribers = load_subscribers(settings.paths.subscribers, (e.slug for e in settings.editions))
-            audience = [(s.email, s.name, address_key(s.email)) for s in subscribers.audience(edition.slug)]
+            # Streamed from the CSV straight into the ledger: a million readers are never all in memory.
+            audience = iter_audience(settings.paths.subscribers, frozenset(e.slug for e in settings.editions), edition.slug)
             record, _ = ledger.create_issue(edition.slug, date, issue.send_time, [s.id for s in issue.stories],
                                             audience=audience)
         composed = compose(settings, issue)

@@ -97,6 +97,21 @@ def read_rows(path: Path, known_editions: frozenset[str]) -> Iterator[Subscriber
             yield from _check_row(path, line, columns, row, known_editions, seen)
 
 
+_SETS: dict[frozenset[str], frozenset[str]] = {}
+
+
+def _interned(editions: frozenset[str]) -> frozenset[str]:
+    """One shared set per combination of editions: a million rows hold a few dozen sets."""
+    return _SETS.setdefault(editions, editions)
+
+
+def iter_audience(path: Path, known_editions: frozenset[str], edition: str) -> Iterator[tuple[str, str, str]]:
+    """(email, name, key) of each active reader of ``edition``, streamed: nothing else is kept."""
+    for item in read_rows(path, known_editions):
+        if isinstance(item, Subscriber) and item.status == "active" and edition in item.editions:
+            yield item.email, item.name, address_key(item.email)
+
+
 def _undecodable(cells: list[str]) -> str:
     """'' if every cell decoded as UTF-8, else a description of the first stray byte."""
     for cell in cells:
@@ -152,7 +167,7 @@ def _check_row(path: Path, line: int, columns: list[str], row: list[str],
     unknown = [s for s in wanted if s not in known]
     if unknown:
         yield problem(f"unknown edition {', '.join(repr(s) for s in unknown)} ignored", "editions", warning=True)
-    editions = frozenset(s for s in wanted if s in known)
+    editions = _interned(frozenset(s for s in wanted if s in known))
     if not editions and status == "active":
         yield problem("subscribed to no known edition", "editions", warning=True)
     seen[key] = line
