@@ -42,6 +42,7 @@ from .transport import (
     clear_dry_run,
     write_atomically,
 )
+from .writeback import export as export_subscribers
 
 _WEEKDAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
@@ -465,6 +466,32 @@ def _today_state(ledger: Ledger | None, edition: Edition, today: dt.date, now: d
     if not sends_on(edition, today):
         return "no issue today"
     return f"due {due:%H:%M %Z}" if due > now else "not sent"
+
+
+@cli.group()
+def subscribers() -> None:
+    """Keep subscribers.csv in step with the state database."""
+
+
+@subscribers.command("export")
+@click.option("--dry-run", is_flag=True, help="Show the changes without writing the file.")
+@click.pass_context
+def subscribers_export(ctx: click.Context, dry_run: bool) -> None:
+    """Write subscribers.csv back with unsubscribes and bounces applied (backup kept)."""
+    settings = _settings(ctx)
+    ledger = Ledger.read_only(settings.state_db)
+    if ledger is None:
+        console.line("no state database yet: nothing to apply", "warning")
+        return
+    with closing(ledger):
+        result = export_subscribers(settings.paths.subscribers, ledger, write=not dry_run)
+    if not result.changes:
+        console.line(f"{settings.paths.subscribers.name} already agrees with the state database", "ok")
+        return
+    console.table(("Would change" if dry_run else "Changed") + f" in {settings.paths.subscribers.name}",
+                  ["line", "email", "before", "after"], result.changes)
+    if result.backup:
+        console.line(f"backup of the previous file: {result.backup}")
 
 
 def main(argv: list[str] | None = None) -> int:

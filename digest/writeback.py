@@ -1,0 +1,123 @@
+"""Write subscribers.csv back with the state database's suppressions applied.
+
+The editors' file stays the source of truth: after unsubscribes and hard bounces, `digest
+subscribers export` folds them into it. Only the rows that change are rewritten; every other
+line (header, other rows' quoting, rows with errors) is kept byte for byte. The old file is kept
+as a timestamped backup and the new one replaces it atomically.
+
+    bounced ('*')        -> status = bounced
+    unsubscribed ('*')   -> status = unsubscribed
+    unsubscribed (one edition) -> that slug leaves the editions column; none left -> unsubscribed
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .addresses import address_key
+from .errors import SubscriberError
+from .ledger import Ledger
+from .transport import write_atomically
+
+
+@dataclass
+class WriteBack:
+    """What an export changed (or would change)."""
+
+    changes: list[tuple[int, str, str, str]] = field(default_factory=list)  # (line, email, before, after)
+    backup: Path | None = None
+
+
+def _suppressions(ledger: Ledger) -> dict[str, dict[str, str]]:
+    """key -> {edition or '*': reason}."""
+    found: dict[str, dict[str, str]] = {}
+    for key, edition, reason in ledger.db.execute("SELECT key, edition, reason FROM suppressions"):
+        found.setdefault(key, {})[edition] = reason
+    return found
+
+
+def _records(text: str) -> list[tuple[int, str, list[str]]]:
+    """(first line number, raw text, fields) for each CSV record, raw text exactly as in the file."""
+    lines = text.splitlines(keepends=True)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    records, start = [], 0
+    for fields in reader:
+        end = reader.line_num
+        records.append((start + 1, "".join(lines[start:end]), fields))
+        start = end
+    return records
+
+
+def export(path: Path, ledger: Ledger, *, write: bool = True, now: dt.datetime | None = None) -> WriteBack:
+    """Apply the ledger's suppressions to ``path``; ``write=False`` only reports the changes."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise SubscriberError("subscriber file not found", file=path) from None
+    bom = raw.startswith(b"\xef\xbb\xbf")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SubscriberError(f"not UTF-8 text (byte {exc.start}); export rewrites nothing until it is", file=path) from None
+    records = _records(text)
+    if not records:
+        raise SubscriberError("file is empty", file=path, line=1)
+    header = [c.strip() for c in records[0][2]]
+    if "email" not in header:
+        raise SubscriberError("header row has no 'email' column", file=path, line=1)
+    column = {name: i for i, name in enumerate(header)}
+    newline = "\r\n" if "\r\n" in records[0][1] else "\n"
+    suppressed = _suppressions(ledger)
+    result = WriteBack()
+    out = [records[0][1]]
+    for line, raw_record, fields in records[1:]:
+        changed = _apply(fields, column, suppressed)
+        if changed is None:
+            out.append(raw_record)
+            continue
+        before, after, new_fields = changed
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator=newline).writerow(new_fields)
+        row = buffer.getvalue()
+        out.append(row if raw_record.endswith(("\n", "\r")) else row.rstrip("\r\n"))  # last line without newline
+        result.changes.append((line, fields[column["email"]].strip(), before, after))
+    if write and result.changes:
+        stamp = (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+        result.backup = path.with_name(f"{path.name}.{stamp}.bak")
+        shutil.copy2(path, result.backup)
+        write_atomically(path, (b"\xef\xbb\xbf" if bom else b"") + "".join(out).encode("utf-8"))
+    return result
+
+
+def _apply(fields: list[str], column: dict[str, int], suppressed: dict[str, dict[str, str]]) -> tuple[str, str, list[str]] | None:
+    email = fields[column["email"]].strip() if len(fields) > column["email"] else ""
+    if not email or address_key(email) not in suppressed:
+        return None
+    rules = suppressed[address_key(email)]
+    fields = list(fields) + [""] * (len(column) - len(fields))
+    status_i, editions_i = column.get("status"), column.get("editions")
+    status = (fields[status_i].strip().lower() if status_i is not None else "") or "active"
+    editions = [s.strip() for s in fields[editions_i].split(";") if s.strip()] if editions_i is not None else []
+    new_status, new_editions = status, editions
+    if "*" in rules:
+        new_status = "bounced" if rules["*"] == "bounced" else "unsubscribed"
+    else:
+        new_editions = [s for s in editions if s.lower() not in rules]
+        if editions and not new_editions:
+            new_status = "unsubscribed"
+    if new_status == status and new_editions == editions:
+        return None
+    if status_i is None and new_status != status:
+        return None  # no status column to write to; the ledger still suppresses this reader
+    if status_i is not None:
+        fields[status_i] = new_status
+    if editions_i is not None:
+        fields[editions_i] = ";".join(new_editions)
+    before = f"{status} [{';'.join(editions)}]"
+    after = f"{new_status} [{';'.join(new_editions)}]"
+    return before, after, fields

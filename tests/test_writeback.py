@@ -1,0 +1,90 @@
+"""`digest subscribers export`: suppressions folded back into the editors' file."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from digest.cli import main
+from digest.ledger import Ledger
+from digest.writeback import export
+
+CSV = (
+    "\ufeffemail,name,editions,status,city\r\n"
+    "ana@example.com,Ana,am;pm,active,Denver\r\n"
+    'bo@example.com,"Pruitt, Bo",am,,Tampa\r\n'
+    "cy@example.com,Cy,am;denver,active,Denver\r\n"
+    "dee@example.com,Dee,pm,active,\r\n"
+    "broken@,Bad Row,am,active,\r\n"
+    "Eve@Example.com,Eve,climate,active,Charlotte"
+)
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> tuple[Path, Ledger]:
+    path = tmp_path / "subscribers.csv"
+    path.write_bytes(CSV.encode("utf-8"))
+    ledger = Ledger(tmp_path / "state" / "digest.sqlite3")
+    ledger.suppress("bo@example.com", "*", "bounced", "550 5.1.1")
+    ledger.suppress("cy@example.com", "denver", "unsubscribed")
+    ledger.suppress("dee@example.com", "pm", "unsubscribed")
+    ledger.suppress("eve@example.com", "*", "unsubscribed")
+    ledger.suppress("stranger@example.net", "*", "bounced")  # not in the file: nothing to do
+    return path, ledger
+
+
+def test_export_applies_statuses_and_keeps_everything_else(files) -> None:
+    path, ledger = files
+    original = path.read_bytes()
+    result = export(path, ledger, now=dt.datetime(2026, 12, 2, 9, 0, tzinfo=dt.timezone.utc))
+    assert [(line, email) for line, email, _, _ in result.changes] == [
+        (3, "bo@example.com"), (4, "cy@example.com"), (5, "dee@example.com"), (7, "Eve@Example.com")]
+    text = path.read_bytes().decode("utf-8")
+    assert text.startswith("\ufeffemail,name,editions,status,city\r\n")  # BOM and header kept
+    lines = text.lstrip("\ufeff").split("\r\n")
+    assert lines[1] == "ana@example.com,Ana,am;pm,active,Denver"  # untouched row, byte for byte
+    assert lines[2] == '"Pruitt, Bo",am,bounced,Tampa'.join(["bo@example.com,", ""])
+    assert lines[3] == "cy@example.com,Cy,am,active,Denver"  # left one edition only
+    assert lines[4] == "dee@example.com,Dee,,unsubscribed,"  # left its only edition
+    assert lines[5] == "broken@,Bad Row,am,active,"  # a bad row is never touched
+    assert lines[6] == "Eve@Example.com,Eve,climate,unsubscribed,Charlotte"  # address kept as written
+    assert not text.endswith("\r\n")  # the original had no final newline
+    assert result.backup is not None and result.backup.read_bytes() == original
+    assert result.backup.name == "subscribers.csv.20261202T090000Z.bak"
+
+
+def test_a_second_export_changes_nothing(files) -> None:
+    path, ledger = files
+    export(path, ledger)
+    after_first = path.read_bytes()
+    result = export(path, ledger)
+    assert result.changes == [] and result.backup is None
+    assert path.read_bytes() == after_first
+
+
+def test_dry_run_writes_nothing(files) -> None:
+    path, ledger = files
+    original = path.read_bytes()
+    result = export(path, ledger, write=False)
+    assert len(result.changes) == 4 and result.backup is None
+    assert path.read_bytes() == original
+
+
+def test_the_command(tmp_path: Path, monkeypatch, capsys, sample_settings) -> None:
+    import shutil
+
+    root = Path(__file__).resolve().parent.parent
+    for name in ("digest.toml", "subscribers.csv"):
+        shutil.copy(root / name, tmp_path / name)
+    shutil.copytree(root / "stories", tmp_path / "stories")
+    monkeypatch.setenv("DIGEST_STATE_URL", f"sqlite:///{tmp_path / 'state.db'}")
+    assert main(["--config", str(tmp_path / "digest.toml"), "subscribers", "export"]) == 0
+    assert "no state database" in capsys.readouterr().out
+    Ledger(tmp_path / "state.db").suppress("ana.lucero@example.com", "*", "unsubscribed")
+    assert main(["--config", str(tmp_path / "digest.toml"), "subscribers", "export", "--dry-run"]) == 0
+    assert "ana.lucero@example.com" in capsys.readouterr().out
+    assert main(["--config", str(tmp_path / "digest.toml"), "subscribers", "export"]) == 0
+    assert ",unsubscribed," in (tmp_path / "subscribers.csv").read_text(encoding="utf-8").split("\n")[1]
+    assert list(tmp_path.glob("subscribers.csv.*.bak"))
