@@ -22,6 +22,7 @@ from .models import (
     WEEKDAYS,
     Curator,
     DeliverySettings,
+    DkimSettings,
     Edition,
     Mailbox,
     Newsroom,
@@ -149,6 +150,7 @@ class _Reader:
             state_db=state_path(self.env.get("DIGEST_STATE_URL"), paths.state / "digest.sqlite3"),
             smtp=self.smtp(),
             delivery=self.delivery(),
+            dkim=self.dkim(newsroom),
             signing_keys=parse_signing_keys(self.env["DIGEST_SECRET_KEY"]) if self.env.get("DIGEST_SECRET_KEY") else (),
         )
 
@@ -209,6 +211,23 @@ class _Reader:
             local_hostname=table.get("local_hostname"),
             ca_file=(self.base / table["ca_file"]).resolve() if table.get("ca_file") else None,
         )
+
+    def dkim(self, newsroom: Newsroom) -> DkimSettings:
+        """[dkim] selector and domain; signing is on only when DIGEST_DKIM_KEY_FILE is set."""
+        table = self.table("dkim")
+        unknown = sorted(set(table) - {"selector", "domain"})
+        if unknown:
+            raise self.fail(f"dkim.{unknown[0]}", "unknown key (known: domain, selector)")
+        key_file = self.env.get("DIGEST_DKIM_KEY_FILE")
+        if not key_file:
+            return DkimSettings()
+        selector = table.get("selector")
+        if not isinstance(selector, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", selector):
+            raise self.fail("dkim.selector", "DIGEST_DKIM_KEY_FILE is set, so [dkim] selector must name the DNS selector")
+        domain = table.get("domain", newsroom.domain)
+        if not isinstance(domain, str) or not re.match(r"^[A-Za-z0-9.-]+$", domain):
+            raise self.fail("dkim.domain", "must be a domain name (the From addresses' domain, for alignment)")
+        return DkimSettings(Path(key_file), selector, domain)
 
     def delivery(self) -> DeliverySettings:
         table = self.table("delivery")

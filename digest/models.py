@@ -113,6 +113,15 @@ class DeliverySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DkimSettings:
+    """DKIM signing: on when DIGEST_DKIM_KEY_FILE is set (the key itself never enters settings)."""
+
+    key_file: Path | None = None
+    selector: str | None = None
+    domain: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything digest.toml and the environment say, typed and checked."""
 
@@ -125,6 +134,7 @@ class Settings:
     state_db: Path
     smtp: SmtpSettings = SmtpSettings("localhost", 25, "none")
     delivery: DeliverySettings = DeliverySettings()
+    dkim: DkimSettings = DkimSettings()
     signing_keys: tuple[SigningKey, ...] = field(default=(), repr=False)
 
     def edition(self, slug: str) -> Edition:
