@@ -12,6 +12,7 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
+from .dkim import DkimSigner, signer_from_settings
 from .editions import assemble
 from .inline import inline_css
 from .message import IssueHeaders, MessageTemplate
@@ -31,15 +32,16 @@ class ComposedIssue:
     rendered: RenderedIssue
     template: MessageTemplate
     recipients: RecipientFactory
+    signer: DkimSigner | None = None
 
     def recipient(self, subscriber: Subscriber) -> Recipient:
         return self.recipients.for_subscriber(subscriber)
 
     def message(self, recipient: Recipient) -> bytes:
-        """One reader's copy, structure-checked (exact header set, CRLF, line lengths)."""
+        """One reader's copy, structure-checked (exact header set, CRLF, line lengths), then DKIM-signed."""
         data = self.template.build(recipient)
         self.template.check_structure(data)
-        return data
+        return self.signer.sign(data) if self.signer is not None else data
 
 
 def plan_issue(settings: Settings, edition: Edition, date: dt.date, stories: tuple[Story, ...],
@@ -80,7 +82,22 @@ def compose(settings: Settings, issue: Issue, renderer: Renderer | None = None, 
     # that, each reader's copy only needs its header block checked (see MessageTemplate).
     probe = recipients.for_address(PROBE_ADDRESS, PROBE_NAME)
     template.verify(template.build(probe), probe)
-    return ComposedIssue(issue, inlined, template, recipients)
+    return ComposedIssue(issue, inlined, template, recipients, dkim_signer(settings))
+
+
+_SIGNERS: dict[object, DkimSigner | None] = {}
+
+
+def dkim_signer(settings: Settings) -> DkimSigner | None:
+    """The DKIM signer for these settings (key loaded and self-checked once per process)."""
+    if settings.dkim not in _SIGNERS:
+        signer = signer_from_settings(settings.dkim)
+        if signer is not None:
+            signer.self_check()
+            for edition in settings.editions:
+                signer.check_alignment(edition.sender.address)
+        _SIGNERS[settings.dkim] = signer
+    return _SIGNERS[settings.dkim]
 
 
 def default_out_dir(settings: Settings, issue: Issue) -> Path:
