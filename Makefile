@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,11 @@ $(STAMP): $(BIN)/python pyproject.toml
 demo: $(STAMP)
 	$(BIN)/digest demo
 
-test: $(STAMP)
+# The browser tests drive Debian's Chromium; browser_setup.sh installs it when missing.
+browser:
+	bash tests/browser_setup.sh
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
@@ -26,4 +30,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/send.py
 
 clean:
-	rm -rf $(VENV) out state .pytest_cache .hypothesis
+	rm -rf $(VENV) out state .pytest_cache .hypothesis tests/artifacts

@@ -18,6 +18,8 @@ import click
 
 from . import console
 from .addresses import AddressError, check_address
+from .bounces import Summary as BounceSummary
+from .bounces import process as process_bounces
 from .capture import CaptureServer
 from .compose import ComposedIssue, compose, default_out_dir
 from .config import DEMO_SECRET, load_settings, parse_signing_keys
@@ -42,6 +44,7 @@ from .transport import (
     clear_dry_run,
     write_atomically,
 )
+from .web import serve as serve_web
 from .writeback import export as export_subscribers
 
 _WEEKDAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -466,6 +469,40 @@ def _today_state(ledger: Ledger | None, edition: Edition, today: dt.date, now: d
     if not sends_on(edition, today):
         return "no issue today"
     return f"due {due:%H:%M %Z}" if due > now else "not sent"
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (put an HTTPS proxy in front).")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int) -> None:
+    """Serve one-click unsubscribe and the issue archive ([web] base_url points here)."""
+    settings = _require_keys(_settings(ctx))
+    if any(key.secret == DEMO_SECRET.encode() for key in settings.signing_keys):
+        raise ConfigError("refusing to serve with the demo signing key", field="DIGEST_SECRET_KEY")
+    serve_web(settings, host, port)
+
+
+@cli.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Read and match, but suppress and mark nothing.")
+@click.option("--all", "show_all", is_flag=True, help="Also list ignored messages (auto-replies, success notices).")
+@click.pass_context
+def bounces(ctx: click.Context, path: Path, dry_run: bool, show_all: bool) -> None:
+    """Read bounces (DSNs) from a Maildir, mbox, .eml file or folder: suppress hard bounces, count soft ones."""
+    settings = _settings(ctx)
+    if not settings.state_db.exists():
+        console.line(f"no state database at {settings.state_db}: nothing has been sent, so no bounce can match", "warning")
+        ctx.exit(0)
+    with closing(Ledger(settings.state_db, create=not dry_run)) as ledger:
+        summary = process_bounces(ledger, path, dry_run=dry_run)
+    rows = summary.rows(include_ignored=show_all)
+    if rows:
+        console.table(f"Bounces in {path}", BounceSummary.OUTCOME_COLUMNS, rows)
+    console.table("Bounces" + (" (dry run: nothing written)" if dry_run else ""), BounceSummary.COLUMNS, [summary.totals()])
+    for problem in summary.problems:
+        console.line(f"error: {problem.source}: {problem.message}", "error")
+    ctx.exit(1 if summary.problems else 0)
 
 
 @cli.group()

@@ -177,3 +177,17 @@ def _describe(exc: jinja2.TemplateError) -> str:
     if isinstance(exc, jinja2.TemplatesNotFound):
         return f"no template found (tried {', '.join(map(str, exc.templates))})"
     return f"{type(exc).__name__}: {exc.message or exc}"
+
+
+_PAGES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(BUILTIN_TEMPLATES / "web")),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def render_page(name: str, **context: Any) -> str:
+    """One of the web app's own pages (``digest/templates/web/<name>``), autoescaped."""
+    return _PAGES.get_template(name).render(**context)

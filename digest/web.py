@@ -1,0 +1,317 @@
+"""`digest serve`: the reader-facing web app (unsubscribe and the web archive). The only starlette import.
+
+    POST /u/<token>       RFC 8058 one-click unsubscribe (``List-Unsubscribe=One-Click``), or the
+                          page's own buttons (``scope=edition`` / ``scope=all``). Idempotent, 200.
+    GET  /u/<token>       says which edition and which address, with the two buttons. Changes nothing:
+                          link scanners in corporate mail follow every link.
+    GET  /i/<edition>/<date>  the "view in browser" page of a recorded issue, with neutral reader values.
+    GET  /i/<edition>     the edition's past issues, newest first.
+
+No cookies, no sessions, no login: the signed token is the whole authority, and it only ever
+lets its address leave (never join). Every response carries a strict Content-Security-Policy;
+pages use no scripts and no external assets. Unknown or forged tokens get a plain 400 page that
+says only that the link is not valid.
+
+The pages are rendered by ``render.render_page`` (Jinja2, autoescaped, StrictUndefined), from
+``digest/templates/web/``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import logging
+import re
+import threading
+import time
+from contextlib import closing
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .addresses import address_key
+from .errors import ConfigError
+from .ledger import Ledger
+from .models import Edition, Settings
+from .personalise import verify_token
+from .render import date_label, render_page
+
+log = logging.getLogger("digest.web")
+
+CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; form-action 'self'; "
+       "base-uri 'none'; frame-ancestors 'none'")
+SECURITY_HEADERS = (
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+)
+MAX_TOKEN_CHARS = 1024  # a real token is well under 400 characters
+MAX_FORM_BYTES = 4096  # the forms carry one or two short fields
+ARCHIVE_CACHE_SECONDS = 300.0
+ARCHIVE_CACHE_ENTRIES = 32
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_ONE_CLICK = ("List-Unsubscribe", "One-Click")
+
+# --- responses -----------------------------------------------------------------------------------
+
+
+class SecurityHeaders:
+    """Adds the security headers to every response (and ``Cache-Control: no-store`` under /u/)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        private = scope.get("path", "").startswith("/u/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = _with_security_headers(list(message.get("headers", [])), private)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _with_security_headers(headers: list[tuple[bytes, bytes]], private: bool) -> list[tuple[bytes, bytes]]:
+    names = {SECURITY_HEADERS[0][0], SECURITY_HEADERS[1][0], SECURITY_HEADERS[2][0]}
+    if private:
+        names |= {b"cache-control", b"x-robots-tag"}
+    kept = [(k, v) for k, v in headers if k.lower() not in names]
+    kept += SECURITY_HEADERS
+    if private:
+        kept += [(b"cache-control", b"no-store"), (b"x-robots-tag", b"noindex, nofollow")]
+    return kept
+
+
+def _page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    return HTMLResponse(render_page(name, **context), status_code=status)
+
+
+def _error_page(status: int, title: str, message: str) -> HTMLResponse:
+    return _page("error.html", status, title=title, message=message)
+
+
+def _invalid_link() -> HTMLResponse:
+    # Nothing about why: a forger learns no more than "no".
+    return _error_page(400, "This link is not valid",
+                       "This link is not valid. Please use the unsubscribe link in a recent email from us.")
+
+
+def _not_found() -> HTMLResponse:
+    return _error_page(404, "Page not found", "There is no page at this address.")
+
+
+# --- the app ---------------------------------------------------------------------------------------
+
+
+class _ArchiveCache:
+    """Composed archive pages, kept a few minutes (composing inlines CSS, which is slow)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.entries: dict[tuple[str, str], tuple[float, str]] = {}
+
+    def get(self, key: tuple[str, str]) -> str | None:
+        with self.lock:
+            entry = self.entries.get(key)
+            if entry is None or entry[0] < time.monotonic():
+                return None
+            return entry[1]
+
+    def put(self, key: tuple[str, str], page: str) -> None:
+        with self.lock:
+            if len(self.entries) >= ARCHIVE_CACHE_ENTRIES:
+                oldest = min(self.entries, key=lambda k: self.entries[k][0])
+                del self.entries[oldest]
+            self.entries[key] = (time.monotonic() + ARCHIVE_CACHE_SECONDS, page)
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The ASGI app for ``settings``. Needs at least one signing key (DIGEST_SECRET_KEY)."""
+    if not settings.signing_keys:
+        raise ConfigError("digest serve needs DIGEST_SECRET_KEY to check unsubscribe links", field="DIGEST_SECRET_KEY")
+    keys = settings.signing_keys
+    editions = {e.slug: e for e in settings.editions}
+    newsroom = settings.newsroom
+    archive = _ArchiveCache()
+
+    def reader_of(request: Request) -> tuple[str, Edition] | None:
+        token = request.path_params["token"]
+        if len(token) > MAX_TOKEN_CHARS:
+            return None
+        verified = verify_token(keys, token)
+        if verified is None:
+            return None
+        email, slug = verified
+        edition = editions.get(slug)
+        if edition is None or not email:
+            return None
+        return email, edition
+
+    def already_left(email: str, edition: Edition) -> tuple[bool, bool]:
+        """(left this edition?, left every edition?), read without writing anything."""
+        ledger = Ledger.read_only(settings.state_db)
+        if ledger is None:
+            return False, False
+        with closing(ledger):
+            key = address_key(email)
+            every = ledger.db.execute("SELECT 1 FROM suppressions WHERE key = ? AND edition = '*'", (key,)).fetchone()
+            return ledger.is_suppressed(key, edition.slug), every is not None
+
+    def leave(email: str, edition: Edition, scope: str) -> None:
+        with closing(Ledger(settings.state_db)) as ledger:
+            ledger.suppress(address_key(email), "*" if scope == "all" else edition.slug, "unsubscribed",
+                            "one-click unsubscribe" if scope == "one-click" else f"unsubscribe page ({scope})")
+
+    async def unsubscribe_page(request: Request) -> Response:
+        reader = reader_of(request)
+        if reader is None:
+            return _invalid_link()
+        email, edition = reader
+        left_edition, left_all = await run_in_threadpool(already_left, email, edition)
+        return _page("unsubscribe.html", newsroom=newsroom, edition=edition, email=email,
+                     left_edition=left_edition, left_all=left_all)
+
+    async def unsubscribe(request: Request) -> Response:
+        reader = reader_of(request)
+        if reader is None:
+            return _invalid_link()
+        email, edition = reader
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_FORM_BYTES):
+            return _error_page(413, "Request too large", "This request is too large.")
+        try:
+            form = await request.form(max_files=0, max_fields=8)
+        except Exception:  # malformed multipart or urlencoded body
+            return _error_page(400, "Bad request", "This request could not be read.")
+        scope = form.get("scope")
+        one_click = form.get(_ONE_CLICK[0]) == _ONE_CLICK[1]
+        if scope is None:
+            # RFC 8058: the mail client's POST. Any other POST without a scope means the same thing:
+            # a person (or their client) asked to leave this edition, which is all the token allows.
+            await run_in_threadpool(leave, email, edition, "one-click")
+            log.info("unsubscribed one reader from %s (one-click)", edition.slug)
+            return PlainTextResponse(f"Unsubscribed from {edition.name}.\n")
+        if scope not in ("edition", "all"):
+            return _error_page(400, "Bad request", "This request could not be read.")
+        await run_in_threadpool(leave, email, edition, scope)
+        log.info("unsubscribed one reader from %s", edition.slug if scope == "edition" else "every edition")
+        if one_click:
+            return PlainTextResponse(f"Unsubscribed from {edition.name if scope == 'edition' else 'every edition'}.\n")
+        return _page("unsubscribed.html", newsroom=newsroom, edition=edition, email=email, scope=scope)
+
+    async def unsubscribe_link(request: Request) -> Response:
+        # One route for both methods, so a PUT gets 405 with "Allow: GET, HEAD, POST".
+        if request.method == "POST":
+            return await unsubscribe(request)
+        return await unsubscribe_page(request)
+
+    def issue_page(edition: Edition, date: dt.date) -> str | None:
+        cached = archive.get((edition.slug, date.isoformat()))
+        if cached is not None:
+            return cached
+        from .compose import compose
+        from .planning import plan
+        from .stories import load_folder
+
+        ledger = Ledger.read_only(settings.state_db)
+        if ledger is None:
+            return None
+        with closing(ledger):
+            if ledger.find_issue(edition.slug, date) is None:
+                return None
+            stories = load_folder(settings.paths.stories)
+            issue = plan(settings, edition, date, stories.stories, ledger)
+        if issue.is_empty:
+            return None
+        composed = compose(settings, issue)
+        neutral = {"greeting": f"{edition.greeting}.", "email": "", "unsubscribe_url": "#"}
+        pattern = composed.template.placeholders.pattern()
+        page = pattern.sub(lambda m: html.escape(neutral.get(m.group(1).lower(), ""), quote=True),
+                           composed.rendered.html)
+        archive.put((edition.slug, date.isoformat()), page)
+        return page
+
+    async def archive_issue(request: Request) -> Response:
+        edition = editions.get(request.path_params["edition"])
+        text = request.path_params["date"]
+        if edition is None or not _DATE.match(text):
+            return _not_found()
+        try:
+            date = dt.date.fromisoformat(text)
+        except ValueError:
+            return _not_found()
+        page = await run_in_threadpool(issue_page, edition, date)
+        if page is None:
+            return _not_found()
+        return HTMLResponse(page, headers={"cache-control": "public, max-age=300"})
+
+    def past_issues(edition: Edition) -> list[dict[str, str]]:
+        ledger = Ledger.read_only(settings.state_db)
+        if ledger is None:
+            return []
+        with closing(ledger):
+            rows = ledger.db.execute("SELECT issue_date FROM issues WHERE edition = ? ORDER BY issue_date DESC LIMIT 1000",
+                                     (edition.slug,)).fetchall()
+        issues = []
+        for (text,) in rows:
+            date = dt.date.fromisoformat(text)
+            issues.append({"href": f"{edition.slug}/{text}", "label": date_label(date), "iso": text})
+        return issues
+
+    async def archive_list(request: Request) -> Response:
+        edition = editions.get(request.path_params["edition"])
+        if edition is None:
+            return _not_found()
+        issues = await run_in_threadpool(past_issues, edition)
+        return _page("archive.html", newsroom=newsroom, edition=edition, issues=issues)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 500)
+        if status == 404:
+            return _not_found()
+        if status == 405:
+            response = _error_page(405, "Method not allowed", "This page cannot be used that way.")
+            allow = getattr(exc, "headers", None) or {}
+            if "Allow" in allow:
+                response.headers["Allow"] = allow["Allow"]
+            return response
+        return _error_page(status, "Bad request", "This request could not be handled.")
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        # Sent by the outermost middleware, past SecurityHeaders: add the headers here too.
+        path = "/u/<token>" if request.url.path.startswith("/u/") else request.url.path  # no reader data in logs
+        log.error("error serving %s %s: %s", request.method, path, type(exc).__name__)
+        response = _error_page(500, "Something went wrong", "Something went wrong on our side. Please try again later.")
+        response.raw_headers[:] = _with_security_headers(list(response.raw_headers),
+                                                          request.url.path.startswith("/u/"))
+        return response
+
+    routes = [
+        Route("/u/{token}", unsubscribe_link, methods=["GET", "POST"]),
+        Route("/i/{edition}", archive_list, methods=["GET"]),
+        Route("/i/{edition}/{date}", archive_issue, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)],
+                     exception_handlers={HTTPException: http_error, Exception: server_error})
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Run the app with uvicorn until interrupted (behind the newsroom's HTTPS proxy).
+
+    The access log is off: every unsubscribe URL carries a reader's address inside its token.
+    """
+    import uvicorn
+
+    uvicorn.run(create_app(settings), host=host, port=port, access_log=False, server_header=False,
+                proxy_headers=True, log_level="info")

@@ -1,0 +1,432 @@
+"""The reader-facing web app over real HTTP: uvicorn on 127.0.0.1 in a thread, http.client.
+
+Tokens: forged, tampered, cross-edition and rotated-key; GET never changes anything; a repeated
+POST is idempotent; an unsubscribe during a send stops that reader's copy; the archive shows a
+recorded issue with no reader's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import csv
+import dataclasses
+import datetime as dt
+import hashlib
+import hmac
+import http.client
+import re
+import threading
+import time
+import uuid
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from digest.addresses import address_key
+from digest.capture import CaptureHandler, CaptureServer
+from digest.config import parse_signing_keys
+from digest.ledger import Ledger
+from digest.models import DeliverySettings, Settings, SmtpSettings
+from digest.personalise import sign_token
+from digest.compose import plan_issue
+from digest.stories import load_folder
+from digest.web import CSP, create_app
+
+DATE = dt.date(2026, 12, 1)
+ANA = "ana.lucero@example.com"  # reads am and pm in the sample list
+OLD_KEY = "old:an-older-signing-key-0123456789"
+NEW_KEY = "new:the-newest-signing-key-abcdef012"
+
+
+# --- a live server ------------------------------------------------------------------------------
+
+
+class LiveServer:
+    """``with LiveServer(app) as server:`` the app served by uvicorn on 127.0.0.1 and a free port."""
+
+    def __init__(self, app) -> None:
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False,
+                                lifespan="off", server_header=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.port = 0
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, http.client.HTTPMessage, str]:
+        """(status, headers, body text); never follows a redirect."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, response.headers, response.read().decode("utf-8", "replace")
+        finally:
+            connection.close()
+
+    def get(self, path: str) -> tuple[int, http.client.HTTPMessage, str]:
+        return self.request("GET", path)
+
+    def post_form(self, path: str, fields: dict[str, str]) -> tuple[int, http.client.HTTPMessage, str]:
+        from urllib.parse import urlencode
+        return self.request("POST", path, urlencode(fields).encode(),
+                            {"Content-Type": "application/x-www-form-urlencoded"})
+
+    def post_multipart(self, path: str, fields: dict[str, str]) -> tuple[int, http.client.HTTPMessage, str]:
+        boundary = uuid.uuid4().hex
+        parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in fields.items()]
+        body = ("".join(parts) + f"--{boundary}--\r\n").encode()
+        return self.request("POST", path, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+
+
+ONE_CLICK = {"List-Unsubscribe": "One-Click"}
+
+
+def suppressions(settings: Settings) -> list[tuple[str, str, str]]:
+    ledger = Ledger.read_only(settings.state_db)
+    if ledger is None:
+        return []
+    with closing(ledger):
+        return sorted(ledger.db.execute("SELECT key, edition, reason FROM suppressions"))
+
+
+@pytest.fixture()
+def settings(sample_settings: Settings, tmp_path: Path) -> Settings:
+    configured = dataclasses.replace(sample_settings, state_db=tmp_path / "state" / "digest.sqlite3")
+    Ledger(configured.state_db).close()  # an empty state database, as after the first send
+    return configured
+
+
+@pytest.fixture()
+def server(settings: Settings):
+    with LiveServer(create_app(settings)) as live:
+        yield live
+
+
+def token_for(settings: Settings, email: str = ANA, edition: str = "am") -> str:
+    return sign_token(settings.signing_keys, email, edition)
+
+
+def check_security_headers(headers: http.client.HTTPMessage, *, private: bool) -> None:
+    assert headers["Content-Security-Policy"] == CSP
+    assert "default-src 'none'" in CSP and "frame-ancestors 'none'" in CSP and "form-action 'self'" in CSP
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] == "no-referrer"
+    assert headers.get("Set-Cookie") is None
+    if private:
+        assert headers["Cache-Control"] == "no-store"
+
+
+def assert_invalid(status: int, headers: http.client.HTTPMessage, body: str) -> None:
+    assert status == 400, body
+    assert "this link is not valid" in body.lower()
+    for hint in ("Traceback", "signature", "expired", "key id", "HMAC", "Exception", "File \""):
+        assert hint not in body
+    check_security_headers(headers, private=True)
+
+
+# --- GET /u/<token> --------------------------------------------------------------------------------------
+
+
+def test_get_names_edition_and_address_offers_both_buttons_and_changes_nothing(settings, server):
+    path = "/u/" + token_for(settings)
+    before = suppressions(settings)
+    for _ in range(25):
+        status, headers, body = server.get(path)
+        assert status == 200
+        assert server.request("HEAD", path)[0] == 200
+    assert suppressions(settings) == before == []
+    check_security_headers(headers, private=True)
+    assert headers["Content-Type"].startswith("text/html")
+    assert "Northline AM" in body and ANA in body
+    assert '<html lang="en">' in body and 'name="viewport"' in body
+    assert re.search(r'<form method="post"[^>]*>\s*<input type="hidden" name="scope" value="edition">', body)
+    assert re.search(r'<input type="hidden" name="scope" value="all">\s*<button type="submit"[^>]*>Leave all editions</button>', body)
+    assert ">Leave Northline AM</button>" in body
+    assert "<script" not in body.lower() and "http://" not in body and "https://" not in body
+
+
+def test_get_after_leaving_says_so(settings, server):
+    path = "/u/" + token_for(settings)
+    server.post_form(path, {"scope": "all"})
+    status, _, body = server.get(path)
+    assert status == 200 and "already left every edition" in body
+
+
+# --- POST /u/<token> -------------------------------------------------------------------------------------
+
+
+def test_one_click_post_unsubscribes_at_once_and_repeats_are_idempotent(settings, server):
+    path = "/u/" + token_for(settings)
+    for post in (server.post_form, server.post_multipart, server.post_form, server.post_multipart):
+        status, headers, body = post(path, ONE_CLICK)
+        assert status == 200, body  # never a redirect, never a login
+        assert headers["Content-Type"].startswith("text/plain")
+        assert "Unsubscribed from Northline AM" in body and len(body) < 200
+        check_security_headers(headers, private=True)
+    assert suppressions(settings) == [(address_key(ANA), "am", "unsubscribed")]
+    with closing(Ledger(settings.state_db)) as ledger:
+        assert ledger.is_suppressed(address_key(ANA), "am")
+        assert not ledger.is_suppressed(address_key(ANA), "pm")
+
+
+def test_page_buttons_post_edition_or_all_and_confirm(settings, server):
+    path = "/u/" + token_for(settings)
+    status, headers, body = server.post_form(path, {"scope": "edition"})
+    assert status == 200 and "You're unsubscribed" in body and "Northline AM" in body and ANA in body
+    check_security_headers(headers, private=True)
+    assert suppressions(settings) == [(address_key(ANA), "am", "unsubscribed")]
+    for _ in range(3):
+        status, _, body = server.post_form(path, {"scope": "all"})
+        assert status == 200 and "any Northline News newsletters" in body
+    assert suppressions(settings) == [(address_key(ANA), "*", "unsubscribed"), (address_key(ANA), "am", "unsubscribed")]
+    status, _, _ = server.post_form(path, {"scope": "everything-and-more"})
+    assert status == 400
+
+
+def test_cross_edition_only_through_all(settings, server):
+    """A token for 'am' leaves 'am'; 'pm' only goes with the 'all editions' action."""
+    am = token_for(settings, edition="am")
+    server.post_form("/u/" + am, ONE_CLICK)
+    server.post_form("/u/" + am, {"scope": "edition"})
+    with closing(Ledger(settings.state_db)) as ledger:
+        assert ledger.is_suppressed(address_key(ANA), "am")
+        assert not ledger.is_suppressed(address_key(ANA), "pm")
+    # Rewriting the edition inside the payload breaks the signature.
+    payload, mac = am.split(".")
+    forged = base64.urlsafe_b64encode(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+                                      .replace(b"|am|", b"|pm|")).rstrip(b"=").decode()
+    assert_invalid(*server.post_form(f"/u/{forged}.{mac}", ONE_CLICK))
+    assert_invalid(*server.post_form(f"/u/{forged}.{mac}", {"scope": "all"}))
+    with closing(Ledger(settings.state_db)) as ledger:
+        assert not ledger.is_suppressed(address_key(ANA), "pm")
+    server.post_form("/u/" + am, {"scope": "all"})
+    with closing(Ledger(settings.state_db)) as ledger:
+        assert ledger.is_suppressed(address_key(ANA), "pm")
+        assert ledger.is_suppressed(address_key(ANA), "denver")
+
+
+def _sign_raw(secret: bytes, payload: bytes) -> str:
+    b64 = lambda data: base64.urlsafe_b64encode(data).rstrip(b"=").decode()  # noqa: E731
+    return f"{b64(payload)}.{b64(hmac.digest(secret, payload, 'sha256'))}"
+
+
+def forged_tokens(settings: Settings) -> dict[str, str]:
+    good = token_for(settings)
+    payload, mac = good.split(".")
+    flipped = ("A" if mac[0] != "A" else "B") + mac[1:]
+    key_id = settings.signing_keys[0].key_id
+    return {
+        "tampered mac": f"{payload}.{flipped}",
+        "tampered address": _sign_raw(b"x" * 32, f"v1|{key_id}|am|someone.else@example.com".encode()).split(".")[0] + "." + mac,
+        "wrong secret, same key id": _sign_raw(b"not-the-secret-key-0123456789", f"v1|{key_id}|am|{ANA}".encode()),
+        "unknown key id": _sign_raw(settings.signing_keys[0].secret, f"v1|zz|am|{ANA}".encode()),
+        "other version": _sign_raw(settings.signing_keys[0].secret, f"v2|{key_id}|am|{ANA}".encode()),
+        "edition not configured": sign_token(settings.signing_keys, ANA, "no-such-edition"),
+        "empty address": sign_token(settings.signing_keys, "", "am"),
+        "no dot": payload + mac,
+        "two dots": f"{payload}.{mac}.{mac}",
+        "not base64": "%%%%.$$$$",
+        "garbage": "hello",
+        "empty parts": ".",
+        "mac only": "." + mac,
+        "huge": "A" * 5000 + "." + mac,
+        "truncated mac": f"{payload}.{mac[:-4]}",
+        "bad utf-8": base64.urlsafe_b64encode(b"\xff\xfe|x").decode().rstrip("=") + "." + mac,
+        "sha1 mac": f"{payload}." + base64.urlsafe_b64encode(
+            hmac.digest(settings.signing_keys[0].secret, f"v1|{key_id}|am|{ANA}".encode(), hashlib.sha1)).decode().rstrip("="),
+    }
+
+
+def test_forged_tampered_and_malformed_tokens_get_a_plain_400_and_change_nothing(settings, server):
+    for name, token in forged_tokens(settings).items():
+        path = "/u/" + token
+        assert_invalid(*server.get(path)), name
+        assert_invalid(*server.post_form(path, ONE_CLICK)), name
+        assert_invalid(*server.post_form(path, {"scope": "all"})), name
+        assert_invalid(*server.post_multipart(path, ONE_CLICK)), name
+    assert suppressions(settings) == []
+
+
+def test_rotated_keys_old_links_keep_working(settings, tmp_path):
+    old_only = dataclasses.replace(settings, signing_keys=parse_signing_keys(OLD_KEY))
+    rotated = dataclasses.replace(settings, signing_keys=parse_signing_keys(f"{NEW_KEY},{OLD_KEY}"))
+    new_only = dataclasses.replace(settings, signing_keys=parse_signing_keys(NEW_KEY))
+    old_token = token_for(old_only)
+    new_token = token_for(rotated)
+    assert old_token != new_token
+    with LiveServer(create_app(new_only)) as server:  # the old key retired: its links stop working
+        assert_invalid(*server.get("/u/" + old_token))
+        assert_invalid(*server.post_form("/u/" + old_token, ONE_CLICK))
+    assert suppressions(settings) == []
+    with LiveServer(create_app(rotated)) as server:  # the old key still configured after rotation
+        status, _, body = server.get("/u/" + old_token)
+        assert status == 200 and ANA in body
+        assert server.post_form("/u/" + old_token, ONE_CLICK)[0] == 200
+        assert server.post_form("/u/" + new_token, {"scope": "all"})[0] == 200
+    assert suppressions(settings) == [(address_key(ANA), "*", "unsubscribed"), (address_key(ANA), "am", "unsubscribed")]
+
+
+def test_app_refuses_to_start_without_a_signing_key(settings):
+    from digest.errors import ConfigError
+    with pytest.raises(ConfigError):
+        create_app(dataclasses.replace(settings, signing_keys=()))
+
+
+def test_unknown_routes_404_wrong_methods_405_all_with_security_headers(settings, server):
+    for path in ("/", "/nope", "/u/", "/u", "/i/", "/admin", "/u/a/b", "/static/x.css"):
+        status, headers, body = server.get(path)
+        assert status == 404, path
+        assert "Traceback" not in body
+        check_security_headers(headers, private=False)
+    status, headers, _ = server.request("PUT", "/u/" + token_for(settings))
+    assert status == 405 and "POST" in headers["Allow"]
+    check_security_headers(headers, private=True)
+    status, headers, _ = server.request("POST", "/i/am")
+    assert status == 405
+    check_security_headers(headers, private=False)
+
+
+# --- the archive ---------------------------------------------------------------------------------------
+
+
+def record_issue(settings: Settings, slug: str, date: dt.date, audience: list[str]) -> tuple[str, ...]:
+    """Create issue (slug, date) in the ledger as a send would; the headlines of its stories.
+
+    The shipped stories are all for the sample day: an issue of another date gets that day's plan."""
+    stories = load_folder(settings.paths.stories).stories
+    edition = settings.edition(slug)
+    with closing(Ledger(settings.state_db)) as ledger:
+        issue = dataclasses.replace(plan_issue(settings, edition, DATE, stories), date=date)
+        assert not issue.is_empty
+        ledger.create_issue(slug, date, issue.send_time, [s.id for s in issue.stories],
+                            audience=[(a, "Reader Name", address_key(a)) for a in audience])
+    return tuple(s.headline for s in issue.stories)
+
+
+def test_archive_page_of_a_recorded_issue_has_no_reader_data(settings, server, sample_subscribers):
+    audience = [s.email for s in sample_subscribers.audience("am")]
+    headlines = record_issue(settings, "am", DATE, audience)
+    status, headers, body = server.get(f"/i/am/{DATE.isoformat()}")
+    assert status == 200
+    check_security_headers(headers, private=False)
+    import html
+    text = html.unescape(body)
+    assert headlines[0] in text
+    assert "Good morning." in text  # the neutral greeting
+    assert "%%D" not in body  # no placeholder left
+    for address in [s.email for s in sample_subscribers.subscribers] + ["probe@example.com"]:
+        assert address.casefold() not in text.casefold(), address
+    assert "/u/" not in body  # no unsubscribe token of anyone
+    # Served again from the cache, the same page.
+    assert server.get(f"/i/am/{DATE.isoformat()}")[2] == body
+
+
+def test_archive_404s(settings, server):
+    record_issue(settings, "am", DATE, [ANA])
+    for path in (f"/i/am/{(DATE - dt.timedelta(days=1)).isoformat()}", f"/i/pm/{DATE.isoformat()}",
+                 f"/i/no-such-edition/{DATE.isoformat()}", "/i/am/20261201", "/i/am/2026-13-01", "/i/am/2026-1-1",
+                 "/i/am/latest", "/i/no-such-edition"):
+        status, headers, body = server.get(path)
+        assert status == 404, path
+        assert "Traceback" not in body
+        check_security_headers(headers, private=False)
+
+
+def test_archive_before_any_send_is_empty_not_an_error(settings, tmp_path):
+    fresh = dataclasses.replace(settings, state_db=tmp_path / "never" / "digest.sqlite3")
+    with LiveServer(create_app(fresh)) as server:
+        status, _, body = server.get("/i/am")
+        assert status == 200 and "No issues yet" in body
+        assert server.get(f"/i/am/{DATE.isoformat()}")[0] == 404
+        assert_invalid(*server.get("/u/garbage"))
+    assert not fresh.state_db.exists()  # reading pages created nothing
+
+
+def test_archive_list_newest_first_with_links(settings, server):
+    dates = [DATE - dt.timedelta(days=2), DATE, DATE - dt.timedelta(days=1)]
+    for date in dates:
+        record_issue(settings, "am", date, [ANA])
+    status, headers, body = server.get("/i/am")
+    assert status == 200
+    check_security_headers(headers, private=False)
+    links = re.findall(r'<a href="([^"]+)">', body)
+    assert links == [f"am/{d.isoformat()}" for d in sorted(dates, reverse=True)]
+    assert "Tuesday, December 1, 2026" in body and "Northline AM" in body
+    for link in links:  # relative to /i/am
+        assert server.get("/i/" + link)[0] == 200
+    assert server.get("/i/pm")[0] == 200 and "No issues yet" in server.get("/i/pm")[2]
+
+
+# --- an unsubscribe during a send ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class SlowHandler(CaptureHandler):
+    delay: float = 0.05
+
+    async def data(self, server, session, envelope):
+        await asyncio.sleep(self.delay)
+        return await super().data(server, session, envelope)
+
+
+def test_unsubscribe_mid_send_skips_that_readers_pending_copy(settings, tmp_path):
+    readers = [f"reader{n:02d}@example.com" for n in range(40)]
+    target = readers[34]
+    subscribers = tmp_path / "subscribers.csv"
+    with subscribers.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["email", "name", "editions", "status", "city", "joined"])
+        for n, address in enumerate(readers):
+            writer.writerow([address, f"Reader {n}", "am", "active", "", "2025-01-01"])
+    handler = SlowHandler()
+    from digest.runner import send_issue
+
+    async def scenario():
+        async with CaptureServer(handler) as smtp:
+            sending = dataclasses.replace(
+                settings, paths=dataclasses.replace(settings.paths, subscribers=subscribers),
+                smtp=SmtpSettings("127.0.0.1", smtp.port, "none", pool_size=1, timeout=5, data_timeout=5),
+                delivery=DeliverySettings(deadline_hours=24 * 365 * 50.0, retry_base=0.01, retry_cap=0.05))
+            with LiveServer(create_app(sending)) as web:
+                run = asyncio.create_task(send_issue(sending, sending.edition("am"), DATE))
+                while len(handler.received) < 3:
+                    assert not run.done(), "the send ended before the unsubscribe could be tried"
+                    await asyncio.sleep(0.01)
+                token = sign_token(sending.signing_keys, target, "am")
+                status, _, _ = await asyncio.to_thread(web.post_form, "/u/" + token, ONE_CLICK)
+                sent_by_then = len(handler.received)
+                report = await asyncio.wait_for(run, 60)
+        return status, sent_by_then, report
+
+    status, sent_by_then, report = asyncio.run(scenario())
+    assert status == 200
+    assert sent_by_then < readers.index(target), "the send reached the reader before the unsubscribe; slow it down"
+    received = [r for m in handler.received for r in m.recipients]
+    assert target not in received
+    assert sorted(received) == sorted(set(readers) - {target})  # everyone else once
+    assert report.counts["sent"] == 39 and report.counts["suppressed"] == 1
+    with closing(Ledger(settings.state_db)) as ledger:
+        record = ledger.find_issue("am", DATE)
+        states = {d.email: d.state for d in ledger.deliveries(record.id)}
+    assert states[target] == "suppressed"
+    assert all(state == "sent" for email, state in states.items() if email != target)
