@@ -16,6 +16,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .addresses import address_key
@@ -92,8 +93,16 @@ class Dispatcher:
         self.stopped: str | None = None
         self.this_run: dict[str, int] = {}
         self.due_at_start = 0
+        self.signers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dkim") if composed.signer else None
 
     async def run(self) -> SendReport:
+        try:
+            return await self._run()
+        finally:
+            if self.signers is not None:
+                self.signers.shutdown(wait=True)
+
+    async def _run(self) -> SendReport:
         recovered = self.ledger.recover_interrupted(self.record.id)
         self.ledger.set_status(self.record.id, "open")
         start = self.ledger.counts(self.record.id)
@@ -184,7 +193,11 @@ class Dispatcher:
         recipients = self.composed.recipients
         message_id = delivery.message_id or recipients.message_id_for(delivery.email)
         recipient = recipients.for_address(delivery.email, delivery.name, message_id=message_id)
-        data = self.composed.message(recipient)
+        if self.signers is not None:
+            # OpenSSL releases the GIL while it signs, so signing on threads overlaps the network work.
+            data = await asyncio.get_running_loop().run_in_executor(self.signers, self.composed.message, recipient)
+        else:
+            data = self.composed.message(recipient)
         waited = 0
         while True:
             await self.bucket.take()
