@@ -130,27 +130,20 @@ def _read_path(item: Path, problems: list[Problem]) -> bytes | None:
 
 def _read_maildir(path: Path, problems: list[Problem]) -> Iterator[tuple[str, bytes]]:
     for sub in ("new", "cur"):
-        folder = path / sub
-        if not folder.is_dir():
-            continue
-        try:
-            names = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
-        except OSError as exc:
-            problems.append(Problem(str(folder), f"cannot list: {exc.strerror or exc}"))
-            continue
-        for item in names:
-            if item.is_dir():
-                continue
-            data = _read_path(item, problems)
-            if data is not None:
-                yield str(item), data
+        if (path / sub).is_dir():
+            yield from _read_listed(path / sub, lambda p: True, problems)
 
 
 def _read_folder(path: Path, problems: list[Problem]) -> Iterator[tuple[str, bytes]]:
+    yield from _read_listed(path, lambda p: p.suffix.lower() == ".eml", problems)
+
+
+def _read_listed(folder: Path, wanted, problems: list[Problem]) -> Iterator[tuple[str, bytes]]:
+    """Every wanted, non-hidden file directly in ``folder``, in name order; problems recorded."""
     try:
-        names = sorted(p for p in path.iterdir() if p.suffix.lower() == ".eml" and not p.name.startswith("."))
+        names = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and wanted(p))
     except OSError as exc:
-        problems.append(Problem(str(path), f"cannot list: {exc.strerror or exc}"))
+        problems.append(Problem(str(folder), f"cannot list: {exc.strerror or exc}"))
         return
     for item in names:
         if item.is_dir():
