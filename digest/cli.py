@@ -27,6 +27,7 @@ from .editions import next_sends, send_time, sends_on, today_in
 from .errors import ConfigError, DigestError
 from .events import log_to_stderr
 from .export import deliveries_csv
+from .gathering import gather_stories
 from .ledger import FINAL, STATES, Ledger
 from .models import Edition, Issue, Settings, SmtpSettings, Subscriber
 from .planning import plan
@@ -35,7 +36,7 @@ from .render import Renderer
 from .runner import EmptyIssue, find_issue, send_issue, send_test_copies
 from .schedule import Scheduler, fire_times, scheduler_health
 from .send import SendReport
-from .stories import StoryLoad, load_folder
+from .stories import StoryLoad
 from .subscribers import SubscriberLoad, load_subscribers
 from .transport import (
     EmlDirectory,
@@ -93,7 +94,7 @@ def _require_keys(settings: Settings) -> Settings:
 
 
 def _load_inputs(settings: Settings) -> tuple[StoryLoad, SubscriberLoad]:
-    stories = load_folder(settings.paths.stories)
+    stories = gather_stories(settings)
     subscribers = load_subscribers(settings.paths.subscribers, (e.slug for e in settings.editions))
     return stories, subscribers
 
@@ -107,6 +108,8 @@ def _print_findings(settings: Settings, findings: list[Finding]) -> None:
 
 def _input_findings(settings: Settings, stories: StoryLoad, subscribers: SubscriberLoad) -> list[Finding]:
     findings = [Finding("error", p.where, p.message) for p in stories.problems]
+    if stories.feeds is not None:  # a feed's trouble is reported; the issue uses the sources that answered
+        findings += [Finding("warning", p.where, p.message) for p in stories.feeds.problems]
     findings += [Finding("error", p.where, p.message) for p in subscribers.errors]
     findings += [Finding("warning", p.where, p.message) for p in subscribers.warnings]
     if not settings.signing_keys:
@@ -140,6 +143,9 @@ def check(ctx: click.Context, edition: str | None, date: dt.date | None) -> None
     settings = _settings(ctx)
     stories, subscribers = _load_inputs(settings)
     findings = _input_findings(settings, stories, subscribers)
+    if stories.feeds is not None:
+        console.table("Feeds", ["source", "status", "entries", "kept", "duplicates", "dropped", "detail"],
+                      [(r.name, r.status, r.entries, r.kept, r.duplicates, len(r.dropped), r.detail) for r in stories.feeds.sources])
     chosen = [_edition(settings, edition)] if edition else list(settings.editions)
     # The preflight renders issues; without the real key it signs with a throwaway one.
     preview = settings if settings.signing_keys else dataclasses.replace(settings, signing_keys=parse_signing_keys(DEMO_SECRET))

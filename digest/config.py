@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .addresses import AddressError, parse_mailbox
 from .errors import ConfigError, HeaderInjectionError
+from .feeds import FeedSource
 from .ledger import state_path
 from .models import (
     WEEKDAYS,
@@ -46,6 +47,8 @@ _SMTP_KEYS = {"host", "port", "tls", "pool_size", "rate", "timeout", "data_timeo
               "local_hostname", "ca_file"}
 _DELIVERY_KEYS = {"deadline_hours", "max_attempts", "retry_base", "retry_cap", "uncertain",
                   "breaker_min_rejections", "breaker_ratio"}
+_SOURCE_KEYS = {"name", "url", "editions", "tags", "cities", "timeout", "max_bytes", "max_redirects",
+                "default_timezone", "categories_as", "priority"}
 # A key only for `digest demo` and tests on embedded defaults; `send` refuses to run with it.
 DEMO_SECRET = "demo-only-secret-not-for-production"
 
@@ -151,6 +154,7 @@ class _Reader:
             smtp=self.smtp(),
             delivery=self.delivery(),
             dkim=self.dkim(newsroom),
+            sources=self.sources(),
             signing_keys=parse_signing_keys(self.env["DIGEST_SECRET_KEY"]) if self.env.get("DIGEST_SECRET_KEY") else (),
         )
 
@@ -211,6 +215,50 @@ class _Reader:
             local_hostname=table.get("local_hostname"),
             ca_file=(self.base / table["ca_file"]).resolve() if table.get("ca_file") else None,
         )
+
+    def sources(self) -> tuple[FeedSource, ...]:
+        """[[sources]]: feeds the newsroom's CMS publishes (RSS, Atom, JSON Feed)."""
+        raw = self.raw.get("sources", [])
+        if not isinstance(raw, list):
+            raise self.fail("sources", "must be [[sources]] tables")
+        found: list[FeedSource] = []
+        for i, table in enumerate(raw):
+            where = f"sources[{i}]"
+            if not isinstance(table, dict):
+                raise self.fail(where, "must be a table")
+            unknown = sorted(set(table) - _SOURCE_KEYS)
+            if unknown:
+                raise self.fail(f"{where}.{unknown[0]}", f"unknown key (known: {', '.join(sorted(_SOURCE_KEYS))})")
+            name = self.text(table, "name", where)
+            if any(s.name == name for s in found):
+                raise self.fail(f"{where}.name", f"'{name}' is used by two sources")
+            url = self.text(table, "url", where)
+            if "://" in url and not url.startswith(("https://", "http://", "file://")):
+                raise self.fail(f"{where}.url", "must be http(s)://, file:// or a local path")
+            if "://" not in url:
+                url = str((self.base / url).resolve())
+            zone = table.get("default_timezone")
+            if zone is not None:
+                try:
+                    ZoneInfo(zone)
+                except (ZoneInfoNotFoundError, ValueError, TypeError):
+                    raise self.fail(f"{where}.default_timezone", f"'{zone}' is not an IANA time zone") from None
+            categories_as = table.get("categories_as", "tags")
+            if categories_as not in ("tags", "cities", "both"):
+                raise self.fail(f"{where}.categories_as", "must be tags, cities or both")
+            found.append(FeedSource(
+                name=name, url=url,
+                editions=tuple(sorted(self.labels(table, "editions", where))),
+                tags=tuple(sorted(self.labels(table, "tags", where))),
+                cities=tuple(sorted(self.labels(table, "cities", where))),
+                timeout=self.number(table, "timeout", where, default=10.0, minimum=0.1),
+                max_bytes=self.positive_int(table, "max_bytes", where, default=5_000_000),
+                max_redirects=self.positive_int(table, "max_redirects", where, default=5),
+                default_timezone=zone,
+                categories_as=categories_as,
+                priority=self.positive_int(table, "priority", where, default=5),
+            ))
+        return tuple(found)
 
     def dkim(self, newsroom: Newsroom) -> DkimSettings:
         """[dkim] selector and domain; signing is on only when DIGEST_DKIM_KEY_FILE is set."""

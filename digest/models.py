@@ -135,6 +135,7 @@ class Settings:
     smtp: SmtpSettings = SmtpSettings("localhost", 25, "none")
     delivery: DeliverySettings = DeliverySettings()
     dkim: DkimSettings = DkimSettings()
+    sources: tuple = ()  # feeds.FeedSource values from [[sources]]
     signing_keys: tuple[SigningKey, ...] = field(default=(), repr=False)
 
     def edition(self, slug: str) -> Edition:

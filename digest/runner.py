@@ -19,12 +19,12 @@ from dataclasses import dataclass
 
 from .compose import compose
 from .errors import StoryError
+from .gathering import gather_stories
 from .ledger import IssueRecord, Ledger
 from .locks import issue_lock
 from .models import Edition, Settings, SmtpSettings, Subscriber
 from .planning import plan
 from .send import Dispatcher, Progress, SendReport
-from .stories import load_folder
 from .subscribers import iter_audience
 from .transport import Envelope, SmtpConnection, check_smtp_settings
 
@@ -52,7 +52,7 @@ async def send_issue(settings: Settings, edition: Edition, date: dt.date, *,
                      connect: Callable[[], SmtpConnection] | None = None) -> SendReport | EmptyIssue:
     """Create-or-resume issue (edition, date) and deliver it. Raises AlreadyRunning if locked."""
     connect = connect or connection_factory(settings.smtp)
-    stories = load_folder(settings.paths.stories)
+    stories = gather_stories(settings)
     with issue_lock(settings.state_db, edition.slug, date.isoformat()), closing(Ledger(settings.state_db)) as ledger:
         record = ledger.find_issue(edition.slug, date)
         if record is None and stories.problems:
@@ -84,7 +84,7 @@ async def send_test_copies(settings: Settings, edition: Edition, date: dt.date, 
     Returns (address, SMTP code, reply) per address.
     """
     connect = connect or connection_factory(settings.smtp)
-    stories = load_folder(settings.paths.stories)
+    stories = gather_stories(settings)
     issue = plan(settings, edition, date, stories.stories)
     if issue.is_empty:
         raise StoryError(f"{edition.slug} {date} has no stories; there is nothing to test")

@@ -40,10 +40,15 @@ _Loader.yaml_implicit_resolvers = {
 
 @dataclass(frozen=True, slots=True)
 class StoryLoad:
-    """What reading a source produced: the usable stories and a problem per story left out."""
+    """What reading the sources produced: the usable stories and a problem per story left out.
+
+    ``problems`` are the Markdown folder's (a broken story file blocks a new issue); a feed's
+    failures are in ``feeds`` and never block one.
+    """
 
     stories: tuple[Story, ...]
     problems: tuple[StoryError, ...]
+    feeds: object = None  # feeds.FeedReport when [[sources]] are configured
 
 
 def load_folder(folder: Path) -> StoryLoad:

@@ -38,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .addresses import address_key
 from .errors import ConfigError
+from .gathering import gather_stories
 from .ledger import Ledger
 from .models import Edition, Settings
 from .personalise import verify_token
@@ -222,7 +223,6 @@ def create_app(settings: Settings) -> Starlette:
             return cached
         from .compose import compose
         from .planning import plan
-        from .stories import load_folder
 
         ledger = Ledger.read_only(settings.state_db)
         if ledger is None:
@@ -230,7 +230,7 @@ def create_app(settings: Settings) -> Starlette:
         with closing(ledger):
             if ledger.find_issue(edition.slug, date) is None:
                 return None
-            stories = load_folder(settings.paths.stories)
+            stories = gather_stories(settings)
             issue = plan(settings, edition, date, stories.stories, ledger)
         if issue.is_empty:
             return None
