@@ -61,6 +61,17 @@ async def send(settings, slug: str = "am", date=DATE, *, within: float = 30.0, s
         pytest.fail(f"send_issue({slug}, {date}) did not finish within {within} s (stopped: {report.counts})")
     return report
 
+def send_once(handler, sample_settings, tmp_path):
+    """Send the sample AM issue once to a fresh server running ``handler``: (settings, report)."""
+
+    async def scenario():
+        async with CaptureServer(handler) as server:
+            settings = settings_for(sample_settings, tmp_path / "state.db", server.port)
+            return settings, await send(settings)
+
+    return asyncio.run(scenario())
+
+
 
 def ledger_state(settings, slug: str = "am", date=DATE):
     """(issue record, deliveries) as the ledger has them now."""
@@ -87,12 +98,7 @@ def test_happy_path_sends_each_reader_the_bytes_render_writes(sample_settings, c
                                                              tmp_path, monkeypatch, capsys):
     handler = FaultHandler()
 
-    async def scenario():
-        async with CaptureServer(handler) as server:
-            settings = settings_for(sample_settings, tmp_path / "state.db", server.port)
-            return settings, await send(settings)
-
-    settings, report = asyncio.run(scenario())
+    settings, report = send_once(handler, sample_settings, tmp_path)
     assert report.stopped is None and report.ok
     assert report.counts["sent"] == 11 and report.this_run == {"sent": 11}
     record, rows, stored = finish(settings, handler)
@@ -162,12 +168,7 @@ def test_hard_bounce_fails_suppresses_and_is_never_retried(sample_settings, tmp_
 def test_451_twice_then_accepted_ends_sent_after_three_attempts(sample_settings, tmp_path):
     handler = FaultHandler(rcpt_script={JOSE: [Reply("451 4.3.0 try again later")] * 2})
 
-    async def scenario():
-        async with CaptureServer(handler) as server:
-            settings = settings_for(sample_settings, tmp_path / "state.db", server.port)
-            return settings, await send(settings)
-
-    settings, report = asyncio.run(scenario())
+    settings, report = send_once(handler, sample_settings, tmp_path)
     assert report.ok
     _, rows, stored = finish(settings, handler)
     jose = by_email(rows)[JOSE]
@@ -222,12 +223,7 @@ def test_421_mid_session_retries_on_a_new_connection(sample_settings, tmp_path):
 def test_451_after_the_body_defers_then_sends(sample_settings, tmp_path):
     handler = FaultHandler(data_script={ELLIE: [Reply("451 4.3.0 queue busy, try again")]})
 
-    async def scenario():
-        async with CaptureServer(handler) as server:
-            settings = settings_for(sample_settings, tmp_path / "state.db", server.port)
-            return settings, await send(settings)
-
-    settings, report = asyncio.run(scenario())
+    settings, report = send_once(handler, sample_settings, tmp_path)
     assert report.ok
     _, rows, stored = finish(settings, handler)
     ellie = by_email(rows)[ELLIE]
@@ -318,12 +314,7 @@ def test_slow_reply_after_the_body_is_uncertain_not_sent_and_not_lost(sample_set
 def test_server_closing_after_three_messages_gets_every_copy_exactly_once(sample_settings, tmp_path):
     handler = FaultHandler(close_after=3)
 
-    async def scenario():
-        async with CaptureServer(handler) as server:
-            settings = settings_for(sample_settings, tmp_path / "state.db", server.port)
-            return settings, await send(settings)
-
-    settings, report = asyncio.run(scenario())
+    settings, report = send_once(handler, sample_settings, tmp_path)
     assert report.ok and report.counts["sent"] == 11
     _, rows, stored = finish(settings, handler)
     assert {k: len(v) for k, v in stored.items()} == {r: 1 for r in AM_READERS}
