@@ -128,9 +128,7 @@ class _Reader:
         if not base_url.startswith(("https://", "http://")):
             raise self.fail("web.base_url", "must start with https:// (or http:// for local testing)")
         defaults = self.table("defaults")
-        unknown_defaults = sorted(set(defaults) - _EDITION_KEYS)
-        if unknown_defaults:
-            raise self.fail(f"defaults.{unknown_defaults[0]}", f"unknown key (known: {', '.join(sorted(_EDITION_KEYS))})")
+        self.reject_unknown(defaults, _EDITION_KEYS, "defaults")
         editions_raw = self.raw.get("editions")
         if not isinstance(editions_raw, list) or not editions_raw:
             raise self.fail("editions", "at least one [[editions]] table is required")
@@ -181,9 +179,7 @@ class _Reader:
     def smtp(self) -> SmtpSettings:
         """[smtp] from digest.toml, overridden by DIGEST_SMTP_*; credentials from the environment only."""
         table = self.table("smtp")
-        unknown = sorted(set(table) - _SMTP_KEYS)
-        if unknown:
-            raise self.fail(f"smtp.{unknown[0]}", f"unknown key (known: {', '.join(sorted(_SMTP_KEYS))})")
+        self.reject_unknown(table, _SMTP_KEYS, "smtp")
         for secret in ("username", "password"):
             if secret in table:
                 raise self.fail(f"smtp.{secret}", f"credentials belong in the environment (DIGEST_SMTP_{secret.upper()}), not in digest.toml")
@@ -226,9 +222,7 @@ class _Reader:
             where = f"sources[{i}]"
             if not isinstance(table, dict):
                 raise self.fail(where, "must be a table")
-            unknown = sorted(set(table) - _SOURCE_KEYS)
-            if unknown:
-                raise self.fail(f"{where}.{unknown[0]}", f"unknown key (known: {', '.join(sorted(_SOURCE_KEYS))})")
+            self.reject_unknown(table, _SOURCE_KEYS, where)
             name = self.text(table, "name", where)
             if any(s.name == name for s in found):
                 raise self.fail(f"{where}.name", f"'{name}' is used by two sources")
@@ -263,9 +257,7 @@ class _Reader:
     def dkim(self, newsroom: Newsroom) -> DkimSettings:
         """[dkim] selector and domain; signing is on only when DIGEST_DKIM_KEY_FILE is set."""
         table = self.table("dkim")
-        unknown = sorted(set(table) - {"selector", "domain"})
-        if unknown:
-            raise self.fail(f"dkim.{unknown[0]}", "unknown key (known: domain, selector)")
+        self.reject_unknown(table, {"selector", "domain"}, "dkim")
         key_file = self.env.get("DIGEST_DKIM_KEY_FILE")
         if not key_file:
             return DkimSettings()
@@ -279,9 +271,7 @@ class _Reader:
 
     def delivery(self) -> DeliverySettings:
         table = self.table("delivery")
-        unknown = sorted(set(table) - _DELIVERY_KEYS)
-        if unknown:
-            raise self.fail(f"delivery.{unknown[0]}", f"unknown key (known: {', '.join(sorted(_DELIVERY_KEYS))})")
+        self.reject_unknown(table, _DELIVERY_KEYS, "delivery")
         uncertain = table.get("uncertain", "resend")
         if uncertain not in ("resend", "hold"):
             raise self.fail("delivery.uncertain", "must be 'resend' or 'hold'")
@@ -307,6 +297,12 @@ class _Reader:
             raise self.fail(f"{where}.{key}", "must be true or false")
         return value
 
+    def reject_unknown(self, table: Mapping[str, Any], known: set[str], where: str) -> None:
+        """A typo'd key would be silently ignored; name it instead."""
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise self.fail(f"{where}.{unknown[0]}", f"unknown key (known: {', '.join(sorted(known))})")
+
     def positive_int(self, table: Mapping[str, Any], key: str, where: str, *, default: int) -> int:
         value = table.get(key, default)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -326,9 +322,7 @@ class _Reader:
         where = f"editions[{index}]"
         if not isinstance(table, dict):
             raise self.fail(where, "must be a table")
-        unknown = sorted(set(table) - _EDITION_KEYS)
-        if unknown:
-            raise self.fail(f"{where}.{unknown[0]}", f"unknown key (known: {', '.join(sorted(_EDITION_KEYS))})")
+        self.reject_unknown(table, _EDITION_KEYS, where)
         merged = {**defaults, **table}
         slug = self.text(merged, "slug", where)
         if not _SLUG.match(slug):

@@ -94,11 +94,9 @@ def verify_token(keys: tuple[SigningKey, ...], token: str) -> tuple[str, str] | 
     return None
 
 
-def message_id(keys: tuple[SigningKey, ...], edition: str, date: str, email: str, domain: str) -> str:
-    """A Message-ID fixed for (issue, reader) and unguessable without the secret key."""
-    secret = hmac.digest(keys[0].secret, b"digest message-id", "sha256")
-    tag = hmac.new(secret, _SEP.join((edition, date, address_key(email))).encode(), hashlib.sha256)
-    return f"<{tag.hexdigest()[:32]}@{domain}>"
+def _subkey(keys: tuple[SigningKey, ...], purpose: bytes) -> bytes:
+    """A key for one purpose, derived from the signing key, so no two uses share a key."""
+    return hmac.digest(keys[0].secret, purpose, "sha256")
 
 
 def boundary(keys: tuple[SigningKey, ...], edition: str, date: str) -> str:
@@ -107,8 +105,7 @@ def boundary(keys: tuple[SigningKey, ...], edition: str, date: str) -> str:
     It cannot occur in a body part: quoted-printable writes every '=' in the text as '=3D', so no
     encoded line can start with '--=='.
     """
-    secret = hmac.digest(keys[0].secret, b"digest boundary", "sha256")
-    tag = hmac.new(secret, _SEP.join((edition, date)).encode(), hashlib.sha256).hexdigest()[:24]
+    tag = hmac.new(_subkey(keys, b"digest boundary"), _SEP.join((edition, date)).encode(), hashlib.sha256).hexdigest()[:24]
     return f"==digest-{tag}=="
 
 
@@ -135,12 +132,15 @@ class RecipientFactory:
         self.domain = settings.newsroom.domain
         self.unsubscribe_base = f"{settings.base_url}/u/"
         self.mailto = f"unsubscribe@{settings.newsroom.domain}"
+        self._message_id_key = _subkey(self.keys, b"digest message-id")  # once per issue, not per reader
 
     def for_subscriber(self, subscriber: Subscriber) -> Recipient:
         return self.for_address(subscriber.email, subscriber.name)
 
     def message_id_for(self, email: str) -> str:
-        return message_id(self.keys, self.edition.slug, self.date, email, self.domain)
+        """A Message-ID fixed for (issue, reader) and unguessable without the secret key."""
+        subject = _SEP.join((self.edition.slug, self.date, address_key(email))).encode()
+        return f"<{hmac.new(self._message_id_key, subject, hashlib.sha256).hexdigest()[:32]}@{self.domain}>"
 
     def for_address(self, email: str, name: str = "", *, message_id: str | None = None) -> Recipient:
         """The reader's values; ``message_id`` is the one the ledger recorded, when it has one."""

@@ -2,8 +2,7 @@
 
 A transport takes an envelope and the exact bytes of one message. The dry run is a transport
 (``EmlDirectory``) rather than a flag, so ``digest render`` writes the same bytes that a send would
-put on the wire. ``Memory`` keeps messages in a list for tests. ``SmtpConnection`` hands them to
-a relay: this is the only aiosmtplib import.
+put on the wire. ``SmtpConnection`` hands them to a relay: this is the only aiosmtplib import.
 """
 
 from __future__ import annotations
@@ -15,9 +14,8 @@ import os
 import re
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import aiosmtplib
 
@@ -43,26 +41,6 @@ class Delivered:
     recipient: str
     where: str  # a file path, a server reply, or "memory"
     size: int
-
-
-class Transport(Protocol):
-    async def deliver(self, envelope: Envelope, data: bytes) -> Delivered: ...
-
-    async def close(self) -> None: ...
-
-
-@dataclass
-class Memory:
-    """Keeps every message it is given, in order."""
-
-    sent: list[tuple[Envelope, bytes]] = field(default_factory=list)
-
-    async def deliver(self, envelope: Envelope, data: bytes) -> Delivered:
-        self.sent.append((envelope, data))
-        return Delivered(envelope.recipient, "memory", len(data))
-
-    async def close(self) -> None:
-        return None
 
 
 def write_atomically(path: Path, data: bytes) -> None:
