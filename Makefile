@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench browser clean
+.PHONY: demo test bench browser postfix clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,12 +21,16 @@ demo: $(STAMP)
 browser:
 	bash tests/browser_setup.sh
 
-test: $(STAMP) browser
-	$(BIN)/python -m pytest
-
-bench: $(STAMP)
-	$(BIN)/python bench/run.py
+# Postfix's smtp-sink and smtp-source: the DKIM-through-a-real-MTA test and bench/send.py use them.
+postfix:
 	sh bench/setup-postfix.sh
+
+# Two cores on CI: one pytest worker per core (pytest-xdist); a test file runs alone with plain pytest.
+test: $(STAMP) browser postfix
+	$(BIN)/python -m pytest -n auto
+
+bench: $(STAMP) postfix
+	$(BIN)/python bench/run.py
 	$(BIN)/python bench/send.py
 
 clean:
