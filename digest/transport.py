@@ -39,7 +39,7 @@ class Delivered:
     """What a transport did with one message."""
 
     recipient: str
-    where: str  # a file path, a server reply, or "memory"
+    where: str  # the .eml file written
     size: int
 
 
