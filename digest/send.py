@@ -199,6 +199,7 @@ class Dispatcher:
         else:
             data = self.composed.message(recipient)
         waited = 0
+        fresh = False  # already retried on a new connection after a 503
         while True:
             await self.bucket.take()
             try:
@@ -208,7 +209,6 @@ class Dispatcher:
                     Envelope(self.envelope_sender, delivery.email), data,
                     before_body=lambda: self.ledger.mark_sending(delivery.id, message_id, key, self.edition),
                 )
-                break
             except SmtpSetupError as exc:
                 self.stopped = str(exc)
                 return
@@ -223,10 +223,19 @@ class Dispatcher:
                     return  # stopped while waiting; the copy stays pending
                 except asyncio.TimeoutError:
                     continue
-        if reply is None:
-            self._count("suppressed")
-            return
-        verdict = classify(reply)
+            if reply is None:
+                self._count("suppressed")
+                return
+            verdict = classify(reply)
+            if verdict.reconnect:
+                connection.drop()  # the next message opens a new session
+            if not verdict.retry_fresh:
+                break
+            if fresh:
+                self.stopped = (f"the relay answered {reply.code} again on a new connection ({reply.phase}: "
+                                f"{reply.text.strip()}); readers stay pending, run the same command again to resume")
+                return
+            fresh = True
         if verdict.halt:
             connection.drop()
             self.stopped = f"{verdict.reason}: {reply.code} {reply.text}".strip()
