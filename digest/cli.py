@@ -35,7 +35,7 @@ from .preflight import Finding, check_plan, check_rendered
 from .render import Renderer
 from .runner import EmptyIssue, find_issue, send_issue, send_test_copies
 from .schedule import Scheduler, fire_times, scheduler_health
-from .send import SendReport
+from .send import Notice, SendReport
 from .stories import StoryLoad
 from .subscribers import SubscriberLoad, load_subscribers
 from .transport import (
@@ -285,9 +285,18 @@ def _run_send(settings: Settings, edition: Edition, date: dt.date, *, wait: bool
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)  # stop taking readers; finish the copies in flight
         with console.live_counts(f"{edition.slug} {date}") as update:
-            return await send_issue(settings, edition, date, stop=stop, progress=update, wait_for_retries=wait)
+            return await send_issue(settings, edition, date, stop=stop, progress=update, wait_for_retries=wait,
+                                    notify=_tell_operator)
 
     return asyncio.run(run())
+
+
+def _tell_operator(notice: Notice) -> None:
+    """A notice from the running send, on standard error above the progress bar."""
+    if notice.event == "relay.unreachable":
+        console.warning(f"{notice.text}; Ctrl-C stops, the same command resumes")
+    else:
+        console.warning(notice.text)
 
 
 def _send_summary(edition: Edition, date: dt.date, report: SendReport) -> None:
@@ -297,7 +306,10 @@ def _send_summary(edition: Edition, date: dt.date, report: SendReport) -> None:
     if report.recovered:
         console.line(f"{report.recovered} copies were in flight when an earlier run stopped; marked uncertain", "warning")
     if report.stopped == "signal":
-        console.line("stopped by a signal; run the same command again to resume", "warning")
+        left = {state: counts[state] for state in ("pending", "deferred", "uncertain", "sending") if counts[state]}
+        what = f"{sum(left.values())} copies not sent ({', '.join(f'{n} {state}' for state, n in left.items())})" if left else "every copy settled"
+        why = f": the relay was unreachable, {report.relay_problem}" if report.relay_problem else ""
+        console.line(f"stopped by a signal with {what}{why}; run the same command again to resume", "warning")
     elif report.stopped == "paused":
         console.line("paused by the circuit breaker: too many policy rejections (5.7.x). Check the relay and "
                      "the sender's reputation, then run the same command again to resume", "error")

@@ -4,12 +4,21 @@ and a send after its deadline. Real aiosmtpd servers on 127.0.0.1 throughout."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import logging
+import signal
+import socket
+import threading
 import time
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from digest.capture import CaptureServer
-from smtp_faults import AM_READERS, FaultHandler, Reply, by_email, rcpt_counts, settings_for, tls_material
+from smtp_faults import (
+    AM_READERS, DATE, FaultHandler, Reply, by_email, rcpt_counts, settings_for, start_digest, tls_material, wait_for,
+    write_newsroom,
+)
 from test_delivery import finish, ledger_state, send
 
 ANA, JOSE = AM_READERS[:2]
@@ -150,3 +159,65 @@ def test_connections_the_relay_refuses_hand_their_readers_to_the_connections_it_
     limit = [n.text for n in notices if "421" in n.text]
     assert len(limit) == 1, notices
     assert "pool_size" in limit[0], limit[0]
+
+
+# --- an unreachable relay is not silent ---------------------------------------------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:  # a port on loopback that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _lines_of(stream, into: list[str]) -> threading.Thread:
+    thread = threading.Thread(target=lambda: into.extend(iter(stream.readline, "")), daemon=True)
+    thread.start()
+    return thread
+
+
+def test_digest_send_to_a_closed_port_says_what_is_wrong_within_5_s_and_what_was_pending_on_sigterm(tmp_path):
+    port = _closed_port()
+    config = write_newsroom(tmp_path / "newsroom", port=port, pool_size=3,
+                            delivery={"retry_base": 30, "retry_cap": 30, "deadline_hours": 48})
+    state = tmp_path / "state.db"
+    now = dt.datetime.now(ZoneInfo("America/Chicago"))
+    process = start_digest(config, state, "send", "am", "--date", now.date().isoformat())
+    err: list[str] = []
+    reader = _lines_of(process.stderr, err)
+    try:
+        assert wait_for(lambda: any("refused the connection" in line for line in err), timeout=5), err
+        (notice,) = [line for line in err if "refused the connection" in line]
+        assert f"127.0.0.1:{port} refused the connection" in notice
+        assert "every 30 s" in notice and "the issue's deadline" in notice, notice
+        assert "Ctrl-C stops" in notice and "resumes" in notice, notice
+        time.sleep(1.5)  # three connections, several refusals: still one line
+        assert len([line for line in err if "refused the connection" in line]) == 1, err
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=20)
+        reader.join(5)
+    assert process.returncode == 1
+    assert "stopped by a signal" in out and "11 copies not sent" in out and "11 pending" in out, out
+    assert f"127.0.0.1:{port} refused the connection" in out.split("stopped by a signal", 1)[1], out
+
+
+def test_the_scheduler_logs_an_unreachable_relay_as_an_event(sample_settings, tmp_path, caplog):
+    from digest.schedule import Scheduler
+
+    settings = settings_for(sample_settings, tmp_path / "state.db", _closed_port(), smtp={"pool_size": 2},
+                            delivery={"retry_base": 30, "retry_cap": 30})
+    scheduler = Scheduler(settings)
+
+    async def scenario():
+        asyncio.get_running_loop().call_later(1.0, scheduler.stop.set)
+        await asyncio.wait_for(scheduler.send_one(settings.edition("am"), DATE), 20)
+
+    with caplog.at_level(logging.INFO, logger="digest"):
+        asyncio.run(scenario())
+    lines = [r.getMessage() for r in caplog.records]
+    unreachable = [line for line in lines if "event=relay.unreachable" in line]
+    assert len(unreachable) == 1, lines
+    assert "level=warning" in unreachable[0] and "refused the connection" in unreachable[0]
+    (stopped,) = [line for line in lines if "event=issue.stopped" in line]
+    assert "refused the connection" in stopped, stopped
