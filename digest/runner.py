@@ -50,10 +50,11 @@ async def send_issue(settings: Settings, edition: Edition, date: dt.date, *,
                      stop: asyncio.Event | None = None, progress: Progress | None = None,
                      wait_for_retries: bool = True,
                      connect: Callable[[], SmtpConnection] | None = None,
-                     notify: Notify | None = None) -> SendReport | EmptyIssue:
+                     notify: Notify | None = None, deadline: dt.datetime | None = None) -> SendReport | EmptyIssue:
     """Create-or-resume issue (edition, date) and deliver it. Raises AlreadyRunning if locked.
 
     ``notify`` hears what the operator must know while the send goes on (an unreachable relay).
+    ``deadline`` replaces the issue's delivery deadline, in the ledger, for this run and later ones.
     """
     connect = connect or connection_factory(settings.smtp)
     stories = gather_stories(settings)
@@ -72,10 +73,13 @@ async def send_issue(settings: Settings, edition: Edition, date: dt.date, *,
             audience = iter_audience(settings.paths.subscribers, frozenset(e.slug for e in settings.editions), edition.slug)
             record, _ = ledger.create_issue(edition.slug, date, issue.send_time, [s.id for s in issue.stories],
                                             audience=audience)
+        if deadline is not None:
+            ledger.set_deadline(record.id, deadline.timestamp())
         composed = compose(settings, issue)
         dispatcher = Dispatcher(composed, ledger, record, settings.smtp, settings.delivery,
                                 envelope_sender=edition.sender.address, connect=connect, stop=stop,
-                                progress=progress, wait_for_retries=wait_for_retries, notify=notify)
+                                progress=progress, wait_for_retries=wait_for_retries, notify=notify,
+                                deadline=ledger.deadline(record.id))
         return await dispatcher.run()
 
 

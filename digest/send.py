@@ -140,6 +140,11 @@ class Dispatcher:
         self.ledger.set_status(self.record.id, "open")
         start = self.ledger.counts(self.record.id)
         self.due_at_start = start["pending"] + start["deferred"] + (start["uncertain"] if self.delivery.uncertain == "resend" else 0)
+        if self.due_at_start and self.clock() >= self.deadline:
+            self._tell(Notice("issue.deadline_passed", f"{self.edition} {self.composed.issue.date}: the issue's delivery "
+                              f"deadline passed at {self._deadline_text()}; each of the {self.due_at_start} copies due "
+                              "gets one attempt, a temporary failure (4xx, greylisting included) ends failed, and an "
+                              "unreachable relay stops the send"))
         while not self.stop.is_set() and self.stopped is None:
             await self._pass()
             if self.stop.is_set() or self.stopped is not None:
@@ -339,9 +344,10 @@ class Dispatcher:
                               f"pool_size to what it allows (now {self.smtp.pool_size})"), what)
             return
         if self.relay_problem is None:
-            self.relay_problem = f"{what} (since {time.strftime('%H:%M:%S')})"
+            since = dt.datetime.fromtimestamp(self.clock(), self.composed.issue.send_time.tzinfo)
+            self.relay_problem = f"{what} (since {since:%H:%M:%S %Z})"
         base, cap = self.delivery.retry_base, self.delivery.retry_cap
-        every = f"every {duration(cap)}" if base >= cap else f"from every {duration(base)} up to every {duration(cap)}"
+        every = f"every {duration(cap)}" if base >= cap else f"after {duration(base)}, backing off to every {duration(cap)},"
         self._tell(Notice("relay.unreachable", f"{what}; retrying {every} until {self._deadline_text()}, "
                           "the issue's deadline; no reader's attempts are spent meanwhile"), what)
 

@@ -8,6 +8,8 @@ import datetime as dt
 import logging
 import signal
 import socket
+import sqlite3
+import subprocess
 import threading
 import time
 from zoneinfo import ZoneInfo
@@ -16,8 +18,8 @@ import pytest
 
 from digest.capture import CaptureServer
 from smtp_faults import (
-    AM_READERS, DATE, FaultHandler, Reply, by_email, rcpt_counts, settings_for, start_digest, tls_material, wait_for,
-    write_newsroom,
+    AM_READERS, DATE, DIGEST, FaultHandler, Reply, ThreadedServer, by_email, digest_env, ledger_rows, rcpt_counts,
+    settings_for, start_digest, tls_material, wait_for, write_newsroom,
 )
 from test_delivery import finish, ledger_state, send
 
@@ -221,3 +223,56 @@ def test_the_scheduler_logs_an_unreachable_relay_as_an_event(sample_settings, tm
     assert "level=warning" in unreachable[0] and "refused the connection" in unreachable[0]
     (stopped,) = [line for line in lines if "event=issue.stopped" in line]
     assert "refused the connection" in stopped, stopped
+
+
+# --- a send after its issue's deadline --------------------------------------------------------------
+
+
+def _issue_deadline(state) -> float | None:
+    db = sqlite3.connect(state)
+    try:
+        return db.execute("SELECT deadline FROM issues WHERE edition = 'am' AND issue_date = ?",
+                          (DATE.isoformat(),)).fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_a_send_after_the_deadline_says_so_first_and_deadline_gives_it_a_new_one(tmp_path):
+    # The sample day (2026-12-01) was long ago: its 6-hour deadline has passed.
+    handler = FaultHandler(rcpt_script={ANA: [Reply("451 4.7.1 greylisted, try again later")]})
+    with ThreadedServer(handler) as server:
+        config = write_newsroom(tmp_path / "newsroom", port=server.port, pool_size=2, delivery={"deadline_hours": 6})
+        late = tmp_path / "late.db"
+        run = subprocess.run([str(DIGEST), "--config", str(config), "send", "am", "--date", DATE.isoformat()],
+                             env=digest_env(late), capture_output=True, text=True, timeout=60, cwd=config.parent)
+        warning = next((line for line in run.stderr.splitlines() if "deadline" in line), "")
+        assert "passed" in warning and "one attempt" in warning and "failed" in warning, run.stderr
+        assert "--deadline" in warning, warning
+        assert {row[0]: row[1] for row in ledger_rows(late)}[ANA] == "failed"
+
+        resent = tmp_path / "resent.db"
+        handler.rcpt_script[ANA] = [Reply("451 4.7.1 greylisted, try again later")]
+        started = time.time()
+        run = subprocess.run([str(DIGEST), "--config", str(config), "send", "am", "--date", DATE.isoformat(),
+                              "--deadline", "2h"],
+                             env=digest_env(resent), capture_output=True, text=True, timeout=60, cwd=config.parent)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "passed" not in run.stderr, run.stderr
+        assert {row[0]: row[1] for row in ledger_rows(resent)}[ANA] == "sent"
+        recorded = _issue_deadline(resent)
+        assert recorded is not None and abs(recorded - (started + 7200)) < 60, recorded
+
+
+@pytest.mark.parametrize("value, message", [("yesterday", "not a duration"), ("-2h", "not a duration"),
+                                            ("2026-12-01T10:00:00-06:00", "already passed")])
+def test_a_bad_deadline_is_refused_before_anything_is_sent(tmp_path, value, message):
+    handler = FaultHandler()
+    with ThreadedServer(handler) as server:
+        config = write_newsroom(tmp_path / "newsroom", port=server.port)
+        state = tmp_path / "state.db"
+        run = subprocess.run([str(DIGEST), "--config", str(config), "send", "am", "--date", DATE.isoformat(),
+                              "--deadline", value],
+                             env=digest_env(state), capture_output=True, text=True, timeout=60, cwd=config.parent)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert message in run.stderr and "--deadline" in run.stderr, run.stderr
+    assert handler.rcpt_seen == [] and not state.exists()
