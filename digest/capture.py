@@ -55,9 +55,29 @@ class CaptureHandler:
 
 
 class _Protocol(SMTP):
+    def __init__(self, *args: Any, on_close: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_close = on_close
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.event_handler.connections += 1
         super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._on_close()
+        super().connection_lost(error)
+
+
+class _Refuse(asyncio.Protocol):
+    """Answers one line and hangs up, as a relay at its connection limit does."""
+
+    def __init__(self, greeting: str) -> None:
+        self.greeting = greeting
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(self.greeting.encode("ascii") + b"\r\n")
+        transport.close()
 
 
 class CaptureServer:
@@ -65,8 +85,16 @@ class CaptureServer:
 
     def __init__(self, handler: CaptureHandler | None = None, *, host: str = "127.0.0.1",
                  tls_context: ssl.SSLContext | None = None, require_starttls: bool = False,
-                 credentials: tuple[str, str] | None = None, auth_require_tls: bool = True) -> None:
+                 credentials: tuple[str, str] | None = None, auth_require_tls: bool = True,
+                 implicit_tls: bool = False, max_sessions: int | None = None) -> None:
+        """``implicit_tls`` speaks TLS from the first byte (port 465 style) with ``tls_context``;
+        ``max_sessions`` answers 421 to a connection beyond that many open ones (a relay's
+        per-client connection limit)."""
         self.handler = handler or CaptureHandler()
+        self.implicit_tls = implicit_tls
+        self.max_sessions = max_sessions
+        self.sessions = 0
+        self.refused = 0
         self.host = host
         self.port = 0
         self.tls_context = tls_context
@@ -91,16 +119,26 @@ class CaptureServer:
     async def __aenter__(self) -> CaptureServer:
         loop = asyncio.get_running_loop()
         authenticator = self._authenticator()
-        self.server = await loop.create_server(
-            lambda: _Protocol(self.handler, hostname="capture.localhost", tls_context=self.tls_context,
-                              require_starttls=self.require_starttls, authenticator=authenticator,
-                              auth_require_tls=self.auth_require_tls, decode_data=False,
-                              # aiosmtpd offers any handler attribute named auth_* as a mechanism
-                              auth_exclude_mechanism=["ATTEMPTS"]),
-            host=self.host, port=0,
-        )
+        starttls_context = None if self.implicit_tls else self.tls_context
+
+        def protocol() -> asyncio.Protocol:
+            if self.max_sessions is not None and self.sessions >= self.max_sessions:
+                self.refused += 1
+                return _Refuse(f"421 4.7.0 capture.localhost Error: too many connections (limit {self.max_sessions})")
+            self.sessions += 1  # counted here: several accepts can come before any connection_made
+            return _Protocol(self.handler, hostname="capture.localhost", tls_context=starttls_context,
+                             require_starttls=self.require_starttls, authenticator=authenticator,
+                             auth_require_tls=self.auth_require_tls, decode_data=False,
+                             # aiosmtpd offers any handler attribute named auth_* as a mechanism
+                             auth_exclude_mechanism=["ATTEMPTS"], on_close=self._closed)
+
+        self.server = await loop.create_server(protocol, host=self.host, port=0,
+                                               ssl=self.tls_context if self.implicit_tls else None)
         self.port = self.server.sockets[0].getsockname()[1]
         return self
+
+    def _closed(self) -> None:
+        self.sessions -= 1
 
     async def __aexit__(self, *exc: object) -> None:
         if self.server is not None:

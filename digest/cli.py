@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import re
 import signal
 import sys
 import tempfile
@@ -35,7 +36,7 @@ from .preflight import Finding, check_plan, check_rendered
 from .render import Renderer
 from .runner import EmptyIssue, find_issue, send_issue, send_test_copies
 from .schedule import Scheduler, fire_times, scheduler_health
-from .send import SendReport
+from .send import Notice, SendReport
 from .stories import StoryLoad
 from .subscribers import SubscriberLoad, load_subscribers
 from .transport import (
@@ -260,17 +261,25 @@ def render(ctx: click.Context, edition: str, date: dt.date | None, out: Path | N
               help="Send a test copy to this address only (repeatable). It is marked as a test and is not the issue's send.")
 @click.option("--as", "as_reader", metavar="ADDRESS", help="With --to: render the test copy as this subscriber would get it.")
 @click.option("--no-wait", is_flag=True, help="Do not wait for deferred copies' retry times; a later run retries them.")
+@click.option("--deadline", "deadline", metavar="DURATION|TIME",
+              help="A new delivery deadline for this issue, recorded for later runs too: a duration from now "
+                   "(90m, 6h, 2d) or an ISO time (2026-12-02T18:00, in the edition's zone unless it has an offset). "
+                   "Default: [delivery] deadline_hours after the issue's send time.")
 @click.pass_context
-def send(ctx: click.Context, edition: str, date: dt.date | None, to: tuple[str, ...], as_reader: str | None, no_wait: bool) -> None:
+def send(ctx: click.Context, edition: str, date: dt.date | None, to: tuple[str, ...], as_reader: str | None, no_wait: bool,
+         deadline: str | None) -> None:
     """Send one issue now over SMTP (resumes an interrupted one; never sends it twice)."""
     settings = _require_keys(_settings(ctx))
     ed = _edition(settings, edition)
     date = date or today_in(ed)
+    new_deadline = _parse_deadline(deadline, ed) if deadline is not None else None
+    if new_deadline is not None and to:
+        raise click.UsageError("--deadline is for the issue's send, not for --to test copies")
     if to:
         ctx.exit(_send_tests(settings, ed, date, list(to), as_reader))
     if as_reader:
         raise click.UsageError("--as only goes with --to")
-    outcome = _run_send(settings, ed, date, wait=not no_wait)
+    outcome = _run_send(settings, ed, date, wait=not no_wait, deadline=new_deadline)
     if isinstance(outcome, EmptyIssue):
         console.line(f"{ed.slug} {date}: no stories in the window; nothing created, nothing sent", "warning")
         ctx.exit(1 if ed.on_empty == "fail" else 0)
@@ -278,14 +287,50 @@ def send(ctx: click.Context, edition: str, date: dt.date | None, to: tuple[str, 
     ctx.exit(0 if outcome.ok else 1)
 
 
-def _run_send(settings: Settings, edition: Edition, date: dt.date, *, wait: bool) -> SendReport | EmptyIssue:
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|min|h|d)")
+_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def _parse_deadline(value: str, edition: Edition) -> dt.datetime:
+    """``6h`` from now, or an ISO time (the edition's zone when it has no offset); never one in the past."""
+    now = dt.datetime.now(edition.zone)
+    match = _DURATION.fullmatch(value.strip())
+    if match:
+        when = now + dt.timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+    else:
+        try:
+            when = dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise click.BadParameter(f"'{value}' is not a duration (90m, 6h, 2d) or an ISO time (2026-12-02T18:00)",
+                                     param_hint="--deadline") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=edition.zone)
+    if when <= now:
+        raise click.BadParameter(f"{when.astimezone(edition.zone):%Y-%m-%d %H:%M %Z} has already passed "
+                                 f"({edition.timezone}); give a time still to come", param_hint="--deadline")
+    return when
+
+
+def _run_send(settings: Settings, edition: Edition, date: dt.date, *, wait: bool,
+              deadline: dt.datetime | None = None) -> SendReport | EmptyIssue:
+    def tell(notice: Notice) -> None:
+        """A notice from the running send, on standard error above the progress bar."""
+        if notice.event == "relay.unreachable":
+            console.warning(f"{notice.text}; Ctrl-C stops, the same command resumes")
+        elif notice.event == "issue.deadline_passed":
+            console.warning(f"{notice.text}. To retry for longer, give it a new deadline: "
+                            f"digest send {edition.slug} --date {date} --deadline 6h")
+        else:
+            console.warning(notice.text)
+
     async def run() -> SendReport | EmptyIssue:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)  # stop taking readers; finish the copies in flight
         with console.live_counts(f"{edition.slug} {date}") as update:
-            return await send_issue(settings, edition, date, stop=stop, progress=update, wait_for_retries=wait)
+            return await send_issue(settings, edition, date, stop=stop, progress=update, wait_for_retries=wait,
+                                    notify=tell, deadline=deadline)
 
     return asyncio.run(run())
 
@@ -297,7 +342,10 @@ def _send_summary(edition: Edition, date: dt.date, report: SendReport) -> None:
     if report.recovered:
         console.line(f"{report.recovered} copies were in flight when an earlier run stopped; marked uncertain", "warning")
     if report.stopped == "signal":
-        console.line("stopped by a signal; run the same command again to resume", "warning")
+        left = {state: counts[state] for state in ("pending", "deferred", "uncertain", "sending") if counts[state]}
+        what = f"{sum(left.values())} copies not sent ({', '.join(f'{n} {state}' for state, n in left.items())})" if left else "every copy settled"
+        why = f": the relay was unreachable, {report.relay_problem}" if report.relay_problem else ""
+        console.line(f"stopped by a signal with {what}{why}; run the same command again to resume", "warning")
     elif report.stopped == "paused":
         console.line("paused by the circuit breaker: too many policy rejections (5.7.x). Check the relay and "
                      "the sender's reputation, then run the same command again to resume", "error")

@@ -58,6 +58,11 @@ def progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
         yield lambda n=1: bar.advance(task, n)
 
 
+def warning(text: str) -> None:
+    """Print a warning to standard error (above a progress bar when one is showing)."""
+    err.print(f"warning: {text}", style="yellow", markup=False)
+
+
 def note(text: str) -> None:
     """Print a notice (not an error) to standard error."""
     err.print(f"note: {text}", style="yellow", markup=False)

@@ -11,7 +11,12 @@ in one place. Errors carry the data needed to act on them (file, line, field), n
     │   └── TemplateError          a template or a subject/preheader template
     ├── HeaderValueError           a value cannot go in a header as it is (exit 2)
     │   └── HeaderInjectionError   ... because it carries CR, LF or NUL
-    └── MessageIntegrityError      serialised bytes do not parse back to the intended headers
+    ├── MessageIntegrityError      serialised bytes do not parse back to the intended headers
+    ├── DkimError                  a DKIM key or setting cannot be used (exit 2; dkim.py)
+    ├── SmtpSetupError             the relay cannot be used safely: TLS, STARTTLS, AUTH (transport.py)
+    └── AlreadyRunning             another process sends this issue or runs the scheduler (locks.py)
+
+tests/test_errors.py compares this drawing with the real subclasses: add a new error here.
 """
 
 from __future__ import annotations

@@ -140,6 +140,13 @@ def state_path(url: str | None, default: Path) -> Path:
     return Path(url)
 
 
+def _add_deadline_column(db: sqlite3.Connection) -> None:
+    """issues.deadline (epoch seconds, NULL: send time + [delivery] deadline_hours), for databases made before it."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(issues)")}
+    if "deadline" not in columns:
+        db.execute("ALTER TABLE issues ADD COLUMN deadline REAL")
+
+
 class Ledger:
     """A connection to the state database."""
 
@@ -153,6 +160,7 @@ class Ledger:
             # power cut can lose the last commits, and then a copy is resent with its Message-ID.
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
+            _add_deadline_column(self.db)
         else:
             self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=30)
         self.db.execute("PRAGMA foreign_keys=ON")
@@ -300,6 +308,18 @@ class Ledger:
             query += f" AND state IN ({','.join('?' * len(wanted))})"
             args += wanted
         return [Delivery(*row) for row in self.db.execute(query + " ORDER BY id", args)]
+
+    def deadline(self, issue_id: int) -> float | None:
+        """The deadline an operator gave the issue (``digest send --deadline``), or None: the computed one."""
+        try:
+            row = self.db.execute("SELECT deadline FROM issues WHERE id = ?", (issue_id,)).fetchone()
+        except sqlite3.OperationalError:  # a read-only database from before the column
+            return None
+        return row[0] if row else None
+
+    def set_deadline(self, issue_id: int, deadline: float) -> None:
+        """Record a new delivery deadline for the issue; every later run keeps to it."""
+        self.db.execute("UPDATE issues SET deadline = ? WHERE id = ?", (deadline, issue_id))
 
     def set_status(self, issue_id: int, status: str, note: str | None = None) -> None:
         self.db.execute("UPDATE issues SET status = ?, note = ? WHERE id = ?", (status, note, issue_id))

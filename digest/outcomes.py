@@ -9,7 +9,10 @@
     5xx with enhanced code 5.7.x .................. failed, policy rejection: reader kept, counted
                                                     by the issue's circuit breaker
     other 5xx ..................................... failed
-    503 (bad sequence of commands) ................ deferred, on a fresh connection: our side, not the reader
+    503 (bad sequence of commands) before the body  the session is confused, not the reader: the
+                                                    connection is dropped and the copy tried again at
+                                                    once on a new one, its attempt not counted; a 503
+                                                    on the new connection too stops the send
     5xx to MAIL FROM .............................. halt: the relay refuses our sender, so every copy
                                                     would fail; the send stops, readers stay pending
     authentication refused, no STARTTLS ........... the send stops at once (transport.SmtpSetupError)
@@ -48,6 +51,7 @@ class Verdict:
     policy: bool = False  # counts toward the circuit breaker
     reconnect: bool = False  # the connection is unusable; open a new one
     retry_now: bool = False  # a connection problem, not the reader's: try again at once
+    retry_fresh: bool = False  # the session's problem: once more on a new connection, uncharged; then halt
     halt: bool = False  # the problem is ours (sender refused): stop the send, charge no reader
 
 
@@ -63,7 +67,8 @@ def classify(reply: SmtpReply) -> Verdict:
     if code == 421:
         return Verdict("deferred", "server closing the connection (421)", reconnect=True, retry_now=True)
     if code == 503:
-        return Verdict("deferred", "the relay says the command sequence was wrong (503)", reconnect=True, retry_now=True)
+        return Verdict("deferred", "the relay says the command sequence was wrong (503)", reconnect=True, retry_now=True,
+                       retry_fresh=not reply.body_sent)
     if 500 <= code < 600 and reply.phase == "mail":
         return Verdict("deferred", f"the relay refused the envelope sender ({code})", halt=True)
     if 400 <= code < 500 or code == 552:

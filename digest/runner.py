@@ -24,7 +24,7 @@ from .ledger import IssueRecord, Ledger
 from .locks import issue_lock
 from .models import Edition, Settings, SmtpSettings, Subscriber
 from .planning import plan
-from .send import Dispatcher, Progress, SendReport
+from .send import Dispatcher, Notify, Progress, SendReport
 from .subscribers import iter_audience
 from .transport import Envelope, SmtpConnection, check_smtp_settings
 
@@ -49,8 +49,13 @@ def connection_factory(smtp: SmtpSettings) -> Callable[[], SmtpConnection]:
 async def send_issue(settings: Settings, edition: Edition, date: dt.date, *,
                      stop: asyncio.Event | None = None, progress: Progress | None = None,
                      wait_for_retries: bool = True,
-                     connect: Callable[[], SmtpConnection] | None = None) -> SendReport | EmptyIssue:
-    """Create-or-resume issue (edition, date) and deliver it. Raises AlreadyRunning if locked."""
+                     connect: Callable[[], SmtpConnection] | None = None,
+                     notify: Notify | None = None, deadline: dt.datetime | None = None) -> SendReport | EmptyIssue:
+    """Create-or-resume issue (edition, date) and deliver it. Raises AlreadyRunning if locked.
+
+    ``notify`` hears what the operator must know while the send goes on (an unreachable relay).
+    ``deadline`` replaces the issue's delivery deadline, in the ledger, for this run and later ones.
+    """
     connect = connect or connection_factory(settings.smtp)
     stories = gather_stories(settings)
     with issue_lock(settings.state_db, edition.slug, date.isoformat()), closing(Ledger(settings.state_db)) as ledger:
@@ -68,10 +73,13 @@ async def send_issue(settings: Settings, edition: Edition, date: dt.date, *,
             audience = iter_audience(settings.paths.subscribers, frozenset(e.slug for e in settings.editions), edition.slug)
             record, _ = ledger.create_issue(edition.slug, date, issue.send_time, [s.id for s in issue.stories],
                                             audience=audience)
+        if deadline is not None:
+            ledger.set_deadline(record.id, deadline.timestamp())
         composed = compose(settings, issue)
         dispatcher = Dispatcher(composed, ledger, record, settings.smtp, settings.delivery,
                                 envelope_sender=edition.sender.address, connect=connect, stop=stop,
-                                progress=progress, wait_for_retries=wait_for_retries)
+                                progress=progress, wait_for_retries=wait_for_retries, notify=notify,
+                                deadline=ledger.deadline(record.id))
         return await dispatcher.run()
 
 

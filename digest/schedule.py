@@ -39,6 +39,7 @@ from .ledger import Ledger
 from .locks import AlreadyRunning, ProcessLock
 from .models import Edition, Settings
 from .runner import EmptyIssue, send_issue
+from .send import Notice
 
 LEASE = "scheduler"
 LAST_SEEN = "scheduler.last_seen"
@@ -100,6 +101,16 @@ def issue_date(edition: Edition, send: dt.datetime) -> dt.date:
 SendFunction = Callable[..., Awaitable[object]]
 
 
+def _notice_logger(fields: dict[str, str]) -> Callable[[Notice], None]:
+    """A running send's notices (an unreachable relay ...) as events of the issue."""
+
+    def log(notice: Notice) -> None:
+        event(notice.event, logging.INFO if notice.event == "relay.reachable" else logging.WARNING,
+              detail=notice.text, **fields)
+
+    return log
+
+
 class Scheduler:
     """The daemon. ``clock`` and ``send`` can be replaced (tests drive time with the first)."""
 
@@ -126,7 +137,8 @@ class Scheduler:
         fields = {"edition": edition.slug, "date": date.isoformat()}
         event("issue.started", **fields)
         try:
-            outcome = await self.send(self.settings, edition, date, stop=self.stop, progress=_progress_logger(fields))
+            outcome = await self.send(self.settings, edition, date, stop=self.stop, progress=_progress_logger(fields),
+                                      notify=_notice_logger(fields))
         except AlreadyRunning as exc:
             event("issue.skipped", reason="another process is sending it", detail=str(exc), **fields)
             return
@@ -140,7 +152,7 @@ class Scheduler:
         counts = outcome.counts
         level = logging.INFO if outcome.ok else logging.WARNING
         event("issue.finished" if outcome.complete else "issue.stopped", level, status=outcome.stopped or "ok",
-              **fields, **{k: v for k, v in counts.items() if v})
+              relay=outcome.relay_problem, **fields, **{k: v for k, v in counts.items() if v})
 
     def start_fire(self, slug: str) -> None:
         edition = self.settings.edition(slug)

@@ -12,6 +12,7 @@ Nothing here decides what an SMTP reply means (outcomes.py does) or how bytes ar
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import random
 import time
 from collections import deque
@@ -25,12 +26,33 @@ from .ledger import Delivery, IssueRecord, Ledger
 from .models import DeliverySettings, SmtpSettings
 from .outcomes import SmtpReply, Verdict, classify
 from .ratelimit import TokenBucket
-from .transport import Envelope, SmtpConnection, SmtpSetupError
+from .transport import Envelope, RelayUnreachable, SmtpConnection, SmtpSetupError
 
 ConnectionFactory = Callable[[], SmtpConnection]
 STOP_GRACE = 10.0  # seconds in-flight copies get to finish after SIGINT/SIGTERM
 HELD = float("inf")  # next_at of an uncertain copy that is no longer resent automatically
 Progress = Callable[[dict[str, int], int], None]  # (outcomes this run, copies due at the start)
+NOTICE_EVERY = 600.0  # seconds before an unchanged notice is repeated
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something the operator must hear while the send goes on: one line, and an event name for logs."""
+
+    event: str  # relay.unreachable | relay.limit | relay.reachable | issue.deadline_passed
+    text: str
+
+
+Notify = Callable[[Notice], None]
+
+
+def duration(seconds: float) -> str:
+    """``45 s``, ``2 min``, ``6 h``: how a person says a wait."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.3g} h"
 
 
 @dataclass
@@ -42,6 +64,7 @@ class SendReport:
     recovered: int = 0  # copies found in 'sending' from a crashed run
     stopped: str | None = None  # why the run ended early: 'signal', 'paused', or a fatal error
     this_run: dict[str, int] = field(default_factory=dict)
+    relay_problem: str | None = None  # the relay was unreachable when the run ended: why, since when
 
     @property
     def complete(self) -> bool:
@@ -50,6 +73,11 @@ class SendReport:
     @property
     def ok(self) -> bool:
         return self.complete and self.counts["failed"] == 0 and self.stopped is None
+
+
+def issue_deadline(send_time: dt.datetime, delivery: DeliverySettings) -> float:
+    """When retries stop for an issue sent at ``send_time``: ``deadline_hours`` after it (epoch seconds)."""
+    return send_time.timestamp() + delivery.deadline_hours * 3600
 
 
 class _Breaker:
@@ -74,7 +102,8 @@ class Dispatcher:
     def __init__(self, composed: ComposedIssue, ledger: Ledger, record: IssueRecord, smtp: SmtpSettings,
                  delivery: DeliverySettings, *, envelope_sender: str, connect: ConnectionFactory,
                  stop: asyncio.Event | None = None, progress: Progress | None = None,
-                 clock: Callable[[], float] = time.time, wait_for_retries: bool = True) -> None:
+                 clock: Callable[[], float] = time.time, wait_for_retries: bool = True,
+                 notify: Notify | None = None, deadline: float | None = None) -> None:
         self.composed = composed
         self.ledger = ledger
         self.record = record
@@ -89,7 +118,11 @@ class Dispatcher:
         self.bucket = TokenBucket(smtp.rate)
         self.breaker = _Breaker(delivery)
         self.edition = composed.issue.edition.slug
-        self.deadline = composed.issue.send_time.timestamp() + delivery.deadline_hours * 3600
+        self.deadline = deadline if deadline is not None else issue_deadline(composed.issue.send_time, delivery)
+        self.notify = notify
+        self.relay_problem: str | None = None
+        self._told: dict[str, tuple[str, float]] = {}
+        self._busy: set[SmtpConnection] = set()
         self.stopped: str | None = None
         self.this_run: dict[str, int] = {}
         self.due_at_start = 0
@@ -107,6 +140,11 @@ class Dispatcher:
         self.ledger.set_status(self.record.id, "open")
         start = self.ledger.counts(self.record.id)
         self.due_at_start = start["pending"] + start["deferred"] + (start["uncertain"] if self.delivery.uncertain == "resend" else 0)
+        if self.due_at_start and self.clock() >= self.deadline:
+            self._tell(Notice("issue.deadline_passed", f"{self.edition} {self.composed.issue.date}: the issue's delivery "
+                              f"deadline passed at {self._deadline_text()}; each of the {self.due_at_start} copies due "
+                              "gets one attempt, a temporary failure (4xx, greylisting included) ends failed, and an "
+                              "unreachable relay stops the send"))
         while not self.stop.is_set() and self.stopped is None:
             await self._pass()
             if self.stop.is_set() or self.stopped is not None:
@@ -129,12 +167,13 @@ class Dispatcher:
         settled = all(counts[s] == 0 for s in ("pending", "sending", "deferred"))
         if self.stopped != "paused" and settled and (counts["uncertain"] == 0 or self.delivery.uncertain == "hold"):
             self.ledger.set_status(self.record.id, "done")
-        return SendReport(self.record, counts, recovered, self.stopped, self.this_run)
+        return SendReport(self.record, counts, recovered, self.stopped, self.this_run, self.relay_problem)
 
     async def _pass(self) -> None:
         """One sweep over the copies due now, with ``pool_size`` workers pulling from one buffer."""
         self._buffer: deque[Delivery] = deque()
         self._after = 0
+        self._drained = asyncio.Event()  # the pass has nothing left to hand out
         workers = [asyncio.create_task(self._worker()) for _ in range(self.smtp.pool_size)]
         grace = asyncio.create_task(self._cancel_after_grace(workers))
         try:
@@ -154,6 +193,7 @@ class Dispatcher:
             batch = self.ledger.due(self.record.id, self.clock(), include_uncertain=self.delivery.uncertain == "resend",
                                     after_id=self._after)
             if not batch:
+                self._drained.set()
                 return None
             self._after = batch[-1].id
             self._buffer.extend(batch)
@@ -176,7 +216,11 @@ class Dispatcher:
         connection = self.connect()
         try:
             while (delivery := self._next()) is not None:
-                await self._deliver(connection, delivery)
+                self._busy.add(connection)
+                try:
+                    await self._deliver(connection, delivery)
+                finally:
+                    self._busy.discard(connection)
         except asyncio.CancelledError:
             connection.drop()
             raise
@@ -199,6 +243,7 @@ class Dispatcher:
         else:
             data = self.composed.message(recipient)
         waited = 0
+        fresh = False  # already retried on a new connection after a 503
         while True:
             await self.bucket.take()
             try:
@@ -208,25 +253,45 @@ class Dispatcher:
                     Envelope(self.envelope_sender, delivery.email), data,
                     before_body=lambda: self.ledger.mark_sending(delivery.id, message_id, key, self.edition),
                 )
-                break
             except SmtpSetupError as exc:
                 self.stopped = str(exc)
                 return
             except ConnectionError as exc:
                 # The relay, not the reader: wait for it without spending the reader's attempts.
                 waited += 1
+                delay = self._backoff(waited)
+                others = [c for c in self._busy if c is not connection]
+                if others:
+                    # Another connection is carrying copies (a relay at its per-client connection
+                    # limit refuses the rest): hand this copy to it rather than hold it through the
+                    # wait. No await since the check, so a busy worker's next _next() gets it.
+                    self._buffer.appendleft(delivery)
+                    self._relay_trouble(exc, delay, others)
+                    await self._wait(delay, until_drained=True)
+                    return
                 if self.clock() >= self.deadline:
                     self.stopped = f"the relay stayed unreachable until the deadline: {exc}"
                     return
-                try:
-                    await asyncio.wait_for(self.stop.wait(), timeout=self._backoff(waited))
+                self._relay_trouble(exc, delay, others)
+                if await self._wait(delay):
                     return  # stopped while waiting; the copy stays pending
-                except asyncio.TimeoutError:
-                    continue
-        if reply is None:
-            self._count("suppressed")
-            return
-        verdict = classify(reply)
+                continue
+            if self.relay_problem is not None:
+                self.relay_problem = None
+                self._tell(Notice("relay.reachable", f"{self.smtp.host}:{self.smtp.port} answers again; sending"))
+            if reply is None:
+                self._count("suppressed")
+                return
+            verdict = classify(reply)
+            if verdict.reconnect:
+                connection.drop()  # the next message opens a new session
+            if not verdict.retry_fresh:
+                break
+            if fresh:
+                self.stopped = (f"the relay answered {reply.code} again on a new connection ({reply.phase}: "
+                                f"{reply.text.strip()}); readers stay pending, run the same command again to resume")
+                return
+            fresh = True
         if verdict.halt:
             connection.drop()
             self.stopped = f"{verdict.reason}: {reply.code} {reply.text}".strip()
@@ -257,6 +322,51 @@ class Dispatcher:
         self._record(delivery, verdict.state, reply.code, text, count=not reached_data)
         if verdict.suppress:
             self.ledger.suppress(address_key(delivery.email), "*", "bounced", text)
+
+    async def _wait(self, seconds: float, *, until_drained: bool = False) -> bool:
+        """Sleep ``seconds``, or less when stopped (True) or, with ``until_drained``, when the pass ends."""
+        waits = [asyncio.ensure_future(self.stop.wait())]
+        if until_drained:
+            waits.append(asyncio.ensure_future(self._drained.wait()))
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        return self.stop.is_set()
+
+    def _relay_trouble(self, exc: ConnectionError, delay: float, others: list[SmtpConnection]) -> None:
+        """Tell the operator, once per reason (and every NOTICE_EVERY seconds), what is wrong and what happens next."""
+        what = str(exc) if isinstance(exc, RelayUnreachable) else f"{self.smtp.host}:{self.smtp.port}: {exc}"
+        if others and isinstance(exc, RelayUnreachable) and exc.answered:
+            self._tell(Notice("relay.limit", f"{what}; {len(others)} other connection(s) carry on, this one tries "
+                              f"again in {duration(delay)}. If the relay limits connections per client, set [smtp] "
+                              f"pool_size to what it allows (now {self.smtp.pool_size})"), what)
+            return
+        if self.relay_problem is None:
+            since = dt.datetime.fromtimestamp(self.clock(), self.composed.issue.send_time.tzinfo)
+            self.relay_problem = f"{what} (since {since:%H:%M:%S %Z})"
+        base, cap = self.delivery.retry_base, self.delivery.retry_cap
+        every = f"every {duration(cap)}" if base >= cap else f"after {duration(base)}, backing off to every {duration(cap)},"
+        self._tell(Notice("relay.unreachable", f"{what}; retrying {every} until {self._deadline_text()}, "
+                          "the issue's deadline; no reader's attempts are spent meanwhile"), what)
+
+    def _deadline_text(self) -> str:
+        zone = self.composed.issue.send_time.tzinfo
+        when = dt.datetime.fromtimestamp(self.deadline, zone)
+        today = dt.datetime.fromtimestamp(self.clock(), zone).date()
+        return when.strftime("%H:%M %Z" if when.date() == today else "%Y-%m-%d %H:%M %Z")
+
+    def _tell(self, notice: Notice, reason: str | None = None) -> None:
+        """Pass ``notice`` on unless the same ``reason`` was told less than NOTICE_EVERY seconds ago."""
+        reason = reason or notice.text
+        last = self._told.get(notice.event)
+        now = self.clock()
+        if last is not None and last[0] == reason and now - last[1] < NOTICE_EVERY:
+            return
+        self._told[notice.event] = (reason, now)
+        if self.notify is not None:
+            self.notify(notice)
 
     def _backoff(self, attempts: int) -> float:
         base = min(self.delivery.retry_cap, self.delivery.retry_base * 2 ** max(0, attempts - 1))

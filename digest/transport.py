@@ -12,6 +12,7 @@ import html
 import ipaddress
 import os
 import re
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ class Delivered:
     """What a transport did with one message."""
 
     recipient: str
-    where: str  # a file path, a server reply, or "memory"
+    where: str  # the .eml file written
     size: int
 
 
@@ -111,9 +112,65 @@ class EmlDirectory:
 
 
 class SmtpSetupError(DigestError):
-    """The relay cannot be used safely or at all (no STARTTLS, AUTH refused, cannot connect)."""
+    """The relay cannot be used safely or at all (no STARTTLS, AUTH refused, TLS fails)."""
 
     exit_code = 1
+
+
+class RelayUnreachable(ConnectionError):
+    """The relay cannot be reached now (worth waiting for). ``reason`` is short enough for one line."""
+
+    def __init__(self, where: str, reason: str, detail: str, *, answered: bool = False) -> None:
+        super().__init__(f"{where} {reason}")
+        self.where = where
+        self.reason = reason
+        self.detail = detail
+        self.answered = answered  # the relay is up and said no (e.g. 421 at its connection limit)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps: aiosmtplib raises SMTPConnectError ``from`` the OSError."""
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return chain
+
+
+def tls_diagnosis(exc: BaseException, where: str, tls: str) -> str | None:
+    """What a TLS failure anywhere in ``exc``'s chain means for the settings, or None if it is not one."""
+    failure = next((e for e in _causes(exc) if isinstance(e, ssl.SSLError)), None)
+    if failure is None:
+        return None
+    if isinstance(failure, ssl.SSLCertVerificationError):
+        return (f"the certificate of {where} cannot be verified ({failure.verify_message}); if the relay uses a "
+                f"private CA, set [smtp] ca_file to it. Nothing was sent and no credentials were offered")
+    reason = failure.reason or str(failure)
+    if tls == "tls" and reason in ("WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "RECORD_LAYER_FAILURE",
+                                   "PACKET_LENGTH_TOO_LONG", "HTTP_REQUEST"):
+        return (f"tls = 'tls' (implicit TLS) but {where} does not speak TLS on connect ({reason}); a relay on "
+                f"port 587 or 25 usually wants tls = 'starttls' (DIGEST_SMTP_TLS=starttls)")
+    return f"TLS with {where} failed: {reason}"
+
+
+def _unreachable(exc: BaseException, where: str, timeout: float) -> RelayUnreachable:
+    """The one-line reason a connection attempt failed."""
+    chain = _causes(exc)
+    detail = f"{type(exc).__name__}: {exc}"
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return RelayUnreachable(where, "refused the connection", detail)
+    if any(isinstance(e, (asyncio.TimeoutError, aiosmtplib.SMTPTimeoutError)) for e in chain):
+        return RelayUnreachable(where, f"did not answer within {timeout:g} s", detail)
+    if any(isinstance(e, socket.gaierror) for e in chain):
+        return RelayUnreachable(where, "is a host name that does not resolve", detail)
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return RelayUnreachable(where, f"refused the session ({exc.code} {exc.message.strip()})", detail, answered=True)
+    if any(isinstance(e, aiosmtplib.SMTPServerDisconnected) for e in chain):
+        return RelayUnreachable(where, "closed the connection before the session began", detail)
+    oserror = next((e for e in chain if isinstance(e, OSError) and e.strerror), None)
+    if oserror is not None:
+        return RelayUnreachable(where, f"cannot be reached ({oserror.strerror})", detail)
+    return RelayUnreachable(where, f"cannot be reached ({exc})", detail)
 
 
 def dot_stuff(data: bytes) -> bytes:
@@ -159,8 +216,9 @@ class SmtpConnection:
     async def open(self) -> None:
         """Connect, secure and authenticate.
 
-        Raises ConnectionError when the relay cannot be reached now (worth waiting for) and
-        SmtpSetupError when it cannot be used safely or refuses us (stop: waiting will not help).
+        Raises RelayUnreachable (a ConnectionError) when the relay cannot be reached now (worth
+        waiting for) and SmtpSetupError when it cannot be used safely or refuses us (stop: waiting
+        will not help). A TLS failure is a setting to fix, whichever exception aiosmtplib wraps it in.
         """
         s = self.settings
         where = f"{s.host}:{s.port}"
@@ -172,10 +230,11 @@ class SmtpConnection:
             try:
                 await client.connect()
                 await client.ehlo()
-            except ssl.SSLError as exc:
-                raise SmtpSetupError(f"TLS with {where} failed: {exc}") from None
             except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
-                raise ConnectionError(f"cannot open an SMTP session with {where}: {exc}") from None
+                diagnosis = tls_diagnosis(exc, where, s.tls)
+                if diagnosis is not None:
+                    raise SmtpSetupError(diagnosis) from None
+                raise _unreachable(exc, where, s.timeout) from None
             if s.tls == "starttls":
                 if not client.supports_extension("starttls"):
                     raise SmtpSetupError(f"{where} does not offer STARTTLS and tls = 'starttls' requires it; "
@@ -184,7 +243,8 @@ class SmtpConnection:
                     await client.starttls(tls_context=self.tls_context)
                     await client.ehlo()
                 except (aiosmtplib.SMTPException, OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
-                    raise SmtpSetupError(f"STARTTLS with {where} failed: {exc}") from None
+                    diagnosis = tls_diagnosis(exc, where, s.tls)
+                    raise SmtpSetupError(f"STARTTLS with {where} failed: {diagnosis or exc}") from None
             if s.username:
                 try:
                     await client.login(s.username, s.password or "")

@@ -25,6 +25,7 @@ import shutil
 import sqlite3
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -38,7 +39,8 @@ from digest.models import DeliverySettings, Settings, SmtpSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_KEY = "t1:test-signing-key-0123456789abcdef"  # the key tests/conftest.py signs with
-DIGEST = ROOT / ".venv" / "bin" / "digest"
+# Beside the interpreter running the tests: the CLI of the same environment, whichever venv that is.
+DIGEST = Path(sys.executable).parent / "digest"
 DATE = dt.date(2026, 12, 1)
 # A deadline far away: the sample day is a fixed date, and a deadline that has passed on the
 # machine's clock would expire every deferred copy at once and make retry tests depend on the date.
