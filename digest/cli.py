@@ -591,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
+        exc.message = console.visible(exc.message)  # it may quote a value the user gave
         exc.show()
         return 2
     except click.exceptions.Abort:
