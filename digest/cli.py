@@ -135,6 +135,23 @@ def editions(ctx: click.Context) -> None:
     console.table("Editions", ["slug", "name", "kind", "time zone", "sends", "next send (local)", "next send (UTC)", "readers"], rows)
 
 
+def _rows(n: int) -> str:
+    return f"{n:,} row" + ("" if n == 1 else "s")
+
+
+def _print_subscriber_lines(settings: Settings, subscribers: SubscriberLoad, editions: list[str]) -> None:
+    """Where every line of subscribers.csv went, and the rows left out that each edition lost."""
+    lines = subscribers.lines
+    name = settings.paths.subscribers.name
+    console.line(f"{name}: {lines.total:,} lines: {lines.header} header, {lines.kept:,} kept, "
+                 f"{lines.skipped:,} skipped, {lines.blank:,} blank")
+    for slug in editions:
+        if subscribers.lost.get(slug):
+            console.line(f"{name}: {_rows(subscribers.lost[slug])} for {slug} left out", "error")
+    if subscribers.lost_unknown:
+        console.line(f"{name}: {_rows(subscribers.lost_unknown)} whose edition cannot be made out left out", "error")
+
+
 @cli.command()
 @click.argument("edition", required=False)
 @date_option
@@ -169,6 +186,7 @@ def check(ctx: click.Context, edition: str | None, date: dt.date | None) -> None
                      issue.reading_minutes or "-", len(audience), size))
     console.table("Issues", ["edition", "date", "stories", "held (budget)", "minutes", "readers", "message"], rows)
     _print_findings(settings, findings)
+    _print_subscriber_lines(settings, subscribers, [ed.slug for ed in chosen])
     errors = sum(f.level == "error" for f in findings)
     warnings = len(findings) - errors
     console.line(f"{errors} error(s), {warnings} warning(s)", "error" if errors else ("warning" if warnings else "ok"))
@@ -284,7 +302,8 @@ def send(ctx: click.Context, edition: str, date: dt.date | None, to: tuple[str, 
         console.line(f"{ed.slug} {date}: no stories in the window; nothing created, nothing sent", "warning")
         ctx.exit(1 if ed.on_empty == "fail" else 0)
     _send_summary(ed, date, outcome)
-    ctx.exit(0 if outcome.ok else 1)
+    # Rows of subscribers.csv this issue could not use: operational (1), the readers who could be read got it.
+    ctx.exit(0 if outcome.ok and not outcome.left_out else 1)
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|min|h|d)")
@@ -341,6 +360,13 @@ def _send_summary(edition: Edition, date: dt.date, report: SendReport) -> None:
     console.table(f"{edition.slug} {date}", ["state", "all copies", "this run"], rows)
     if report.recovered:
         console.line(f"{report.recovered} copies were in flight when an earlier run stopped; marked uncertain", "warning")
+    if report.added:
+        console.line(f"added {report.added} reader{'' if report.added == 1 else 's'} whose "
+                     f"row{' was' if report.added == 1 else 's were'} fixed since the audience was frozen", "ok")
+    if report.left_out:
+        console.line(f"the subscriber file had errors: {_left_out_text(report.left_out)}; these readers have not "
+                     "had this issue. Fix the rows (`digest check`) and run the same command again to send it to them",
+                     "error")
     if report.stopped == "signal":
         left = {state: counts[state] for state in ("pending", "deferred", "uncertain", "sending") if counts[state]}
         what = f"{sum(left.values())} copies not sent ({', '.join(f'{n} {state}' for state, n in left.items())})" if left else "every copy settled"
@@ -351,10 +377,18 @@ def _send_summary(edition: Edition, date: dt.date, report: SendReport) -> None:
                      "the sender's reputation, then run the same command again to resume", "error")
     elif report.stopped:
         console.line(f"stopped: {report.stopped}", "error")
+    elif report.ok and report.left_out:
+        console.line(f"{counts['sent']} sent to every reader that could be read", "warning")
     elif report.ok:
         console.line(f"done: {counts['sent']} sent", "ok")
     else:
         console.line("not complete: see `digest status` for each reader's outcome", "warning")
+
+
+def _left_out_text(rows: tuple[tuple[int, str], ...] | list[tuple[int, str]]) -> str:
+    """'1 subscriber row left out (line 3)', naming at most ten lines."""
+    lines = ", ".join(str(line) for line, _ in rows[:10]) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
+    return f"{_rows(len(rows)).replace('row', 'subscriber row', 1)} left out (line{'' if len(rows) == 1 else 's'} {lines})"
 
 
 def _send_tests(settings: Settings, edition: Edition, date: dt.date, to: list[str], as_reader: str | None) -> int:
@@ -399,6 +433,15 @@ def status(ctx: click.Context, edition: str, date: dt.date | None, export: Path 
     with closing(ledger):
         counts = ledger.counts(record.id)
         console.table(f"{ed.slug} {date}: {record.status}", ["state", "copies"], [(s, counts[s]) for s in STATES if counts[s]])
+        left_out = ledger.left_out(record.id)
+        still_out = [(line, reason) for line, _, reason, added in left_out if added is None]
+        if still_out:
+            console.line(f"audience frozen with {_left_out_text(still_out)}; fix them and run "
+                         f"`digest send {ed.slug} --date {date}` to add the readers whose address can be read", "error")
+            for line, reason in still_out[:50]:
+                console.line(f"  {settings.paths.subscribers.name}:{line}: {reason}", "error")
+        if len(left_out) > len(still_out):
+            console.line(f"{len(left_out) - len(still_out)} reader(s) added since the freeze, their rows fixed", "ok")
         problems = ledger.deliveries(record.id, [s for s in STATES if s not in ("sent", "suppressed", "pending")])
         if problems:
             console.table("Not delivered (yet)", ["reader", "state", "attempts", "last reply"],
@@ -409,7 +452,7 @@ def status(ctx: click.Context, edition: str, date: dt.date | None, export: Path 
             write_atomically(export, deliveries_csv(ledger.deliveries(record.id)).encode("utf-8"))
             console.line(f"wrote {export}")
         unsettled = sum(counts[s] for s in STATES if s not in FINAL)
-    ctx.exit(0 if unsettled == 0 and counts["failed"] == 0 else 1)
+    ctx.exit(0 if unsettled == 0 and counts["failed"] == 0 and not still_out else 1)
 
 
 
@@ -596,6 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
+        exc.message = console.visible(exc.message)  # it may quote a value the user gave
         exc.show()
         return 2
     except click.exceptions.Abort:

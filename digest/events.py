@@ -11,14 +11,16 @@ import datetime as dt
 import logging
 import sys
 
+from .console import visible
+
 LOGGER = logging.getLogger("digest")
 
 
 def _value(value: object) -> str:
     text = str(value)
     if text == "" or any(c in text for c in ' ="\n\r\t'):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r") + '"'
-    return text
+        text = '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r") + '"'
+    return visible(text)  # a value from a user's file must not drive the terminal showing the log
 
 
 def event(name: str, level: int = logging.INFO, **fields: object) -> None:

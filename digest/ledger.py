@@ -89,7 +89,20 @@ CREATE TABLE IF NOT EXISTS issue_stories (
     UNIQUE (issue_id, story_id)
 );
 CREATE INDEX IF NOT EXISTS issue_stories_story ON issue_stories(story_id);
+CREATE TABLE IF NOT EXISTS left_out_rows (  -- subscriber rows that could not be used when the audience was frozen
+    issue_id    INTEGER NOT NULL REFERENCES issues(id),
+    line        INTEGER NOT NULL,         -- line of subscribers.csv at the time
+    key         TEXT,                     -- casefolded address, when it could be read
+    reason      TEXT NOT NULL,
+    added_at    TEXT,                     -- when the reader, row fixed, was added to the issue
+    PRIMARY KEY (issue_id, line)
+);
 """
+# Columns added to tables of an existing database when it is opened (name, table, declaration).
+UPGRADES = (
+    ("deliveries", "first_name", "TEXT"),  # what the greeting calls the reader; NULL: derive from name
+    ("issues", "deadline", "REAL"),  # epoch seconds from `send --deadline`; NULL: send time + deadline_hours
+)
 
 
 STATES = ("pending", "sending", "sent", "deferred", "failed", "uncertain", "suppressed")
@@ -119,6 +132,7 @@ class Delivery:
     last_text: str | None = None
     updated_at: str | None = None
     next_at: float | None = None
+    first_name: str | None = None  # the greeting's name as read at freeze time ('' none); None: derive
 
 
 def _now() -> str:
@@ -140,13 +154,6 @@ def state_path(url: str | None, default: Path) -> Path:
     return Path(url)
 
 
-def _add_deadline_column(db: sqlite3.Connection) -> None:
-    """issues.deadline (epoch seconds, NULL: send time + [delivery] deadline_hours), for databases made before it."""
-    columns = {row[1] for row in db.execute("PRAGMA table_info(issues)")}
-    if "deadline" not in columns:
-        db.execute("ALTER TABLE issues ADD COLUMN deadline REAL")
-
-
 class Ledger:
     """A connection to the state database."""
 
@@ -160,10 +167,21 @@ class Ledger:
             # power cut can lose the last commits, and then a copy is resent with its Message-ID.
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
-            _add_deadline_column(self.db)
+            self._upgrade()
         else:
             self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=30)
         self.db.execute("PRAGMA foreign_keys=ON")
+        # A read-only look at a database from an older digest may lack the newer column.
+        self._first_name = "first_name" if self._has_column("deliveries", "first_name") else "NULL"
+
+    def _has_column(self, table: str, column: str) -> bool:
+        return any(row[1] == column for row in self.db.execute(f"PRAGMA table_info({table})"))
+
+    def _upgrade(self) -> None:
+        """Add the columns a database created by an older digest lacks; its rows stay as they are."""
+        for table, column, declaration in UPGRADES:
+            if not self._has_column(table, column):
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     @classmethod
     def read_only(cls, path: Path) -> Ledger | None:
@@ -193,11 +211,16 @@ class Ledger:
 
     def create_issue(self, edition: str, date: dt.date, send_time: dt.datetime, story_ids: Iterable[str],
                      now: dt.datetime | None = None,
-                     audience: Iterable[tuple[str, str, str]] = ()) -> tuple[IssueRecord, bool]:
-        """Create the issue once, freezing its stories and its audience of (email, name, key).
+                     audience: Iterable[tuple[str, ...]] = (),
+                     left_out: Iterable[tuple[int, str | None, str]] = ()) -> tuple[IssueRecord, bool]:
+        """Create the issue once, freezing its stories and its audience of (email, name, key[, first name]).
 
         A later call returns the first record and ignores its arguments. (record, created now?)
         Readers already suppressed for this edition are recorded as ``suppressed``.
+        ``left_out`` lists the subscriber rows that could not be used, as (line, key or None,
+        reason); it is read after ``audience`` has been consumed, so a reader of the file may
+        fill it while streaming the audience. A row whose address is in the audience anyway
+        (a duplicate) is not recorded.
         """
         now = now or dt.datetime.now(dt.timezone.utc)
         self.db.execute("BEGIN IMMEDIATE")
@@ -216,19 +239,77 @@ class Ledger:
                                 [(issue_id, n, story_id) for n, story_id in enumerate(ids)])
             stamp = now.isoformat()
             self.db.executemany(
-                "INSERT INTO deliveries (issue_id, email, name, key, state, updated_at) VALUES (?, ?, ?, ?, 'pending', ?)",
-                ((issue_id, email, name, key, stamp) for email, name, key in audience),
+                "INSERT INTO deliveries (issue_id, email, name, key, first_name, state, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+                ((issue_id, reader[0], reader[1], reader[2], reader[3] if len(reader) > 3 else None, stamp)
+                 for reader in audience),
             )
             self.db.execute(
                 "UPDATE deliveries SET state = 'suppressed', last_text = 'suppressed before the issue was created' "
                 "WHERE issue_id = ? AND key IN (SELECT key FROM suppressions WHERE edition IN (?, '*'))",
                 (issue_id, edition),
             )
+            for line, key, reason in left_out:
+                if key is None or self.db.execute("SELECT 1 FROM deliveries WHERE issue_id = ? AND key = ?",
+                                                  (issue_id, key)).fetchone() is None:
+                    self.db.execute("INSERT OR IGNORE INTO left_out_rows (issue_id, line, key, reason) VALUES (?, ?, ?, ?)",
+                                    (issue_id, line, key, reason))
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         return IssueRecord(cursor.lastrowid, edition, date, ids), True
+
+    def left_out(self, issue_id: int, *, pending_only: bool = False) -> list[tuple[int, str | None, str, str | None]]:
+        """Subscriber rows the audience freeze could not use: (line, key, reason, added_at), by line.
+
+        ``pending_only``: only those whose reader has not been added since.
+        """
+        if not self._has_table("left_out_rows"):
+            return []
+        query = "SELECT line, key, reason, added_at FROM left_out_rows WHERE issue_id = ?"
+        if pending_only:
+            query += " AND added_at IS NULL"
+        return list(self.db.execute(query + " ORDER BY line", (issue_id,)))
+
+    def add_fixed_readers(self, issue_id: int, edition: str, readers: Iterable[tuple[str, ...]]) -> int:
+        """Add to the issue each of ``readers`` (email, name, key[, first name]) whose row was left
+        out when its audience was frozen and who is not in it yet. Returns how many were added.
+
+        Matched by address: a reader new to the file since the freeze is not added (the next
+        issue has them); a row whose address could not be read cannot be matched.
+        """
+        waiting = {key for _, key, _, _ in self.left_out(issue_id, pending_only=True) if key is not None}
+        if not waiting:
+            return 0
+        stamp = _now()
+        added = 0
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for reader in readers:
+                key = reader[2]
+                if key not in waiting:
+                    continue
+                waiting.discard(key)
+                cursor = self.db.execute(
+                    "INSERT INTO deliveries (issue_id, email, name, key, first_name, state, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, 'pending', ?) ON CONFLICT (issue_id, key) DO NOTHING",
+                    (issue_id, reader[0], reader[1], key, reader[3] if len(reader) > 3 else None, stamp))
+                added += cursor.rowcount
+                self.db.execute("UPDATE left_out_rows SET added_at = ? WHERE issue_id = ? AND key = ? AND added_at IS NULL",
+                                (stamp, issue_id, key))
+            self.db.execute(
+                "UPDATE deliveries SET state = 'suppressed', last_text = 'suppressed before the reader was added' "
+                "WHERE issue_id = ? AND state = 'pending' AND updated_at = ? AND key IN "
+                "(SELECT key FROM suppressions WHERE edition IN (?, '*'))", (issue_id, stamp, edition))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return added
+
+    def _has_table(self, name: str) -> bool:
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)).fetchone() is not None
 
     # --- deliveries -------------------------------------------------------------------------
 
@@ -246,11 +327,11 @@ class Ledger:
         """Copies to attempt now, in audience order, from ``after_id`` on."""
         states = ("pending", "deferred", "uncertain") if include_uncertain else ("pending", "deferred")
         rows = self.db.execute(
-            f"SELECT id, email, name, state, attempts, message_id FROM deliveries WHERE issue_id = ? AND id > ? "
+            f"SELECT id, email, name, state, attempts, message_id, {self._first_name} FROM deliveries WHERE issue_id = ? AND id > ? "
             f"AND state IN ({','.join('?' * len(states))}) AND (next_at IS NULL OR next_at <= ?) ORDER BY id LIMIT ?",
             (issue_id, after_id, *states, now, limit),
         )
-        return [Delivery(*row) for row in rows]
+        return [Delivery(*row[:6], first_name=row[6]) for row in rows]
 
     def next_retry_at(self, issue_id: int, *, include_uncertain: bool = False) -> float | None:
         """When the earliest deferred (and, if asked, uncertain but not held) copy may be tried again."""
@@ -300,8 +381,8 @@ class Ledger:
 
     def deliveries(self, issue_id: int, states: Iterable[str] | None = None) -> list[Delivery]:
         """Every copy of an issue (optionally only some states), in audience order."""
-        query = ("SELECT id, email, name, state, attempts, message_id, last_code, last_text, updated_at, next_at "
-                 "FROM deliveries WHERE issue_id = ?")
+        query = ("SELECT id, email, name, state, attempts, message_id, last_code, last_text, updated_at, next_at, "
+                 f"{self._first_name} FROM deliveries WHERE issue_id = ?")
         args: list[object] = [issue_id]
         if states is not None:
             wanted = tuple(states)

@@ -185,6 +185,7 @@ class Subscriber:
     status: SubscriberStatus
     line: int  # line in subscribers.csv where the row starts
     fields: tuple[tuple[str, str], ...] = ()  # the other columns, in file order
+    greet_name: str | None = None  # what the greeting calls the reader ('' none); None: derive from name
 
 
 @dataclass(frozen=True, slots=True)

@@ -109,14 +109,68 @@ def boundary(keys: tuple[SigningKey, ...], edition: str, date: str) -> str:
     return f"==digest-{tag}=="
 
 
-def first_name(name: str) -> str:
-    """The word a greeting uses: the first word of the name column (blank stays blank)."""
-    return name.split()[0] if name.split() else ""
+# Family names that lead a name in Vietnamese and Chinese order, written without diacritics.
+# Only ones that are rarely a given name in English are listed ("Kim", "Lee" are not).
+_FAMILY_FIRST = frozenset({
+    "nguyen", "tran", "pham", "hoang", "huynh", "phan", "vu", "vo", "dang", "bui", "duong", "ngo",
+    "wang", "zhang", "liu", "chen", "yang", "huang", "zhao", "zhou", "xu", "sun", "zhu", "gao", "lin",
+    "guo", "luo", "zheng", "liang", "xie", "song", "tang", "feng", "deng", "cao", "peng", "zeng",
+    "xiao", "tian", "dong", "pan", "yuan", "cai", "jiang", "yu", "du", "ye", "cheng", "wei", "su",
+    "lu", "ding", "ren", "shen", "yao", "jin", "cui", "zhong", "tan", "fan", "wan", "qian", "dai",
+    "park", "choi", "jung", "kang", "cho", "yoon", "jang", "lim", "shin", "han", "oh", "seo", "kwon",
+})
+_SUFFIXES = frozenset({"jr", "jr.", "sr", "sr.", "ii", "iii", "iv", "phd", "ph.d.", "md", "m.d.", "esq", "esq."})
+_JOINERS = "-'’"
 
 
-def greeting(salutation: str, name: str) -> str:
-    """'Good morning, Ana.' or, without a name, 'Good morning.'"""
-    first = first_name(name)
+def _is_family_first_script(char: str) -> bool:
+    """Letters of scripts whose names are written family name first, or that mark such a name:
+    Han, Hiragana, Katakana, Hangul; Vietnamese letters (Latin Extended Additional, ă ơ ư đ);
+    Hungarian ő ű."""
+    code = ord(char)
+    return (0x2E80 <= code <= 0x9FFF or 0xAC00 <= code <= 0xD7AF or 0x1100 <= code <= 0x11FF
+            or 0xF900 <= code <= 0xFAFF or 0x20000 <= code <= 0x2FA1F or 0x1EA0 <= code <= 0x1EF9
+            or char in "ĂăƠơƯưĐđŐőŰű")
+
+
+def _usable(word: str) -> bool:
+    """A given name a greeting can print: letters (with inner hyphens and apostrophes), no
+    initial ("J."), no title ("Dr."), nothing that would leave stray punctuation."""
+    if len(word) < 2 or not (word[0].isalpha() and word[-1].isalpha()):
+        return False
+    return all(c.isalpha() or c in _JOINERS for c in word)
+
+
+def greeting_name(name: str) -> str:
+    """The given name a greeting may use, taken from the name column; '' when it cannot be told.
+
+    "Ana Lucero" -> "Ana"; "Pruitt, Harriet" -> "Harriet"; "King, Jr." style suffixes are
+    skipped. A name written family name first (by its script, its letters, or a common
+    family name leading it) cannot be told apart from one that is not, so it gets ''.
+    The ``first_name`` column, when filled in, is used instead of this.
+    """
+    text = " ".join(name.split())
+    if not text:
+        return ""
+    if any(_is_family_first_script(c) for c in text):
+        return ""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) == 2 and parts[1].casefold() in _SUFFIXES:
+        text = parts[0]  # "Martin King, Jr.": the name is in order before the suffix
+    elif len(parts) == 2 and parts[0] and parts[1]:
+        text = parts[1]  # "Pruitt, Harriet": family name, then given name
+    elif len(parts) > 1:
+        return ""
+    words = text.split()
+    if not words:
+        return ""
+    if len(words) > 1 and words[0].casefold() in _FAMILY_FIRST:
+        return ""
+    return words[0] if _usable(words[0]) else ""
+
+
+def greeting(salutation: str, first: str) -> str:
+    """'Good morning, Ana.' or, without a name, 'Good morning.' (``first`` is the name to use)."""
     return f"{salutation}, {first}." if first else f"{salutation}."
 
 
@@ -135,20 +189,25 @@ class RecipientFactory:
         self._message_id_key = _subkey(self.keys, b"digest message-id")  # once per issue, not per reader
 
     def for_subscriber(self, subscriber: Subscriber) -> Recipient:
-        return self.for_address(subscriber.email, subscriber.name)
+        return self.for_address(subscriber.email, subscriber.name, greet_name=subscriber.greet_name)
 
     def message_id_for(self, email: str) -> str:
         """A Message-ID fixed for (issue, reader) and unguessable without the secret key."""
         subject = _SEP.join((self.edition.slug, self.date, address_key(email))).encode()
         return f"<{hmac.new(self._message_id_key, subject, hashlib.sha256).hexdigest()[:32]}@{self.domain}>"
 
-    def for_address(self, email: str, name: str = "", *, message_id: str | None = None) -> Recipient:
-        """The reader's values; ``message_id`` is the one the ledger recorded, when it has one."""
+    def for_address(self, email: str, name: str = "", *, message_id: str | None = None,
+                    greet_name: str | None = None) -> Recipient:
+        """The reader's values; ``message_id`` is the one the ledger recorded, when it has one.
+
+        ``greet_name`` is what the greeting calls the reader, worked out once when the row was
+        read ('' for none); None derives it from ``name``.
+        """
         token = sign_token(self.keys, email, self.edition.slug)
         return Recipient(
             email=email,
             name=name,
-            greeting=greeting(self.edition.greeting, name),
+            greeting=greeting(self.edition.greeting, greeting_name(name) if greet_name is None else greet_name),
             unsubscribe_url=self.unsubscribe_base + token,
             unsubscribe_mailto=f"mailto:{self.mailto}?subject={quote('unsubscribe ' + token)}",
             message_id=message_id or self.message_id_for(email),

@@ -25,7 +25,7 @@ from .locks import issue_lock
 from .models import Edition, Settings, SmtpSettings, Subscriber
 from .planning import plan
 from .send import Dispatcher, Notify, Progress, SendReport
-from .subscribers import iter_audience
+from .subscribers import RowProblem, iter_audience
 from .transport import Envelope, SmtpConnection, check_smtp_settings
 
 
@@ -66,13 +66,22 @@ async def send_issue(settings: Settings, edition: Edition, date: dt.date, *,
             raise StoryError(f"{len(stories.problems)} story file(s) cannot be read (first: {first}); "
                              "fix them before a new issue is created", file=first.file, line=first.line, field=first.field)
         issue = plan(settings, edition, date, stories.stories, ledger)
+        slugs = frozenset(e.slug for e in settings.editions)
+        added = 0
         if record is None:
             if issue.is_empty:
                 return EmptyIssue(edition, date)
             # Streamed from the CSV straight into the ledger: a million readers are never all in memory.
-            audience = iter_audience(settings.paths.subscribers, frozenset(e.slug for e in settings.editions), edition.slug)
+            # The rows it cannot use are recorded with the issue, so the loss stays visible.
+            problems: list[RowProblem] = []
+            audience = iter_audience(settings.paths.subscribers, slugs, edition.slug, problems)
             record, _ = ledger.create_issue(edition.slug, date, issue.send_time, [s.id for s in issue.stories],
-                                            audience=audience)
+                                            audience=audience,
+                                            left_out=((p.error.line or 0, p.key, p.error.message) for p in problems))
+        elif any(key for _, key, _, _ in ledger.left_out(record.id, pending_only=True)):
+            # Rows left out at the freeze may have been fixed since: those readers get this issue too.
+            added = ledger.add_fixed_readers(record.id, edition.slug,
+                                             iter_audience(settings.paths.subscribers, slugs, edition.slug))
         if deadline is not None:
             ledger.set_deadline(record.id, deadline.timestamp())
         composed = compose(settings, issue)
@@ -80,7 +89,10 @@ async def send_issue(settings: Settings, edition: Edition, date: dt.date, *,
                                 envelope_sender=edition.sender.address, connect=connect, stop=stop,
                                 progress=progress, wait_for_retries=wait_for_retries, notify=notify,
                                 deadline=ledger.deadline(record.id))
-        return await dispatcher.run()
+        report = await dispatcher.run()
+        report.added = added
+        report.left_out = tuple((line, reason) for line, _, reason, _ in ledger.left_out(record.id, pending_only=True))
+        return report
 
 
 async def send_test_copies(settings: Settings, edition: Edition, date: dt.date, addresses: list[str],
@@ -103,7 +115,8 @@ async def send_test_copies(settings: Settings, edition: Edition, date: dt.date, 
         for address in addresses:
             # Never the real copy's Message-ID: a client that saw the test would drop the real issue.
             test_id = f"<test.{secrets.token_hex(16)}@{settings.newsroom.domain}>"
-            recipient = composed.recipients.for_address(address, reader.name if reader else "Test Reader", message_id=test_id)
+            recipient = composed.recipients.for_address(address, reader.name if reader else "Test Reader", message_id=test_id,
+                                                        greet_name=reader.greet_name if reader else None)
             data = composed.message(recipient)
             reply = await connection.deliver(Envelope(edition.sender.address, address), data, before_body=lambda: True)
             assert reply is not None  # before_body never declines

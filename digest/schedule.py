@@ -149,6 +149,13 @@ class Scheduler:
             level = logging.ERROR if edition.on_empty == "fail" else logging.WARNING
             event("issue.empty", level, detail="no stories in the window; nothing sent", **fields)
             return
+        if outcome.added:
+            event("issue.readers_added", added=outcome.added, detail="rows left out at the freeze were fixed", **fields)
+        if outcome.left_out:
+            event("issue.subscribers_left_out", logging.ERROR, rows=len(outcome.left_out),
+                  lines=",".join(str(line) for line, _ in outcome.left_out[:20]),
+                  detail="subscriber rows could not be read when the audience was frozen; fix them and "
+                         "`digest send` this issue to add those readers", **fields)
         counts = outcome.counts
         level = logging.INFO if outcome.ok else logging.WARNING
         event("issue.finished" if outcome.complete else "issue.stopped", level, status=outcome.stopped or "ok",

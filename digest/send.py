@@ -65,6 +65,8 @@ class SendReport:
     stopped: str | None = None  # why the run ended early: 'signal', 'paused', or a fatal error
     this_run: dict[str, int] = field(default_factory=dict)
     relay_problem: str | None = None  # the relay was unreachable when the run ended: why, since when
+    left_out: tuple[tuple[int, str], ...] = ()  # (line, reason) of subscriber rows the freeze could not use, still unfixed
+    added: int = 0  # readers added this run because their left-out row had been fixed
 
     @property
     def complete(self) -> bool:
@@ -236,7 +238,7 @@ class Dispatcher:
             return
         recipients = self.composed.recipients
         message_id = delivery.message_id or recipients.message_id_for(delivery.email)
-        recipient = recipients.for_address(delivery.email, delivery.name, message_id=message_id)
+        recipient = recipients.for_address(delivery.email, delivery.name, message_id=message_id, greet_name=delivery.first_name)
         if self.signers is not None:
             # OpenSSL releases the GIL while it signs, so signing on threads overlaps the network work.
             data = await asyncio.get_running_loop().run_in_executor(self.signers, self.composed.message, recipient)

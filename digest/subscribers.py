@@ -4,8 +4,13 @@ The file stays the editors' own: nothing in it is rewritten. A bad row is report
 and field and left out; the good rows are still used. Rows are read one at a time, so a list of
 a million readers never has to be loaded as dictionaries.
 
-Columns: ``email`` (required), ``name``, ``editions`` (``;``-separated slugs), ``status``
-(``active`` when blank, ``unsubscribed``, ``bounced``); any other column is kept as a field.
+Columns: ``email`` (required), ``name``, ``first_name`` (what the greeting calls the reader),
+``editions`` (``;``-separated slugs), ``status`` (``active`` when blank, ``unsubscribed``,
+``bounced``); any other column is kept as a field.
+
+A row the csv module cannot read (a stray quote) costs that row only: records are cut from the
+file's physical lines here, each fed to the csv module alone, and after a broken one reading
+starts again at the next physical line. Every line is counted as header, kept, skipped or blank.
 """
 
 from __future__ import annotations
@@ -18,10 +23,25 @@ from pathlib import Path
 from .addresses import AddressError, address_key, check_address
 from .errors import HeaderInjectionError, SubscriberError
 from .models import Subscriber
+from .personalise import greeting_name
 
 STATUSES = ("active", "unsubscribed", "bounced")
-_KNOWN = ("email", "name", "editions", "status")
+_KNOWN = ("email", "name", "first_name", "editions", "status")
 _MAX_NAME = 200
+# A quoted field may span lines (an address in a notes column); one still open after this many
+# lines is taken for a broken quote, so a stray '"' cannot swallow the rest of the file.
+MAX_RECORD_LINES = 10
+
+
+@dataclass
+class LineCount:
+    """Every physical line of the file, by what became of it: total = header + kept + skipped + blank."""
+
+    total: int = 0
+    header: int = 0
+    kept: int = 0  # lines of rows that became subscribers (warnings included)
+    skipped: int = 0  # lines of rows left out, each with an error
+    blank: int = 0
 
 
 @dataclass
@@ -31,33 +51,60 @@ class SubscriberLoad:
     subscribers: list[Subscriber] = field(default_factory=list)
     errors: list[SubscriberError] = field(default_factory=list)
     warnings: list[SubscriberError] = field(default_factory=list)
+    lines: LineCount = field(default_factory=LineCount)
+    lost: dict[str, int] = field(default_factory=dict)  # edition -> rows left out that were meant for it
+    lost_unknown: int = 0  # rows left out whose editions cannot be made out
 
     def audience(self, edition: str) -> list[Subscriber]:
         """Active subscribers of one edition, in file order."""
         return [s for s in self.subscribers if s.status == "active" and edition in s.editions]
 
+    def lost_for(self, edition: str) -> list[SubscriberError]:
+        """The errors of rows that were, or may have been, meant for ``edition``."""
+        return [e for e, p in zip(self.errors, self._problems) if p.lost is None or edition in p.lost]
+
+    _problems: list[RowProblem] = field(default_factory=list, repr=False)
+
 
 def load_subscribers(path: Path, known_editions: Iterable[str]) -> SubscriberLoad:
     """Read and check the whole file. Raises ``SubscriberError`` only if the file is unusable."""
     load = SubscriberLoad()
-    for item in read_rows(path, frozenset(known_editions)):
+    for item in read_rows(path, frozenset(known_editions), load.lines):
         if isinstance(item, Subscriber):
             load.subscribers.append(item)
         elif item.warning:
             load.warnings.append(item.error)
         else:
             load.errors.append(item.error)
+            load._problems.append(item)
+            if item.lost is None:
+                load.lost_unknown += 1
+            for slug in item.lost or ():
+                load.lost[slug] = load.lost.get(slug, 0) + 1
     return load
 
 
 @dataclass(frozen=True, slots=True)
 class RowProblem:
+    """A row left out (``warning`` False) or kept with a remark.
+
+    ``lost``: the editions a left-out row was meant for, as far as they can be made out (None:
+    they cannot); ``key``: its address, casefolded, when that can be read.
+    """
+
     error: SubscriberError
     warning: bool = False
+    lost: frozenset[str] | None = frozenset()
+    key: str | None = None
 
 
-def read_rows(path: Path, known_editions: frozenset[str]) -> Iterator[Subscriber | RowProblem]:
-    """Yield each usable subscriber, and a ``RowProblem`` for each row that is not (or only partly)."""
+def read_rows(path: Path, known_editions: frozenset[str],
+              lines: LineCount | None = None) -> Iterator[Subscriber | RowProblem]:
+    """Yield each usable subscriber, and a ``RowProblem`` for each row that is not (or only partly).
+
+    ``lines``, when given, is filled in with what became of every physical line.
+    """
+    lines = lines if lines is not None else LineCount()
     try:
         # surrogateescape: a stray non-UTF-8 byte becomes a marker in its own row, reported on
         # that row's line, instead of a decode error that would end the whole file early.
@@ -65,12 +112,15 @@ def read_rows(path: Path, known_editions: frozenset[str]) -> Iterator[Subscriber
     except FileNotFoundError:
         raise SubscriberError("subscriber file not found", file=path) from None
     with handle:
-        reader = csv.reader(handle, strict=True)
+        physical = _Lines(handle)
+        header_end = physical.record_end(0)
+        if physical.count == 0:
+            raise SubscriberError("file is empty; it needs a header row with an 'email' column", file=path, line=1)
         try:
-            header = next(reader)
-        except StopIteration:
-            raise SubscriberError("file is empty; it needs a header row with an 'email' column", file=path, line=1) from None
-        except (csv.Error, UnicodeDecodeError) as exc:
+            if header_end is None:
+                raise csv.Error("a quoted field is never closed")
+            header = _parse(physical.take(0, header_end))
+        except csv.Error as exc:
             raise SubscriberError(f"header row cannot be read: {exc}", file=path, line=1) from None
         if _undecodable(header):
             raise SubscriberError(f"header row is not UTF-8 text ({_undecodable(header)})", file=path, line=1)
@@ -80,21 +130,154 @@ def read_rows(path: Path, known_editions: frozenset[str]) -> Iterator[Subscriber
         repeated = sorted({c for c in columns if columns.count(c) > 1})
         if repeated:
             raise SubscriberError(f"column '{repeated[0]}' appears twice in the header", file=path, line=1)
+        lines.header = header_end
         seen: dict[str, int] = {}
-        last_line = reader.line_num
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except (csv.Error, UnicodeDecodeError) as exc:
-                yield RowProblem(SubscriberError(f"row cannot be read: {exc}", file=path, line=last_line + 1))
-                return  # the csv reader cannot resynchronise after a broken quote or bad bytes
-            line = last_line + 1
-            last_line = reader.line_num
-            if not row or all(not cell.strip() for cell in row):
+        start = header_end
+        while physical.has(start):
+            line = start + 1
+            end = physical.record_end(start)
+            row: list[str] | None = None
+            reason = ""
+            if end is None:
+                reason = ("a quoted field is still open at the end of the file" if not physical.has(start + MAX_RECORD_LINES)
+                          else f"a quoted field is still open after {MAX_RECORD_LINES} lines")
+            else:
+                try:
+                    row = _parse(physical.peek(start, end))
+                except csv.Error as exc:
+                    reason = str(exc)
+            if row is None:
+                # Unreadable: this line alone is left out and reading starts again at the next one.
+                lines.skipped += 1
+                lost, key = _guess(physical.take(start, start + 1)[0], columns, known_editions)
+                yield RowProblem(SubscriberError(f"row cannot be read: {reason}; row skipped", file=path, line=line),
+                                 lost=lost, key=key)
+                start += 1
                 continue
-            yield from _check_row(path, line, columns, row, known_editions, seen)
+            physical.take(start, end)
+            span = end - start
+            start = end
+            if not row or all(not cell.strip() for cell in row):
+                lines.blank += span
+                continue
+            kept = False
+            for item in _check_row(path, line, columns, row, known_editions, seen):
+                kept = kept or isinstance(item, Subscriber)
+                if span > 1 and isinstance(item, RowProblem) and not item.warning:
+                    # Say where the record ends: a stray quote may have joined the next rows to it.
+                    error = item.error
+                    item = RowProblem(SubscriberError(f"{error.message} (this row runs over lines {line}-{line + span - 1})",
+                                                      file=path, line=line, field=error.field), False, item.lost, item.key)
+                yield item
+            if kept:
+                lines.kept += span
+            else:
+                lines.skipped += span
+        lines.total = physical.count
+
+
+class _Lines:
+    """The file's physical lines, read lazily with a lookahead of at most ``MAX_RECORD_LINES``."""
+
+    def __init__(self, handle: Iterable[str]) -> None:
+        self._source = iter(handle)
+        self._buffer: list[str] = []
+        self._first = 0  # line index of self._buffer[0]
+        self._done = False
+
+    @property
+    def count(self) -> int:
+        """Lines read so far (all of them, once the end has been reached)."""
+        return self._first + len(self._buffer)
+
+    def has(self, index: int) -> bool:
+        while not self._done and index >= self.count:
+            try:
+                self._buffer.append(next(self._source))
+            except StopIteration:
+                self._done = True
+        return index < self.count
+
+    def peek(self, start: int, end: int) -> list[str]:
+        self.has(end - 1)
+        return self._buffer[start - self._first:end - self._first]
+
+    def take(self, start: int, end: int) -> list[str]:
+        """Lines start..end-1, and forget every line before ``end``."""
+        taken = self.peek(start, end)
+        del self._buffer[:end - self._first]
+        self._first = end
+        return taken
+
+    def record_end(self, start: int) -> int | None:
+        """Index after the last line of the record starting at ``start``; None when a quote is
+        still open after ``MAX_RECORD_LINES`` lines or at the end of the file.
+
+        Follows the csv module's rule: a quote opens a quoted field only at the start of a field,
+        and inside one a doubled quote stands for a quote.
+        """
+        quoted = False
+        index = start
+        while index < start + MAX_RECORD_LINES and self.has(index):
+            text = self._buffer[index - self._first]
+            if quoted or '"' in text:  # most lines hold no quote at all: no need to scan them
+                quoted = _still_quoted(text, quoted)
+            if not quoted:
+                return index + 1
+            index += 1
+        return None
+
+
+def _still_quoted(text: str, quoted: bool) -> bool:
+    """Whether a quoted field is open at the end of ``text``, given whether one was at its start."""
+    at_field_start = not quoted
+    i, n = 0, len(text)
+    while i < n:
+        char = text[i]
+        if quoted:
+            if char == '"':
+                if i + 1 < n and text[i + 1] == '"':
+                    i += 1
+                else:
+                    quoted = False
+        elif char == '"' and at_field_start:
+            quoted = True
+        at_field_start = not quoted and char == ","
+        i += 1
+    return quoted
+
+
+def _parse(record: list[str]) -> list[str]:
+    """One record's fields, read strictly by the csv module."""
+    rows = list(csv.reader(record, strict=True))
+    if len(rows) != 1:
+        raise csv.Error(f"{len(rows)} records where one was expected")
+    return rows[0]
+
+
+def _guess(text: str, columns: list[str], known: frozenset[str]) -> tuple[frozenset[str] | None, str | None]:
+    """(editions, address key) an unreadable line was probably meant for; None where unknown."""
+    for options in ({}, {"quoting": csv.QUOTE_NONE}):
+        try:
+            cells = next(csv.reader([text], **options), [])
+        except csv.Error:
+            continue
+        if len(cells) > len(columns):
+            continue
+        values = dict(zip(columns, cells))
+        wanted = {s.strip().lower() for s in values.get("editions", "").split(";") if s.strip()}
+        if not wanted or not wanted <= known:
+            continue
+        key = None
+        try:
+            email = values.get("email", "").strip()
+            check_address(email)
+            key = address_key(email)
+        except (AddressError, HeaderInjectionError):
+            pass
+        status = values.get("status", "").strip().lower()
+        return (frozenset() if status in ("unsubscribed", "bounced") else frozenset(wanted)), key
+    return None, None
 
 
 _SETS: dict[frozenset[str], frozenset[str]] = {}
@@ -105,11 +288,19 @@ def _interned(editions: frozenset[str]) -> frozenset[str]:
     return _SETS.setdefault(editions, editions)
 
 
-def iter_audience(path: Path, known_editions: frozenset[str], edition: str) -> Iterator[tuple[str, str, str]]:
-    """(email, name, key) of each active reader of ``edition``, streamed: nothing else is kept."""
+def iter_audience(path: Path, known_editions: frozenset[str], edition: str,
+                  left_out: list[RowProblem] | None = None) -> Iterator[tuple[str, str, str, str]]:
+    """(email, name, key, greeting name) of each active reader of ``edition``, streamed.
+
+    Nothing else is kept, except that ``left_out``, when given, collects the rows left out
+    that were (or may have been) meant for ``edition``.
+    """
     for item in read_rows(path, known_editions):
-        if isinstance(item, Subscriber) and item.status == "active" and edition in item.editions:
-            yield item.email, item.name, address_key(item.email)
+        if isinstance(item, Subscriber):
+            if item.status == "active" and edition in item.editions:
+                yield item.email, item.name, address_key(item.email), item.greet_name
+        elif left_out is not None and not item.warning and (item.lost is None or edition in item.lost):
+            left_out.append(item)
 
 
 def _undecodable(cells: list[str]) -> str:
@@ -123,8 +314,16 @@ def _undecodable(cells: list[str]) -> str:
 
 def _check_row(path: Path, line: int, columns: list[str], row: list[str],
                known: frozenset[str], seen: dict[str, int]) -> Iterator[Subscriber | RowProblem]:
+    values = dict(zip(columns, row))
+    wanted = [s.strip().lower() for s in values.get("editions", "").split(";") if s.strip()]
+    # What this row would have cost if it is left out: its known editions, unless it had left.
+    inactive = values.get("status", "").strip().lower() in ("unsubscribed", "bounced")
+    lost = frozenset() if inactive else frozenset(s for s in wanted if s in known)
+    key: str | None = None
+
     def problem(message: str, column: str | None, *, warning: bool = False) -> RowProblem:
-        return RowProblem(SubscriberError(message, file=path, line=line, field=column), warning)
+        return RowProblem(SubscriberError(message, file=path, line=line, field=column), warning,
+                          frozenset() if warning else lost, key)
 
     stray = _undecodable(row)
     if stray:
@@ -134,7 +333,6 @@ def _check_row(path: Path, line: int, columns: list[str], row: list[str],
     if len(row) > len(columns):
         yield problem(f"row has {len(row)} fields but the header has {len(columns)} (an unquoted comma?)", None)
         return
-    values = dict(zip(columns, row))
     raw_email = values.get("email", "")
     email = raw_email.strip()
     if not email:
@@ -146,24 +344,31 @@ def _check_row(path: Path, line: int, columns: list[str], row: list[str],
         reason = "contains a line break or NUL" if isinstance(exc, HeaderInjectionError) else str(exc)
         yield problem(f"'{email}' is not a usable address: {reason}", "email")
         return
+    key = address_key(email)
     if email != raw_email:
         yield problem(f"spaces around '{email}' ignored", "email", warning=True)
-    key = address_key(email)
     if key in seen:
         yield problem(f"'{email}' duplicates line {seen[key]} (addresses compare case-insensitively); row skipped", "email")
         return
     name = values.get("name", "").strip()
-    if any(c in name for c in "\r\n\x00"):
-        yield problem("contains a line break or NUL", "name")
-        return
-    if len(name) > _MAX_NAME:
-        yield problem(f"is longer than {_MAX_NAME} characters", "name")
-        return
+    first = values.get("first_name", "").strip()
+    for column, value in (("name", name), ("first_name", first)):
+        if any(c in value for c in "\r\n\x00"):
+            yield problem("contains a line break or NUL", column)
+            return
+        if len(value) > _MAX_NAME:
+            yield problem(f"is longer than {_MAX_NAME} characters", column)
+            return
+    if first and not (first[0].isalnum() and first[-1].isalnum()):
+        # The greeting adds its own punctuation: 'Hello, Ana,.' is worse than 'Hello.'
+        yield problem(f"'{first}' begins or ends with punctuation; the greeting leaves the name out", "first_name", warning=True)
+        greet = ""
+    else:
+        greet = first or greeting_name(name)
     status = values.get("status", "").strip().lower() or "active"
     if status not in STATUSES:
         yield problem(f"'{values.get('status')}' is not one of {', '.join(STATUSES)}; row skipped", "status")
         return
-    wanted = [s.strip().lower() for s in values.get("editions", "").split(";") if s.strip()]
     unknown = [s for s in wanted if s not in known]
     if unknown:
         yield problem(f"unknown edition {', '.join(repr(s) for s in unknown)} ignored", "editions", warning=True)
@@ -178,4 +383,5 @@ def _check_row(path: Path, line: int, columns: list[str], row: list[str],
         status=status,  # type: ignore[arg-type]
         line=line,
         fields=tuple((c, values.get(c, "")) for c in columns if c not in _KNOWN),
+        greet_name=greet,
     )
