@@ -30,6 +30,7 @@ from .export import deliveries_csv
 from .gathering import gather_stories
 from .ledger import FINAL, STATES, Ledger
 from .models import Edition, Issue, Settings, SmtpSettings, Subscriber
+from .outcomes import FAILURE_CLASSES
 from .planning import plan
 from .preflight import Finding, check_plan, check_rendered
 from .render import Renderer
@@ -350,18 +351,38 @@ def status(ctx: click.Context, edition: str, date: dt.date | None, export: Path 
         ctx.exit(1)
     with closing(ledger):
         counts = ledger.counts(record.id)
-        console.table(f"{ed.slug} {date}: {record.status}", ["state", "copies"], [(s, counts[s]) for s in STATES if counts[s]])
-        problems = ledger.deliveries(record.id, [s for s in STATES if s not in ("sent", "suppressed", "pending")])
+        failures = ledger.failure_counts(record.id)
+        rows: list[tuple[str, int]] = []
+        for state in STATES:
+            if counts[state]:
+                rows.append((state, counts[state]))
+            if state == "failed":  # and one row per reason, so a hard bounce is not read as a relay hiccup
+                rows += [(_state_shown(state, failure), n) for failure, n in sorted(failures.items())]
+        console.table(f"{ed.slug} {date}: {record.status}", ["state", "copies"], rows)
+        # Every copy not sent, the ones that need a person first; pending ones too (README promises it).
+        order = {"failed": 0, "uncertain": 1, "deferred": 2, "sending": 3, "pending": 4}
+        problems = sorted(ledger.deliveries(record.id, list(order)), key=lambda d: order[d.state])
         if problems:
-            console.table("Not delivered (yet)", ["reader", "state", "attempts", "last reply"],
-                          [(d.email, d.state, d.attempts, f"{d.last_code or ''} {d.last_text or ''}".strip()) for d in problems[:50]])
-            if len(problems) > 50:
-                console.line(f"... and {len(problems) - 50} more; use --export for all")
+            console.table("Not sent", ["reader", "state", "attempts", "last reply"],
+                          [(d.email, _state_shown(d.state, d.failure), d.attempts,
+                            f"{d.last_code or ''} {d.last_text or ''}".strip()) for d in problems[:_STATUS_ROWS]])
+            if len(problems) > _STATUS_ROWS:
+                console.line(f"... and {len(problems) - _STATUS_ROWS} more; --export for all")
         if export:
             write_atomically(export, deliveries_csv(ledger.deliveries(record.id)).encode("utf-8"))
             console.line(f"wrote {export}")
         unsettled = sum(counts[s] for s in STATES if s not in FINAL)
     ctx.exit(0 if unsettled == 0 and counts["failed"] == 0 else 1)
+
+
+_STATUS_ROWS = 50  # copies `digest status` lists on the terminal; --export writes them all
+
+
+def _state_shown(state: str, failure: str | None) -> str:
+    """``failed (hard bounce)`` for a failed copy, else the state itself."""
+    if state != "failed":
+        return state
+    return f"failed ({FAILURE_CLASSES.get(failure or 'permanent', failure)})"
 
 
 

@@ -21,6 +21,7 @@ its own transaction, so a crash leaves at most the copies in flight in doubt.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import sqlite3
 from collections.abc import Iterable
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
+from .outcomes import failure_of_record
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS issues (
@@ -53,6 +55,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     last_code   INTEGER,
     last_text   TEXT,
     updated_at  TEXT NOT NULL,
+    failure     TEXT,                     -- why a failed copy failed: outcomes.FAILURE_CLASSES
     UNIQUE (issue_id, key)
 );
 CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries(issue_id, state);
@@ -119,6 +122,7 @@ class Delivery:
     last_text: str | None = None
     updated_at: str | None = None
     next_at: float | None = None
+    failure: str | None = None  # failed copies: a key of outcomes.FAILURE_CLASSES (derived for old rows)
 
 
 def _now() -> str:
@@ -153,9 +157,24 @@ class Ledger:
             # power cut can lose the last commits, and then a copy is resent with its Message-ID.
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
+            self._upgrade()
         else:
             self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=30)
         self.db.execute("PRAGMA foreign_keys=ON")
+        # A read-only look at a database an older digest wrote must work without upgrading it.
+        self._has_failure = "failure" in self._columns("deliveries")
+
+    def _columns(self, table: str) -> set[str]:
+        return {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+
+    def _upgrade(self) -> None:
+        """Bring a database an older digest created up to SCHEMA, in place, keeping its rows."""
+        if "failure" not in self._columns("deliveries"):
+            try:
+                self.db.execute("ALTER TABLE deliveries ADD COLUMN failure TEXT")
+            except sqlite3.OperationalError as exc:  # another process upgraded it a moment ago
+                if "duplicate column" not in str(exc):
+                    raise
 
     @classmethod
     def read_only(cls, path: Path) -> Ledger | None:
@@ -269,20 +288,24 @@ class Ledger:
         return False
 
     def mark(self, delivery_id: int, state: str, code: int | None, text: str | None, *,
-             next_at: float | None = None, count_attempt: bool = False) -> None:
-        """Record an outcome (committed at once)."""
+             next_at: float | None = None, count_attempt: bool = False, failure: str | None = None) -> None:
+        """Record an outcome (committed at once); ``failure`` says why a failed copy failed."""
         if state not in STATES:
             raise ValueError(state)
+        if state == "failed" and failure is None:
+            failure = failure_of_record(code, text)
         self.db.execute(
             "UPDATE deliveries SET state = ?, last_code = ?, last_text = ?, next_at = ?, "
-            "attempts = attempts + ?, updated_at = ? WHERE id = ?",
-            (state, code, text, next_at, 1 if count_attempt else 0, _now(), delivery_id))
+            "attempts = attempts + ?, updated_at = ?, failure = ? WHERE id = ?",
+            (state, code, text, next_at, 1 if count_attempt else 0, _now(), failure if state == "failed" else None,
+             delivery_id))
 
-    def expire_deferred(self, issue_id: int, reason: str) -> int:
+    def expire_deferred(self, issue_id: int, reason: str, failure: str = "deadline") -> int:
         """Give up on every deferred copy (deadline or attempts exhausted); they become failed."""
         cursor = self.db.execute(
             "UPDATE deliveries SET state = 'failed', last_text = ? || coalesce(' (last reply: ' || last_text || ')', ''), "
-            "next_at = NULL, updated_at = ? WHERE issue_id = ? AND state = 'deferred'", (reason, _now(), issue_id))
+            "next_at = NULL, updated_at = ?, failure = ? WHERE issue_id = ? AND state = 'deferred'",
+            (reason, _now(), failure, issue_id))
         return cursor.rowcount
 
     def counts(self, issue_id: int) -> dict[str, int]:
@@ -292,14 +315,28 @@ class Ledger:
 
     def deliveries(self, issue_id: int, states: Iterable[str] | None = None) -> list[Delivery]:
         """Every copy of an issue (optionally only some states), in audience order."""
-        query = ("SELECT id, email, name, state, attempts, message_id, last_code, last_text, updated_at, next_at "
-                 "FROM deliveries WHERE issue_id = ?")
+        failure = "failure" if self._has_failure else "NULL"
+        query = ("SELECT id, email, name, state, attempts, message_id, last_code, last_text, updated_at, next_at, "
+                 f"{failure} FROM deliveries WHERE issue_id = ?")
         args: list[object] = [issue_id]
         if states is not None:
             wanted = tuple(states)
             query += f" AND state IN ({','.join('?' * len(wanted))})"
             args += wanted
-        return [Delivery(*row) for row in self.db.execute(query + " ORDER BY id", args)]
+        found = []
+        for row in self.db.execute(query + " ORDER BY id", args):
+            delivery = Delivery(*row)
+            if delivery.state == "failed" and delivery.failure is None:  # a row from before classes were kept
+                delivery = dataclasses.replace(delivery, failure=failure_of_record(delivery.last_code, delivery.last_text))
+            found.append(delivery)
+        return found
+
+    def failure_counts(self, issue_id: int) -> dict[str, int]:
+        """Failed copies per failure class (only the classes present)."""
+        counts: dict[str, int] = {}
+        for delivery in self.deliveries(issue_id, ["failed"]):
+            counts[delivery.failure or "permanent"] = counts.get(delivery.failure or "permanent", 0) + 1
+        return counts
 
     def set_status(self, issue_id: int, status: str, note: str | None = None) -> None:
         self.db.execute("UPDATE issues SET status = ?, note = ? WHERE id = ?", (status, note, issue_id))
