@@ -65,9 +65,24 @@ date_option = click.option("--date", "date", callback=_parse_date, metavar="YYYY
                            help="Issue date in the edition's own time zone (default: today there).")
 
 
+_CONFIG_HELP = "Path to digest.toml (default: $DIGEST_CONFIG, else ./digest.toml)."
+
+
+def _config_here(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    if value is not None:  # given after the subcommand: it wins over the group's and $DIGEST_CONFIG
+        ctx.obj = value
+
+
+def config_option(command):
+    """``--config PATH`` on a command as well as on the group, so it may follow the subcommand."""
+    # Eager, so that `digest demo --config x --help` shows the defaults of that config.
+    return click.option("--config", type=click.Path(dir_okay=False, path_type=Path), expose_value=False,
+                        is_eager=True, callback=_config_here, help=_CONFIG_HELP)(command)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), envvar="DIGEST_CONFIG",
-              help="Path to digest.toml (default: $DIGEST_CONFIG, else ./digest.toml).")
+              help=_CONFIG_HELP)
 @click.pass_context
 def cli(ctx: click.Context, config: Path | None) -> None:
     """Compose and send newsroom email digests."""
@@ -119,6 +134,7 @@ def _input_findings(settings: Settings, stories: StoryLoad, subscribers: Subscri
 
 
 @cli.command()
+@config_option
 @click.pass_context
 def editions(ctx: click.Context) -> None:
     """List editions, their time zones and next send times."""
@@ -136,6 +152,7 @@ def editions(ctx: click.Context) -> None:
 
 
 @cli.command()
+@config_option
 @click.argument("edition", required=False)
 @date_option
 @click.pass_context
@@ -234,6 +251,7 @@ def _warn_inputs(stories: StoryLoad, subscribers: SubscriberLoad) -> None:
 
 
 @cli.command()
+@config_option
 @click.argument("edition")
 @date_option
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
@@ -255,6 +273,7 @@ def render(ctx: click.Context, edition: str, date: dt.date | None, out: Path | N
 
 
 @cli.command()
+@config_option
 @click.argument("edition")
 @date_option
 @click.option("--to", "to", multiple=True, metavar="ADDRESS",
@@ -328,6 +347,7 @@ def _send_tests(settings: Settings, edition: Edition, date: dt.date, to: list[st
 
 
 @cli.command()
+@config_option
 @click.argument("edition")
 @date_option
 @click.option("--export", "export", type=click.Path(dir_okay=False, path_type=Path),
@@ -386,8 +406,27 @@ def _state_shown(state: str, failure: str | None) -> str:
 
 
 
+class _DemoDateOption(click.Option):
+    """``digest demo --date``, whose help names the default this newsroom's config really gives."""
+
+    def get_help_record(self, ctx: click.Context):
+        try:
+            settings = load_settings(ctx.obj)
+        except DigestError:
+            self.help = ("Sample day to send (default: the [demo] date in digest.toml, else today in each "
+                         "edition's time zone).")
+        else:
+            if settings.demo_date is not None:
+                self.help = f"Sample day to send (default: {settings.demo_date}, the [demo] date in {settings.config_file.name})."
+            else:
+                self.help = (f"Sample day to send (default: today in each edition's time zone; "
+                             f"{settings.config_file.name} sets no [demo] date).")
+        return super().get_help_record(ctx)
+
+
 @cli.command()
-@date_option
+@config_option
+@click.option("--date", "date", cls=_DemoDateOption, callback=_parse_date, metavar="YYYY-MM-DD")
 @click.pass_context
 def demo(ctx: click.Context, date: dt.date | None) -> None:
     """Send every edition of the sample day through a local capture SMTP server (no setup needed)."""
@@ -429,6 +468,7 @@ def demo(ctx: click.Context, date: dt.date | None) -> None:
 
 
 @cli.command()
+@config_option
 @click.option("--list", "show_list", is_flag=True, help="List the next sends per edition and the state of today's issues.")
 @click.option("--count", default=3, show_default=True, type=click.IntRange(1, 50), help="With --list: sends per edition.")
 @click.option("--health", is_flag=True, help="Exit 0 if a scheduler is running for this state database, else 1.")
@@ -499,6 +539,7 @@ def _today_state(ledger: Ledger | None, edition: Edition, today: dt.date, now: d
 
 
 @cli.command()
+@config_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (put an HTTPS proxy in front).")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
 @click.pass_context
@@ -511,6 +552,7 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
 
 
 @cli.command()
+@config_option
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Read and match, but suppress and mark nothing.")
 @click.option("--all", "show_all", is_flag=True, help="Also list ignored messages (auto-replies, success notices).")
@@ -533,11 +575,13 @@ def bounces(ctx: click.Context, path: Path, dry_run: bool, show_all: bool) -> No
 
 
 @cli.group()
+@config_option
 def subscribers() -> None:
     """Keep subscribers.csv in step with the state database."""
 
 
 @subscribers.command("export")
+@config_option
 @click.option("--dry-run", is_flag=True, help="Show the changes without writing the file.")
 @click.pass_context
 def subscribers_export(ctx: click.Context, dry_run: bool) -> None:
