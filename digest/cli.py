@@ -597,7 +597,8 @@ def subscribers_export(ctx: click.Context, dry_run: bool) -> None:
         console.line(f"{settings.paths.subscribers.name} already agrees with the state database", "ok")
         return
     console.table(("Would change" if dry_run else "Changed") + f" in {settings.paths.subscribers.name}",
-                  ["line", "email", "before", "after"], result.changes)
+                  ["line", "email", "status (editions): before -> after"],
+                  [(line, email, f"{before} -> {after}") for line, email, before, after in result.changes])
     if result.backup:
         console.line(f"backup of the previous file: {result.backup}")
 

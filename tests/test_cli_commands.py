@@ -132,3 +132,20 @@ def test_demo_help_says_today_when_the_config_sets_no_demo_date(tmp_path):
     assert done.returncode == 0, done.stderr
     text = " ".join(done.stdout.split())
     assert "no [demo] date" in text and "today" in text, text
+
+
+# --- (b) subscribers export shows before -> after, edition lists included ----------------------------
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
+def test_subscribers_export_shows_each_change_before_and_after(tmp_path, config, dry_run):
+    from digest.ledger import Ledger
+
+    with closing(Ledger(tmp_path / "state.db")) as ledger:
+        ledger.suppress("ana.lucero@example.com", "am", "unsubscribed")
+        ledger.suppress("jose.alvarez@example.net", "*", "bounced")
+    done = digest(tmp_path, "--config", str(config), "subscribers", "export", *(["--dry-run"] if dry_run else []))
+    assert done.returncode == 0, done.stderr
+    text = " ".join(re.sub(r"[\u2500-\u257f]", " ", done.stdout).split())
+    assert "ana.lucero@example.com active (am;pm) -> active (pm)" in text, done.stdout
+    assert re.search(r"jose\.alvarez@example\.net active \([a-z;-]+\) -> bounced \([a-z;-]+\)", text), done.stdout
