@@ -149,3 +149,17 @@ def test_subscribers_export_shows_each_change_before_and_after(tmp_path, config,
     text = " ".join(re.sub(r"[\u2500-\u257f]", " ", done.stdout).split())
     assert "ana.lucero@example.com active (am;pm) -> active (pm)" in text, done.stdout
     assert re.search(r"jose\.alvarez@example\.net active \([a-z;-]+\) -> bounced \([a-z;-]+\)", text), done.stdout
+
+
+# --- (g) serve on a busy port ---------------------------------------------------------------------------
+
+
+def test_serve_on_a_busy_port_says_so_in_one_line_and_exits_1(tmp_path, config):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = digest(tmp_path, "--config", str(config), "serve", "--port", str(port), timeout=30)
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert lines == [f"error: 127.0.0.1:{port} is already in use; pick another --port"], lines
