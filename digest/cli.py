@@ -31,6 +31,7 @@ from .export import deliveries_csv
 from .gathering import gather_stories
 from .ledger import FINAL, STATES, Ledger
 from .models import Edition, Issue, Settings, SmtpSettings, Subscriber
+from .outcomes import FAILURE_CLASSES
 from .planning import plan
 from .preflight import Finding, check_plan, check_rendered
 from .render import Renderer
@@ -65,9 +66,24 @@ date_option = click.option("--date", "date", callback=_parse_date, metavar="YYYY
                            help="Issue date in the edition's own time zone (default: today there).")
 
 
+_CONFIG_HELP = "Path to digest.toml (default: $DIGEST_CONFIG, else ./digest.toml)."
+
+
+def _config_here(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    if value is not None:  # given after the subcommand: it wins over the group's and $DIGEST_CONFIG
+        ctx.obj = value
+
+
+def config_option(command):
+    """``--config PATH`` on a command as well as on the group, so it may follow the subcommand."""
+    # Eager, so that `digest demo --config x --help` shows the defaults of that config.
+    return click.option("--config", type=click.Path(dir_okay=False, path_type=Path), expose_value=False,
+                        is_eager=True, callback=_config_here, help=_CONFIG_HELP)(command)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), envvar="DIGEST_CONFIG",
-              help="Path to digest.toml (default: $DIGEST_CONFIG, else ./digest.toml).")
+              help=_CONFIG_HELP)
 @click.pass_context
 def cli(ctx: click.Context, config: Path | None) -> None:
     """Compose and send newsroom email digests."""
@@ -119,6 +135,7 @@ def _input_findings(settings: Settings, stories: StoryLoad, subscribers: Subscri
 
 
 @cli.command()
+@config_option
 @click.pass_context
 def editions(ctx: click.Context) -> None:
     """List editions, their time zones and next send times."""
@@ -153,6 +170,7 @@ def _print_subscriber_lines(settings: Settings, subscribers: SubscriberLoad, edi
 
 
 @cli.command()
+@config_option
 @click.argument("edition", required=False)
 @date_option
 @click.pass_context
@@ -252,6 +270,7 @@ def _warn_inputs(stories: StoryLoad, subscribers: SubscriberLoad) -> None:
 
 
 @cli.command()
+@config_option
 @click.argument("edition")
 @date_option
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
@@ -273,6 +292,7 @@ def render(ctx: click.Context, edition: str, date: dt.date | None, out: Path | N
 
 
 @cli.command()
+@config_option
 @click.argument("edition")
 @date_option
 @click.option("--to", "to", multiple=True, metavar="ADDRESS",
@@ -409,6 +429,7 @@ def _send_tests(settings: Settings, edition: Edition, date: dt.date, to: list[st
 
 
 @cli.command()
+@config_option
 @click.argument("edition")
 @date_option
 @click.option("--export", "export", type=click.Path(dir_okay=False, path_type=Path),
@@ -432,7 +453,14 @@ def status(ctx: click.Context, edition: str, date: dt.date | None, export: Path 
         ctx.exit(1)
     with closing(ledger):
         counts = ledger.counts(record.id)
-        console.table(f"{ed.slug} {date}: {record.status}", ["state", "copies"], [(s, counts[s]) for s in STATES if counts[s]])
+        failures = ledger.failure_counts(record.id)
+        rows: list[tuple[str, int]] = []
+        for state in STATES:
+            if counts[state]:
+                rows.append((state, counts[state]))
+            if state == "failed":  # and one row per reason, so a hard bounce is not read as a relay hiccup
+                rows += [(_state_shown(state, failure), n) for failure, n in sorted(failures.items())]
+        console.table(f"{ed.slug} {date}: {record.status}", ["state", "copies"], rows)
         left_out = ledger.left_out(record.id)
         still_out = [(line, reason) for line, _, reason, added in left_out if added is None]
         if still_out:
@@ -442,12 +470,15 @@ def status(ctx: click.Context, edition: str, date: dt.date | None, export: Path 
                 console.line(f"  {settings.paths.subscribers.name}:{line}: {reason}", "error")
         if len(left_out) > len(still_out):
             console.line(f"{len(left_out) - len(still_out)} reader(s) added since the freeze, their rows fixed", "ok")
-        problems = ledger.deliveries(record.id, [s for s in STATES if s not in ("sent", "suppressed", "pending")])
+        # Every copy not sent, the ones that need a person first; pending ones too (README promises it).
+        order = {"failed": 0, "uncertain": 1, "deferred": 2, "sending": 3, "pending": 4}
+        problems = sorted(ledger.deliveries(record.id, list(order)), key=lambda d: order[d.state])
         if problems:
-            console.table("Not delivered (yet)", ["reader", "state", "attempts", "last reply"],
-                          [(d.email, d.state, d.attempts, f"{d.last_code or ''} {d.last_text or ''}".strip()) for d in problems[:50]])
-            if len(problems) > 50:
-                console.line(f"... and {len(problems) - 50} more; use --export for all")
+            console.table("Not sent", ["reader", "state", "attempts", "last reply"],
+                          [(d.email, _state_shown(d.state, d.failure), d.attempts,
+                            f"{d.last_code or ''} {d.last_text or ''}".strip()) for d in problems[:_STATUS_ROWS]])
+            if len(problems) > _STATUS_ROWS:
+                console.line(f"... and {len(problems) - _STATUS_ROWS} more; --export for all")
         if export:
             write_atomically(export, deliveries_csv(ledger.deliveries(record.id)).encode("utf-8"))
             console.line(f"wrote {export}")
@@ -455,9 +486,38 @@ def status(ctx: click.Context, edition: str, date: dt.date | None, export: Path 
     ctx.exit(0 if unsettled == 0 and counts["failed"] == 0 and not still_out else 1)
 
 
+_STATUS_ROWS = 50  # copies `digest status` lists on the terminal; --export writes them all
+
+
+def _state_shown(state: str, failure: str | None) -> str:
+    """``failed (hard bounce)`` for a failed copy, else the state itself."""
+    if state != "failed":
+        return state
+    return f"failed ({FAILURE_CLASSES.get(failure or 'permanent', failure)})"
+
+
+
+class _DemoDateOption(click.Option):
+    """``digest demo --date``, whose help names the default this newsroom's config really gives."""
+
+    def get_help_record(self, ctx: click.Context):
+        try:
+            settings = load_settings(ctx.obj)
+        except DigestError:
+            self.help = ("Sample day to send (default: the [demo] date in digest.toml, else today in each "
+                         "edition's time zone).")
+        else:
+            if settings.demo_date is not None:
+                self.help = f"Sample day to send (default: {settings.demo_date}, the [demo] date in {settings.config_file.name})."
+            else:
+                self.help = (f"Sample day to send (default: today in each edition's time zone; "
+                             f"{settings.config_file.name} sets no [demo] date).")
+        return super().get_help_record(ctx)
+
 
 @cli.command()
-@date_option
+@config_option
+@click.option("--date", "date", cls=_DemoDateOption, callback=_parse_date, metavar="YYYY-MM-DD")
 @click.pass_context
 def demo(ctx: click.Context, date: dt.date | None) -> None:
     """Send every edition of the sample day through a local capture SMTP server (no setup needed)."""
@@ -499,6 +559,7 @@ def demo(ctx: click.Context, date: dt.date | None) -> None:
 
 
 @cli.command()
+@config_option
 @click.option("--list", "show_list", is_flag=True, help="List the next sends per edition and the state of today's issues.")
 @click.option("--count", default=3, show_default=True, type=click.IntRange(1, 50), help="With --list: sends per edition.")
 @click.option("--health", is_flag=True, help="Exit 0 if a scheduler is running for this state database, else 1.")
@@ -569,6 +630,7 @@ def _today_state(ledger: Ledger | None, edition: Edition, today: dt.date, now: d
 
 
 @cli.command()
+@config_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (put an HTTPS proxy in front).")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
 @click.pass_context
@@ -581,6 +643,7 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
 
 
 @cli.command()
+@config_option
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Read and match, but suppress and mark nothing.")
 @click.option("--all", "show_all", is_flag=True, help="Also list ignored messages (auto-replies, success notices).")
@@ -603,11 +666,13 @@ def bounces(ctx: click.Context, path: Path, dry_run: bool, show_all: bool) -> No
 
 
 @cli.group()
+@config_option
 def subscribers() -> None:
     """Keep subscribers.csv in step with the state database."""
 
 
 @subscribers.command("export")
+@config_option
 @click.option("--dry-run", is_flag=True, help="Show the changes without writing the file.")
 @click.pass_context
 def subscribers_export(ctx: click.Context, dry_run: bool) -> None:
@@ -623,7 +688,8 @@ def subscribers_export(ctx: click.Context, dry_run: bool) -> None:
         console.line(f"{settings.paths.subscribers.name} already agrees with the state database", "ok")
         return
     console.table(("Would change" if dry_run else "Changed") + f" in {settings.paths.subscribers.name}",
-                  ["line", "email", "before", "after"], result.changes)
+                  ["line", "email", "status (editions): before -> after"],
+                  [(line, email, f"{before} -> {after}") for line, email, before, after in result.changes])
     if result.backup:
         console.line(f"backup of the previous file: {result.backup}")
 

@@ -7,6 +7,7 @@ Secrets are read from the environment only and never appear in a repr or an erro
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import os
 import re
 import tomllib
@@ -47,6 +48,13 @@ _SMTP_KEYS = {"host", "port", "tls", "pool_size", "rate", "timeout", "data_timeo
               "local_hostname", "ca_file"}
 _DELIVERY_KEYS = {"deadline_hours", "max_attempts", "retry_base", "retry_cap", "uncertain",
                   "breaker_min_rejections", "breaker_ratio"}
+_NEWSROOM_KEYS = {"name", "domain", "postal_address", "words_per_minute"}
+_WEB_KEYS = {"base_url"}
+_PATHS_KEYS = {"stories", "subscribers", "templates", "state", "out"}
+_DEMO_KEYS = {"date"}
+_DKIM_KEYS = {"selector", "domain"}
+_CURATOR_KEYS = {"name", "title"}
+_TOP_LEVEL = {"newsroom", "web", "paths", "demo", "defaults", "editions", "smtp", "delivery", "dkim", "sources"}
 _SOURCE_KEYS = {"name", "url", "editions", "tags", "cities", "timeout", "max_bytes", "max_redirects",
                 "default_timezone", "categories_as", "priority"}
 # A key only for `digest demo` and tests on embedded defaults; `send` refuses to run with it.
@@ -99,10 +107,12 @@ class _Reader:
     def fail(self, key: str, message: str) -> ConfigError:
         return ConfigError(message, file=self.file, field=key)
 
-    def table(self, name: str) -> dict[str, Any]:
+    def table(self, name: str, known: set[str]) -> dict[str, Any]:
+        """A top-level table (empty when absent), its keys checked against ``known``."""
         value = self.raw.get(name, {})
         if not isinstance(value, dict):
-            raise self.fail(name, "must be a table")
+            raise self.fail(name, f"must be a table ([{name}]), not {_shown(value)}")
+        self.reject_unknown(value, known, name)
         return value
 
     def text(self, table: Mapping[str, Any], key: str, where: str, *, default: str | None = None) -> str:
@@ -110,25 +120,25 @@ class _Reader:
         if value is None:
             raise self.fail(f"{where}.{key}", "is required")
         if not isinstance(value, str) or (not value.strip() and default != ""):
-            raise self.fail(f"{where}.{key}", "must be a non-empty string")
+            raise self.fail(f"{where}.{key}", f"must be a non-empty string, not {_shown(value)}")
         if "\r" in value or "\n" in value or "\x00" in value:
             raise self.fail(f"{where}.{key}", "must be one line")
         return value
 
     def settings(self) -> Settings:
-        newsroom_t = self.table("newsroom")
+        self.reject_unknown(self.raw, _TOP_LEVEL, "")
+        newsroom_t = self.table("newsroom", _NEWSROOM_KEYS)
         newsroom = Newsroom(
             name=self.text(newsroom_t, "name", "newsroom"),
             domain=self.text(newsroom_t, "domain", "newsroom"),
             postal_address=self.text(newsroom_t, "postal_address", "newsroom"),
             words_per_minute=self.positive_int(newsroom_t, "words_per_minute", "newsroom", default=230),
         )
-        web = self.table("web")
+        web = self.table("web", _WEB_KEYS)
         base_url = self.text(web, "base_url", "web").rstrip("/")
         if not base_url.startswith(("https://", "http://")):
-            raise self.fail("web.base_url", "must start with https:// (or http:// for local testing)")
-        defaults = self.table("defaults")
-        self.reject_unknown(defaults, _EDITION_KEYS, "defaults")
+            raise self.fail("web.base_url", f"{_shown(base_url)} must start with https:// (or http:// for local testing)")
+        defaults = self.table("defaults", _EDITION_KEYS)
         editions_raw = self.raw.get("editions")
         if not isinstance(editions_raw, list) or not editions_raw:
             raise self.fail("editions", "at least one [[editions]] table is required")
@@ -136,9 +146,9 @@ class _Reader:
         seen: set[str] = set()
         for i, edition in enumerate(editions):
             if edition.slug in seen:
-                raise self.fail(f"editions[{i}].slug", f"'{edition.slug}' is used by two editions")
+                raise self.fail(f"editions[{i}] ({edition.slug}).slug", f"'{edition.slug}' is used by two editions")
             seen.add(edition.slug)
-        demo_t = self.table("demo")
+        demo_t = self.table("demo", _DEMO_KEYS)
         demo_date = self.date(demo_t, "date", "demo") if "date" in demo_t else None
         paths = self.paths()
         return Settings(
@@ -157,14 +167,14 @@ class _Reader:
         )
 
     def paths(self) -> Paths:
-        table = self.table("paths")
+        table = self.table("paths", _PATHS_KEYS)
 
         def path(key: str, default: str | None) -> Path | None:
             value = table.get(key, default)
             if value is None:
                 return None
             if not isinstance(value, str) or not value:
-                raise self.fail(f"paths.{key}", "must be a path")
+                raise self.fail(f"paths.{key}", f"must be a path, not {_shown(value)}")
             return (self.base / value).resolve()
 
         templates = path("templates", None)
@@ -178,8 +188,7 @@ class _Reader:
 
     def smtp(self) -> SmtpSettings:
         """[smtp] from digest.toml, overridden by DIGEST_SMTP_*; credentials from the environment only."""
-        table = self.table("smtp")
-        self.reject_unknown(table, _SMTP_KEYS, "smtp")
+        table = self.table("smtp", _SMTP_KEYS | {"username", "password"})
         for secret in ("username", "password"):
             if secret in table:
                 raise self.fail(f"smtp.{secret}", f"credentials belong in the environment (DIGEST_SMTP_{secret.upper()}), not in digest.toml")
@@ -194,7 +203,7 @@ class _Reader:
             raise self.fail("smtp.port / DIGEST_SMTP_PORT", f"'{port_raw}' is not a TCP port") from None
         tls = env.get("DIGEST_SMTP_TLS") or table.get("tls", "starttls")
         if tls not in ("starttls", "tls", "none"):
-            raise self.fail("smtp.tls / DIGEST_SMTP_TLS", "must be starttls, tls or none")
+            raise self.fail("smtp.tls / DIGEST_SMTP_TLS", f"{_shown(tls)} must be starttls, tls or none")
         if not isinstance(host, str) or not host or any(c in host for c in " \r\n\x00"):
             raise self.fail("smtp.host / DIGEST_SMTP_HOST", "must be a host name or address")
         return SmtpSettings(
@@ -222,6 +231,8 @@ class _Reader:
             where = f"sources[{i}]"
             if not isinstance(table, dict):
                 raise self.fail(where, "must be a table")
+            if isinstance(table.get("name"), str):
+                where = f"sources[{i}] ({table['name']})"
             self.reject_unknown(table, _SOURCE_KEYS, where)
             name = self.text(table, "name", where)
             if any(s.name == name for s in found):
@@ -239,7 +250,7 @@ class _Reader:
                     raise self.fail(f"{where}.default_timezone", f"'{zone}' is not an IANA time zone") from None
             categories_as = table.get("categories_as", "tags")
             if categories_as not in ("tags", "cities", "both"):
-                raise self.fail(f"{where}.categories_as", "must be tags, cities or both")
+                raise self.fail(f"{where}.categories_as", f"{_shown(categories_as)} must be tags, cities or both")
             found.append(FeedSource(
                 name=name, url=url,
                 editions=tuple(sorted(self.labels(table, "editions", where))),
@@ -256,8 +267,7 @@ class _Reader:
 
     def dkim(self, newsroom: Newsroom) -> DkimSettings:
         """[dkim] selector and domain; signing is on only when DIGEST_DKIM_KEY_FILE is set."""
-        table = self.table("dkim")
-        self.reject_unknown(table, {"selector", "domain"}, "dkim")
+        table = self.table("dkim", _DKIM_KEYS)
         key_file = self.env.get("DIGEST_DKIM_KEY_FILE")
         if not key_file:
             return DkimSettings()
@@ -270,11 +280,10 @@ class _Reader:
         return DkimSettings(Path(key_file), selector, domain)
 
     def delivery(self) -> DeliverySettings:
-        table = self.table("delivery")
-        self.reject_unknown(table, _DELIVERY_KEYS, "delivery")
+        table = self.table("delivery", _DELIVERY_KEYS)
         uncertain = table.get("uncertain", "resend")
         if uncertain not in ("resend", "hold"):
-            raise self.fail("delivery.uncertain", "must be 'resend' or 'hold'")
+            raise self.fail("delivery.uncertain", f"{_shown(uncertain)} must be 'resend' or 'hold'")
         return DeliverySettings(
             deadline_hours=self.number(table, "deadline_hours", "delivery", default=6.0, minimum=0.0),
             max_attempts=self.positive_int(table, "max_attempts", "delivery", default=8),
@@ -288,25 +297,34 @@ class _Reader:
     def number(self, table: Mapping[str, Any], key: str, where: str, *, default: float, minimum: float) -> float:
         value = table.get(key, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-            raise self.fail(f"{where}.{key}", f"must be a number of at least {minimum:g}")
+            raise self.fail(f"{where}.{key}", f"{_shown(value)} must be a number of at least {minimum:g}")
         return float(value)
 
     def flag(self, table: Mapping[str, Any], key: str, where: str) -> bool:
         value = table.get(key, False)
         if not isinstance(value, bool):
-            raise self.fail(f"{where}.{key}", "must be true or false")
+            raise self.fail(f"{where}.{key}", f"{_shown(value)} must be true or false")
         return value
 
     def reject_unknown(self, table: Mapping[str, Any], known: set[str], where: str) -> None:
-        """A typo'd key would be silently ignored; name it instead."""
+        """A typo'd key or table would be silently ignored; name it, and the likely intended one.
+
+        ``where`` is the table's own name, or "" for the top level of the document.
+        """
         unknown = sorted(set(table) - known)
-        if unknown:
-            raise self.fail(f"{where}.{unknown[0]}", f"unknown key (known: {', '.join(sorted(known))})")
+        if not unknown:
+            return
+        key = unknown[0]
+        what = "table" if isinstance(table[key], (dict, list)) and not where else "key"
+        by_fold = {k.casefold(): k for k in known}
+        close = difflib.get_close_matches(key.casefold(), list(by_fold), n=1, cutoff=0.6)
+        hint = f"; did you mean '{by_fold[close[0]]}'?" if close else f" (known: {', '.join(sorted(known))})"
+        raise self.fail(f"{where}.{key}" if where else key, f"unknown {what} '{key}'{hint}")
 
     def positive_int(self, table: Mapping[str, Any], key: str, where: str, *, default: int) -> int:
         value = table.get(key, default)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise self.fail(f"{where}.{key}", "must be a positive whole number")
+            raise self.fail(f"{where}.{key}", f"{_shown(value)} must be a positive whole number")
         return value
 
     def date(self, table: Mapping[str, Any], key: str, where: str) -> dt.date:
@@ -316,21 +334,23 @@ class _Reader:
         try:
             return dt.date.fromisoformat(str(value))
         except ValueError:
-            raise self.fail(f"{where}.{key}", "must be a date, YYYY-MM-DD") from None
+            raise self.fail(f"{where}.{key}", f"{_shown(value)} must be a date, YYYY-MM-DD") from None
 
     def edition(self, index: int, table: Any, defaults: Mapping[str, Any], newsroom: Newsroom) -> Edition:
         where = f"editions[{index}]"
         if not isinstance(table, dict):
             raise self.fail(where, "must be a table")
+        if isinstance(table.get("slug"), str):  # every error about an edition names it the same way
+            where = f"editions[{index}] ({table['slug']})"
         self.reject_unknown(table, _EDITION_KEYS, where)
         merged = {**defaults, **table}
         slug = self.text(merged, "slug", where)
         if not _SLUG.match(slug):
-            raise self.fail(f"{where}.slug", "must be lower-case letters, digits and '-'")
+            raise self.fail(f"{where}.slug", f"{_shown(slug)} must be lower-case letters, digits and '-'")
         where = f"editions[{index}] ({slug})"
         kind = self.text(merged, "kind", where)
         if kind not in _KINDS:
-            raise self.fail(f"{where}.kind", f"must be one of {', '.join(_KINDS)}")
+            raise self.fail(f"{where}.kind", f"{_shown(kind)} must be one of {', '.join(_KINDS)}")
         zone = self.text(merged, "timezone", where)
         try:
             ZoneInfo(zone)
@@ -340,24 +360,27 @@ class _Reader:
         try:
             send_at = dt.time.fromisoformat(send_at_text)
         except ValueError:
-            raise self.fail(f"{where}.send_at", "must be a local time HH:MM") from None
+            raise self.fail(f"{where}.send_at", f"{_shown(send_at_text)} must be a local time HH:MM") from None
         if send_at.tzinfo is not None:
-            raise self.fail(f"{where}.send_at", "must be a local time without an offset; the edition's timezone says where")
+            raise self.fail(f"{where}.send_at", f"{_shown(send_at_text)} must be a local time without an offset; "
+                            "the edition's timezone says where")
         days_raw = merged.get("days", list(WEEKDAYS))
         if not isinstance(days_raw, list) or not days_raw or any(d not in WEEKDAYS for d in days_raw):
-            raise self.fail(f"{where}.days", f"must be a non-empty list of {', '.join(WEEKDAYS)}")
+            bad = [d for d in days_raw if d not in WEEKDAYS] if isinstance(days_raw, list) and days_raw else days_raw
+            raise self.fail(f"{where}.days", f"{_shown(bad)}: must be a non-empty list of {', '.join(WEEKDAYS)}")
         sender_name, sender_addr = self.mailbox(merged, "from", where)
         reply_to = merged.get("reply_to")
         if reply_to is not None:
             reply_to = self.mailbox(merged, "reply_to", where)[1]
         on_empty = merged.get("on_empty", "skip")
         if on_empty not in ("skip", "fail"):
-            raise self.fail(f"{where}.on_empty", "must be 'skip' or 'fail'")
+            raise self.fail(f"{where}.on_empty", f"{_shown(on_empty)} must be 'skip' or 'fail'")
         curator = None
         if merged.get("curator") is not None:
             c = merged["curator"]
             if not isinstance(c, dict):
-                raise self.fail(f"{where}.curator", "must be a table with name and title")
+                raise self.fail(f"{where}.curator", f"must be a table with name and title, not {_shown(c)}")
+            self.reject_unknown(c, _CURATOR_KEYS, f"{where}.curator")
             curator = Curator(self.text(c, "name", f"{where}.curator"), self.text(c, "title", f"{where}.curator", default=""))
         return Edition(
             slug=slug,
@@ -390,5 +413,11 @@ class _Reader:
     def labels(self, table: Mapping[str, Any], key: str, where: str) -> frozenset[str]:
         value = table.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise self.fail(f"{where}.{key}", "must be a list of strings")
+            raise self.fail(f"{where}.{key}", f"{_shown(value)} must be a list of strings")
         return frozenset(v.casefold() for v in value)
+
+
+def _shown(value: Any) -> str:
+    """A value from digest.toml as an error shows it: quoted, escaped, cut when long."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

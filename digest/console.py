@@ -64,7 +64,7 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) 
     for column in columns:
         grid.add_column(_cell(column))
     for row in rows:
-        grid.add_row(*(_cell(v) for v in row))
+        grid.add_row(*(_cell(v) for v in row))  # values are data, never markup
     out.print(grid)
 
 

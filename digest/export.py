@@ -12,8 +12,10 @@ import io
 from collections.abc import Iterable
 
 from .ledger import Delivery
+from .outcomes import FAILURE_CLASSES
 
-COLUMNS = ("email", "name", "state", "attempts", "last_code", "last_reply", "message_id", "updated_at")
+# ``failure`` is why a failed copy failed (hard bounce, policy rejection, ...); empty otherwise.
+COLUMNS = ("email", "name", "state", "failure", "attempts", "last_code", "last_reply", "message_id", "updated_at")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -29,6 +31,7 @@ def deliveries_csv(deliveries: Iterable[Delivery]) -> str:
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(COLUMNS)
     for d in deliveries:
-        writer.writerow([safe_cell(v) for v in (d.email, d.name, d.state, d.attempts, d.last_code, d.last_text,
+        failure = FAILURE_CLASSES.get(d.failure, d.failure) if d.state == "failed" and d.failure else ""
+        writer.writerow([safe_cell(v) for v in (d.email, d.name, d.state, failure, d.attempts, d.last_code, d.last_text,
                                                d.message_id, d.updated_at)])
     return out.getvalue()

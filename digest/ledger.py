@@ -21,6 +21,7 @@ its own transaction, so a crash leaves at most the copies in flight in doubt.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import sqlite3
 from collections.abc import Iterable
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
+from .outcomes import failure_of_record
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS issues (
@@ -53,6 +55,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     last_code   INTEGER,
     last_text   TEXT,
     updated_at  TEXT NOT NULL,
+    failure     TEXT,                     -- why a failed copy failed: outcomes.FAILURE_CLASSES
     UNIQUE (issue_id, key)
 );
 CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries(issue_id, state);
@@ -101,7 +104,8 @@ CREATE TABLE IF NOT EXISTS left_out_rows (  -- subscriber rows that could not be
 # Columns added to tables of an existing database when it is opened (name, table, declaration).
 UPGRADES = (
     ("deliveries", "first_name", "TEXT"),  # what the greeting calls the reader; NULL: derive from name
-    ("issues", "deadline", "REAL"),  # epoch seconds from `send --deadline`; NULL: send time + deadline_hours
+    ("issues", "deadline", "REAL"),
+    ("deliveries", "failure", "TEXT"),  # failed copies: a key of outcomes.FAILURE_CLASSES; NULL: derive from the reply  # epoch seconds from `send --deadline`; NULL: send time + deadline_hours
 )
 
 
@@ -133,6 +137,7 @@ class Delivery:
     updated_at: str | None = None
     next_at: float | None = None
     first_name: str | None = None  # the greeting's name as read at freeze time ('' none); None: derive
+    failure: str | None = None  # failed copies: a key of outcomes.FAILURE_CLASSES (derived for old rows)
 
 
 def _now() -> str:
@@ -171,8 +176,9 @@ class Ledger:
         else:
             self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=30)
         self.db.execute("PRAGMA foreign_keys=ON")
-        # A read-only look at a database from an older digest may lack the newer column.
+        # A read-only look at a database from an older digest may lack the newer columns.
         self._first_name = "first_name" if self._has_column("deliveries", "first_name") else "NULL"
+        self._failure = "failure" if self._has_column("deliveries", "failure") else "NULL"
 
     def _has_column(self, table: str, column: str) -> bool:
         return any(row[1] == column for row in self.db.execute(f"PRAGMA table_info({table})"))
@@ -181,7 +187,11 @@ class Ledger:
         """Add the columns a database created by an older digest lacks; its rows stay as they are."""
         for table, column, declaration in UPGRADES:
             if not self._has_column(table, column):
-                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+                try:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+                except sqlite3.OperationalError as exc:  # another process upgraded it a moment ago
+                    if "duplicate column" not in str(exc):
+                        raise
 
     @classmethod
     def read_only(cls, path: Path) -> Ledger | None:
@@ -358,20 +368,24 @@ class Ledger:
         return False
 
     def mark(self, delivery_id: int, state: str, code: int | None, text: str | None, *,
-             next_at: float | None = None, count_attempt: bool = False) -> None:
-        """Record an outcome (committed at once)."""
+             next_at: float | None = None, count_attempt: bool = False, failure: str | None = None) -> None:
+        """Record an outcome (committed at once); ``failure`` says why a failed copy failed."""
         if state not in STATES:
             raise ValueError(state)
+        if state == "failed" and failure is None:
+            failure = failure_of_record(code, text)
         self.db.execute(
             "UPDATE deliveries SET state = ?, last_code = ?, last_text = ?, next_at = ?, "
-            "attempts = attempts + ?, updated_at = ? WHERE id = ?",
-            (state, code, text, next_at, 1 if count_attempt else 0, _now(), delivery_id))
+            "attempts = attempts + ?, updated_at = ?, failure = ? WHERE id = ?",
+            (state, code, text, next_at, 1 if count_attempt else 0, _now(), failure if state == "failed" else None,
+             delivery_id))
 
-    def expire_deferred(self, issue_id: int, reason: str) -> int:
+    def expire_deferred(self, issue_id: int, reason: str, failure: str = "deadline") -> int:
         """Give up on every deferred copy (deadline or attempts exhausted); they become failed."""
         cursor = self.db.execute(
             "UPDATE deliveries SET state = 'failed', last_text = ? || coalesce(' (last reply: ' || last_text || ')', ''), "
-            "next_at = NULL, updated_at = ? WHERE issue_id = ? AND state = 'deferred'", (reason, _now(), issue_id))
+            "next_at = NULL, updated_at = ?, failure = ? WHERE issue_id = ? AND state = 'deferred'",
+            (reason, _now(), failure, issue_id))
         return cursor.rowcount
 
     def counts(self, issue_id: int) -> dict[str, int]:
@@ -382,13 +396,26 @@ class Ledger:
     def deliveries(self, issue_id: int, states: Iterable[str] | None = None) -> list[Delivery]:
         """Every copy of an issue (optionally only some states), in audience order."""
         query = ("SELECT id, email, name, state, attempts, message_id, last_code, last_text, updated_at, next_at, "
-                 f"{self._first_name} FROM deliveries WHERE issue_id = ?")
+                 f"{self._first_name}, {self._failure} FROM deliveries WHERE issue_id = ?")
         args: list[object] = [issue_id]
         if states is not None:
             wanted = tuple(states)
             query += f" AND state IN ({','.join('?' * len(wanted))})"
             args += wanted
-        return [Delivery(*row) for row in self.db.execute(query + " ORDER BY id", args)]
+        found = []
+        for row in self.db.execute(query + " ORDER BY id", args):
+            delivery = Delivery(*row)
+            if delivery.state == "failed" and delivery.failure is None:  # a row from before classes were kept
+                delivery = dataclasses.replace(delivery, failure=failure_of_record(delivery.last_code, delivery.last_text))
+            found.append(delivery)
+        return found
+
+    def failure_counts(self, issue_id: int) -> dict[str, int]:
+        """Failed copies per failure class (only the classes present)."""
+        counts: dict[str, int] = {}
+        for delivery in self.deliveries(issue_id, ["failed"]):
+            counts[delivery.failure or "permanent"] = counts.get(delivery.failure or "permanent", 0) + 1
+        return counts
 
     def deadline(self, issue_id: int) -> float | None:
         """The deadline an operator gave the issue (``digest send --deadline``), or None: the computed one."""

@@ -16,6 +16,10 @@
     5xx to MAIL FROM .............................. halt: the relay refuses our sender, so every copy
                                                     would fail; the send stops, readers stay pending
     authentication refused, no STARTTLS ........... the send stops at once (transport.SmtpSetupError)
+
+A failed copy also records why, as one of ``FAILURE_CLASSES``: the SMTP verdicts above, plus the
+two the dispatch loop decides (``retries``: max_attempts used up; ``deadline``: the issue's
+delivery deadline passed) and ``dsn`` (a bounce report for a copy the relay had accepted).
 """
 
 from __future__ import annotations
@@ -25,6 +29,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 Phase = Literal["connect", "mail", "rcpt", "data", "body"]
+# Why a copy failed, as `digest status` and its CSV export name it.
+FAILURE_CLASSES = {
+    "hard_bounce": "hard bounce",
+    "policy": "policy rejection",
+    "permanent": "permanent failure",
+    "retries": "gave up after retries",
+    "deadline": "deadline passed",
+    "dsn": "bounced after delivery",
+}
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
@@ -53,6 +66,7 @@ class Verdict:
     retry_now: bool = False  # a connection problem, not the reader's: try again at once
     retry_fresh: bool = False  # the session's problem: once more on a new connection, uncharged; then halt
     halt: bool = False  # the problem is ours (sender refused): stop the send, charge no reader
+    failure: str | None = None  # for state 'failed': a key of FAILURE_CLASSES
 
 
 def classify(reply: SmtpReply) -> Verdict:
@@ -76,10 +90,31 @@ def classify(reply: SmtpReply) -> Verdict:
     if 500 <= code < 600:
         enhanced = reply.enhanced
         if enhanced is not None and enhanced[1] == 1:
-            return Verdict("failed", f"hard bounce ({code} {'.'.join(map(str, enhanced))})", suppress=True)
+            return Verdict("failed", f"hard bounce ({code} {'.'.join(map(str, enhanced))})", suppress=True,
+                           failure="hard_bounce")
         if enhanced is not None and enhanced[1] == 7:
-            return Verdict("failed", f"policy rejection ({code} {'.'.join(map(str, enhanced))})", policy=True)
+            return Verdict("failed", f"policy rejection ({code} {'.'.join(map(str, enhanced))})", policy=True,
+                           failure="policy")
         if enhanced is None and code in (550, 551, 553) and reply.phase == "rcpt":
-            return Verdict("failed", f"hard bounce ({code})", suppress=True)
-        return Verdict("failed", f"permanent failure ({code})")
+            return Verdict("failed", f"hard bounce ({code})", suppress=True, failure="hard_bounce")
+        return Verdict("failed", f"permanent failure ({code})", failure="permanent")
     return Verdict("deferred", f"unexpected reply code {code}", reconnect=True)
+
+
+def failure_of_record(code: int | None, text: str | None) -> str:
+    """The failure class of a copy failed before classes were recorded, from its stored reply.
+
+    The texts matched are the ones earlier versions of send.py, ledger.py and bounces.py wrote.
+    """
+    text = text or ""
+    if text.startswith("gave up: the issue's delivery deadline passed"):
+        return "deadline"
+    if text.startswith("gave up after"):
+        return "retries"
+    if text.startswith("bounced after it was sent"):
+        return "dsn"
+    if code is not None and 500 <= code < 600:
+        verdict = classify(SmtpReply(code, text, "rcpt"))
+        if verdict.failure is not None:
+            return verdict.failure
+    return "permanent"

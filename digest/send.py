@@ -312,7 +312,7 @@ class Dispatcher:
             if attempts >= self.delivery.max_attempts:
                 if verdict.state == "deferred":
                     self._record(delivery, "failed", reply.code or None, f"gave up after {attempts} attempts: {text}",
-                                 count=not reached_data)
+                                 count=not reached_data, failure="retries")
                 else:  # it may have arrived every time: stop resending and leave it for a person
                     self._record(delivery, "uncertain", None, f"held after {attempts} attempts: {text}",
                                  next_at=HELD, count=not reached_data)
@@ -321,7 +321,7 @@ class Dispatcher:
             self._record(delivery, verdict.state, reply.code or None, text, next_at=self.clock() + delay,
                          count=not reached_data)
             return
-        self._record(delivery, verdict.state, reply.code, text, count=not reached_data)
+        self._record(delivery, verdict.state, reply.code, text, count=not reached_data, failure=verdict.failure)
         if verdict.suppress:
             self.ledger.suppress(address_key(delivery.email), "*", "bounced", text)
 
@@ -375,8 +375,8 @@ class Dispatcher:
         return base * random.uniform(0.8, 1.2)
 
     def _record(self, delivery: Delivery, state: str, code: int | None, text: str, *,
-                next_at: float | None = None, count: bool = False) -> None:
-        self.ledger.mark(delivery.id, state, code, text, next_at=next_at, count_attempt=count)
+                next_at: float | None = None, count: bool = False, failure: str | None = None) -> None:
+        self.ledger.mark(delivery.id, state, code, text, next_at=next_at, count_attempt=count, failure=failure)
         self._count(state)
 
     def _count(self, state: str) -> None:

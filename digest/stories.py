@@ -75,6 +75,34 @@ def load_folder(folder: Path) -> StoryLoad:
     return StoryLoad(tuple(stories), tuple(problems))
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> tuple[int | None, str]:
+    """(line of the story file, plain-words explanation) for PyYAML's error.
+
+    PyYAML counts lines of the front matter block from 0; the file has the opening '---' above it.
+    For something left open (a quote, a list) the useful line is where it opened (the context).
+    """
+    problem = str(getattr(exc, "problem", None) or exc)
+    context = str(getattr(exc, "context", None) or "")
+    problem_mark = getattr(exc, "problem_mark", None)
+    context_mark = getattr(exc, "context_mark", None)
+
+    def file_line(mark) -> int | None:
+        return mark.line + 2 if mark is not None else None
+
+    if "quoted scalar" in context and context_mark is not None:
+        return file_line(context_mark), "a quote opened on this line is never closed"
+    if "flow sequence" in context and context_mark is not None:
+        return file_line(context_mark), "a list opened with '[' on this line is never closed with ']'"
+    if "flow mapping" in context and context_mark is not None:
+        return file_line(context_mark), "a '{' opened on this line is never closed with '}'"
+    if "mapping values are not allowed" in problem:
+        return file_line(problem_mark), "a value holds ': ' (a colon and a space); put the whole value in quotes"
+    if "'\\t'" in problem:  # PyYAML writes the tab as the two characters \t
+        return file_line(problem_mark), "a tab is used for indenting; YAML needs spaces"
+    where = f" ({context})" if context else ""
+    return file_line(problem_mark or context_mark), f"{problem}{where}"
+
+
 def parse_story(text: str, *, source: str, default_id: str) -> Story:
     """Parse one story file's text; raise ``StoryError`` naming the field at fault."""
     match = _FRONT_MATTER.match(text)
@@ -83,9 +111,8 @@ def parse_story(text: str, *, source: str, default_id: str) -> Story:
     try:
         meta = yaml.load(match.group(1), Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 2 if mark is not None else None  # +1 for 1-based, +1 for the '---' line
-        raise StoryError(f"front matter is not valid YAML: {getattr(exc, 'problem', exc)}", file=source, line=line) from None
+        line, message = _yaml_problem(exc)
+        raise StoryError(f"front matter is not valid YAML: {message}", file=source, line=line) from None
     if not isinstance(meta, dict):
         raise StoryError("front matter must be a mapping of keys to values", file=source)
     fields = _Fields(meta, source)

@@ -19,9 +19,11 @@ The pages are rendered by ``render.render_page`` (Jinja2, autoescaped, StrictUnd
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import html
 import logging
 import re
+import socket
 import threading
 import time
 from contextlib import closing
@@ -37,7 +39,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .addresses import address_key
-from .errors import ConfigError
+from .errors import ConfigError, DigestError
 from .gathering import gather_stories
 from .ledger import Ledger
 from .models import Edition, Settings
@@ -313,5 +315,18 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080) -> None
     """
     import uvicorn
 
-    uvicorn.run(create_app(settings), host=host, port=port, access_log=False, server_header=False,
-                proxy_headers=True, log_level="info")
+    # The socket is bound here, before uvicorn starts, so a busy port is one plain line, not a log.
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as exc:
+        listener.close()
+        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if exc.errno == errno.EADDRINUSE:
+            raise DigestError(f"{shown} is already in use; pick another --port") from None
+        raise DigestError(f"cannot listen on {shown}: {exc.strerror or exc}") from None
+    config = uvicorn.Config(create_app(settings), host=host, port=port, access_log=False, server_header=False,
+                            proxy_headers=True, log_level="info")
+    with listener:
+        uvicorn.Server(config).run(sockets=[listener])

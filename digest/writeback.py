@@ -118,6 +118,7 @@ def _apply(fields: list[str], column: dict[str, int], suppressed: dict[str, dict
         fields[status_i] = new_status
     if editions_i is not None:
         fields[editions_i] = ";".join(new_editions)
-    before = f"{status} [{';'.join(editions)}]"
-    after = f"{new_status} [{';'.join(new_editions)}]"
+    # Parentheses, not brackets: a terminal table would read "[am;pm]" as markup and drop it.
+    before = f"{status} ({';'.join(editions)})"
+    after = f"{new_status} ({';'.join(new_editions)})"
     return before, after, fields

@@ -226,7 +226,7 @@ def test_send_at_with_a_utc_offset_is_refused_not_silently_read_as_local(tmp_pat
 
 def test_duplicate_slug_names_the_second_one(tmp_path):
     err = load_error(tmp_path, second_edition('slug = "denver"', 'slug = "am"'))
-    assert err.field == "editions[1].slug"
+    assert err.field == "editions[1] (am).slug"
     assert "'am'" in err.message
 
 
@@ -353,3 +353,126 @@ def test_load_settings_reads_the_process_environment(tmp_path, monkeypatch):
     settings = load_settings()
     assert [k.key_id for k in settings.signing_keys] == ["k1"]
     assert settings.edition("denver").timezone == "America/Denver"
+
+
+# --- unknown keys and tables, anywhere (issue 9, item 5) -----------------------------------------
+
+
+TYPOS = {
+    # table: (line to change, typo'd line, field reported, suggestion)
+    "newsroom": ('domain = "news.example.org"', 'domian = "news.example.org"', "newsroom.domian", "domain"),
+    "web": ('base_url = "https://digest.news.example.org"',
+            'base_url = "https://digest.news.example.org"\nbase_ulr = "x"', "web.base_ulr", "base_url"),
+    "defaults": ('[defaults]\n', '[defaults]\nreading_minute = 3\n', "defaults.reading_minute", "reading_minutes"),
+    "edition": ('kind = "city"', 'kind = "city"\nreading_minute = 3', "editions[1] (denver).reading_minute",
+                "reading_minutes"),
+}
+EXTRA_TABLES = {
+    "paths": ("[paths]\nstoreis = \"stories\"\n", "paths.storeis", "stories"),
+    "demo": ("[demo]\ndaet = \"2026-12-01\"\n", "demo.daet", "date"),
+    "smtp": ("[smtp]\nhots = \"relay.example.org\"\n", "smtp.hots", "host"),
+    "delivery": ("[delivery]\nmax_attempt = 3\n", "delivery.max_attempt", "max_attempts"),
+    "dkim": ("[dkim]\nselectr = \"s1\"\n", "dkim.selectr", "selector"),
+    "sources": ("[[sources]]\nname = \"wire\"\nurl = \"feed.xml\"\ntimout = 3\n", "sources[0] (wire).timout", "timeout"),
+    "top-level table smpt": ("[smpt]\nhost = \"relay.example.org\"\n", "smpt", "smtp"),
+    "top-level table delivry": ("[delivry]\nmax_attempts = 3\n", "delivry", "delivery"),
+    "top-level table sourcess": ("[[sourcess]]\nname = \"wire\"\n", "sourcess", "sources"),
+}
+
+
+@pytest.mark.parametrize("old,new,field,suggestion", list(TYPOS.values()), ids=list(TYPOS))
+def test_a_typo_in_any_table_is_an_error_with_a_suggestion(tmp_path, old, new, field, suggestion):
+    text = BASE.replace(old, new, 1) if old != 'kind = "city"' else second_edition(old, new)
+    err = load_error(tmp_path, text)
+    assert err.field == field
+    assert f"did you mean '{suggestion}'" in str(err)
+
+
+@pytest.mark.parametrize("extra,field,suggestion", list(EXTRA_TABLES.values()), ids=list(EXTRA_TABLES))
+def test_a_typo_in_an_added_table_or_a_table_name_is_an_error(tmp_path, extra, field, suggestion):
+    # Tables go before [[editions]], where TOML puts them; the edition tables stay as they are.
+    at = BASE.index("[[editions]]")
+    err = load_error(tmp_path, BASE[:at] + extra + "\n" + BASE[at:])
+    assert err.field == field
+    assert f"did you mean '{suggestion}'" in str(err)
+
+
+def test_a_typo_in_an_inline_table_names_the_edition(tmp_path):
+    text = second_edition('kind = "city"', 'kind = "city"\ncurator = { name = "Priya Raman", titel = "Editor" }')
+    err = load_error(tmp_path, text)
+    assert err.field == "editions[1] (denver).curator.titel"
+    assert "did you mean 'title'" in str(err)
+
+
+def test_an_unknown_key_far_from_any_known_one_lists_the_known_keys(tmp_path):
+    err = load_error(tmp_path, BASE.replace("[web]\n", "[web]\ncolour = \"blue\"\n"))
+    assert err.field == "web.colour"
+    assert "did you mean" not in str(err) and "base_url" in str(err)
+
+
+def _tables(value, path=()):
+    """Every table in a parsed TOML document, as a path of keys and list indexes."""
+    if isinstance(value, dict):
+        yield path
+        for key, item in value.items():
+            yield from _tables(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _tables(item, (*path, i))
+
+
+def test_every_table_of_the_shipped_config_refuses_an_unknown_key():
+    # Walks the sample as it ships (plus a [[sources]] entry, commented out there), so a table
+    # added later without its own key check fails here.
+    import copy
+    import tomllib
+
+    from digest.config import _Reader
+
+    raw = tomllib.loads(SAMPLE.read_text(encoding="utf-8"))
+    raw["sources"] = [{"name": "wire", "url": "https://cms.example.org/feed.xml", "editions": ["am"]}]
+    paths = list(_tables(raw))
+    assert len(paths) > 15  # the document, its tables, every edition, the curator, the source
+    for path in paths:
+        doc = copy.deepcopy(raw)
+        target = doc
+        for step in path:
+            target = target[step]
+        target["zz_not_a_key"] = 1
+        with pytest.raises(ConfigError) as info:
+            _Reader(SAMPLE, doc, {}).settings()
+        assert info.value.field is not None and info.value.field.endswith("zz_not_a_key"), (path, str(info.value))
+
+
+BAD_VALUES_SHOWN = {
+    "send_at": ('send_at = "06:00"', 'send_at = "25:00"', "'25:00'"),
+    "kind": ('kind = "city"', 'kind = "regional"', "'regional'"),
+    "days": ('kind = "city"', 'kind = "city"\ndays = ["mon", "funday"]', "'funday'"),
+    "on_empty": ('kind = "city"', 'kind = "city"\non_empty = "ignore"', "'ignore'"),
+    "reading_minutes": ('kind = "city"', 'kind = "city"\nreading_minutes = 0', "0"),
+    "timezone": ('timezone = "America/Denver"', 'timezone = "America/Denvr"', "'America/Denvr'"),
+    "slug": ('slug = "denver"', 'slug = "Denver"', "'Denver'"),
+}
+
+
+@pytest.mark.parametrize("old,new,shown", list(BAD_VALUES_SHOWN.values()), ids=list(BAD_VALUES_SHOWN))
+def test_edition_errors_name_the_edition_by_index_and_slug_and_show_the_value(tmp_path, old, new, shown):
+    err = load_error(tmp_path, second_edition(old, new))
+    assert err.field is not None and err.field.startswith("editions[1] ("), err.field
+    assert shown in err.message, str(err)
+
+
+def test_cli_check_reports_a_table_name_typo(tmp_path):
+    import subprocess
+    import sys
+
+    config = tmp_path / "digest.toml"
+    config.write_text(SAMPLE.read_text(encoding="utf-8").replace("[delivery]", "[delivry]"), encoding="utf-8")
+    shutil.copy(ROOT / "subscribers.csv", tmp_path / "subscribers.csv")
+    shutil.copytree(ROOT / "stories", tmp_path / "stories")
+    digest = Path(sys.executable).with_name("digest")
+    done = subprocess.run([str(digest), "--config", str(config), "check"], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin"}, timeout=60)
+    assert done.returncode == 2
+    assert "delivry" in done.stderr and "did you mean 'delivery'" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

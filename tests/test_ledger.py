@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,72 @@ def test_an_issue_whose_only_unsent_copies_are_held_is_not_unfinished(settings) 
     assert ledger.unfinished_issues() == []
     ledger.mark(second.id, "uncertain", None, "resend me", next_at=0.0)
     assert ledger.unfinished_issues() == [("am", DATE)]
+
+
+# --- failure classes, and a database from before they were kept (issue 9, item 12a) ---------------
+
+
+def _old_database(path: Path) -> None:
+    """A state database as the previous digest created it: deliveries without the failure column."""
+    from digest.ledger import SCHEMA
+
+    old = SCHEMA.replace("    failure     TEXT,                     -- why a failed copy failed: outcomes.FAILURE_CLASSES\n", "")
+    assert old != SCHEMA
+    db = sqlite3.connect(path)
+    db.executescript(old)
+    db.execute("INSERT INTO issues (id, edition, issue_date, send_time, created_at) VALUES "
+               "(1, 'am', '2026-12-01', '2026-12-01T06:00:00-05:00', '2026-12-01T10:00:00+00:00')")
+    rows = [
+        ("ana@example.com", "failed", 550, "5.1.1 <ana@example.com>: mailbox unknown"),
+        ("jose@example.com", "failed", 554, "5.7.1 rejected by policy"),
+        ("marcus@example.com", "failed", 451, "gave up after 8 attempts: 4.3.0 try again later"),
+        ("lena@example.com", "failed", 451, "gave up: the issue's delivery deadline passed (last reply: 4.7.1 greylisted)"),
+        ("olu@example.com", "failed", 554, "transaction failed"),
+        ("chen@example.com", "sent", 250, "2.0.0 OK"),
+    ]
+    db.executemany("INSERT INTO deliveries (issue_id, email, name, key, state, last_code, last_text, updated_at) "
+                   "VALUES (1, ?, '', ?, ?, ?, ?, '2026-12-01T11:00:00+00:00')",
+                   [(email, email, state, code, text) for email, state, code, text in rows])
+    db.commit()
+    db.close()
+
+
+OLD_CLASSES = {"ana@example.com": "hard_bounce", "jose@example.com": "policy", "marcus@example.com": "retries",
+               "lena@example.com": "deadline", "olu@example.com": "permanent", "chen@example.com": None}
+
+
+def test_an_old_database_is_read_without_upgrading_it_and_classes_are_derived(tmp_path):
+    path = tmp_path / "old.db"
+    _old_database(path)
+    ledger = Ledger.read_only(path)
+    assert ledger is not None
+    with closing(ledger):
+        assert {d.email: d.failure for d in ledger.deliveries(1)} == OLD_CLASSES
+        assert ledger.failure_counts(1) == {"hard_bounce": 1, "policy": 1, "retries": 1, "deadline": 1, "permanent": 1}
+    columns = {row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(deliveries)")}
+    assert "failure" not in columns  # a read-only look changed nothing
+
+
+def test_an_old_database_is_upgraded_in_place_keeping_its_rows(tmp_path):
+    path = tmp_path / "old.db"
+    _old_database(path)
+    with closing(Ledger(path)) as ledger:
+        assert {d.email: d.failure for d in ledger.deliveries(1)} == OLD_CLASSES
+        pending = ledger.db.execute("INSERT INTO deliveries (issue_id, email, name, key, state, updated_at) VALUES "
+                                    "(1, 'new@example.com', '', 'new@example.com', 'pending', 'x')").lastrowid
+        ledger.mark(pending, "failed", 250, "gave up", failure="deadline")
+        assert ledger.deliveries(1)[-1].failure == "deadline"
+        ledger.expire_deferred(1, "gave up")
+    with closing(Ledger(path)) as again:  # a second open finds the column and leaves it alone
+        assert len(again.deliveries(1)) == 7
+
+
+def test_a_recorded_failure_class_is_kept_and_cleared_when_the_copy_is_sent_later(tmp_path):
+    with closing(Ledger(tmp_path / "state.db")) as ledger:
+        record, _ = ledger.create_issue("am", dt.date(2026, 12, 1), dt.datetime(2026, 12, 1, 11, tzinfo=dt.timezone.utc),
+                                        [], audience=[("a@example.com", "A", "a@example.com")])
+        (copy,) = ledger.deliveries(record.id)
+        ledger.mark(copy.id, "failed", 451, "gave up after 2 attempts: busy", failure="retries")
+        assert ledger.deliveries(record.id)[0].failure == "retries"
+        ledger.mark(copy.id, "sent", 250, "OK")
+        assert ledger.deliveries(record.id)[0].failure is None

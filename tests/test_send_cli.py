@@ -12,6 +12,7 @@ import email
 import email.policy
 import io
 import os
+import re
 import signal
 import subprocess
 from contextlib import closing
@@ -332,3 +333,64 @@ def test_send_as_without_to_exits_2(capsys, newsroom, server):
     code, out, err = send(capsys, newsroom, "am", "--date", D, "--as", ANA)
     assert code == 2, out + err
     assert server.handler.connections == 0
+
+
+# --- status: every copy not sent, failures by class (issue 9, item 12a) ----------------------------------------
+
+
+def cells(text: str) -> str:
+    """Table output with the rules and borders gone: ``failed (hard bounce) 1``."""
+    return " ".join(re.sub(r"[\u2500-\u257f]", " ", text).split())
+
+
+def _export(capsys, config: Path, tmp_path: Path, edition: str) -> tuple[int, str, dict[str, dict[str, str]]]:
+    out_csv = tmp_path / f"{edition}.csv"
+    code, out, _ = run(capsys, "--config", str(config), "status", edition, "--date", D, "--export", str(out_csv))
+    rows = list(csv.reader(io.StringIO(out_csv.read_text(encoding="utf-8"), newline="")))
+    return code, out, {row[0]: dict(zip(rows[0], row)) for row in rows[1:]}
+
+
+def test_status_tells_failures_apart_by_class_in_the_table_and_the_export(capsys, newsroom, server, tmp_path):
+    server.handler.rcpt_script = {
+        ANA: [Reply("550 5.1.1 <ana.lucero@example.com>: mailbox unknown")],
+        JOSE: [Reply("554 5.7.1 rejected by policy")],
+        MARCUS: [Reply("451 4.3.0 try again later")] * 50,
+        LENA: [Reply("554 transaction failed")],
+    }
+    assert send(capsys, newsroom, "am", "--date", D)[0] == 1
+    code, out, rows = _export(capsys, newsroom, tmp_path, "am")
+    assert code == 1
+    expected = {ANA: "hard bounce", JOSE: "policy rejection", MARCUS: "gave up after retries", LENA: "permanent failure"}
+    assert {email: rows[email]["failure"] for email in expected} == expected
+    assert all(rows[email]["state"] == "failed" for email in expected)
+    assert {r["failure"] for e, r in rows.items() if e not in expected} == {""}
+    text = cells(out)
+    for label in expected.values():
+        assert f"failed ({label}) 1" in text, text  # the counts table, one row per class
+    assert "failed 4" in text  # after the total
+
+
+def test_status_says_a_copy_failed_because_the_deadline_passed(capsys, tmp_path, env, server):
+    # A deadline of 0 hours has passed for the sample day: a deferred copy is given up at once.
+    late = write_newsroom(tmp_path / "late", port=server.port, pool_size=2, delivery={"deadline_hours": 0})
+    server.handler.rcpt_script = {address: [Reply("451 4.7.1 greylisted, try again later")] * 5 for address in AM_READERS}
+    assert send(capsys, late, "pm", "--date", D)[0] == 1
+    code, out, rows = _export(capsys, late, tmp_path, "pm")
+    assert code == 1
+    failed = {email: row["failure"] for email, row in rows.items() if row["state"] == "failed"}
+    assert failed and set(failed.values()) == {"deadline passed"}, rows
+    assert f"failed (deadline passed) {len(failed)}" in cells(out)
+
+
+def test_status_lists_pending_copies_too_capped_with_a_pointer_to_the_export(capsys, newsroom, tmp_path):
+    import datetime as dt
+
+    readers = [(f"reader{n:03d}@example.com", f"Reader {n}", f"reader{n:03d}@example.com") for n in range(60)]
+    with closing(Ledger(tmp_path / "state.db")) as ledger:
+        ledger.create_issue("am", DATE, dt.datetime(2026, 12, 1, 11, 0, tzinfo=dt.timezone.utc), [], audience=readers)
+    code, out, _ = run(capsys, "--config", str(newsroom), "status", "am", "--date", D)
+    assert code == 1
+    listed = [email for email, _, _ in readers if email in out]
+    assert len(listed) == 50, out
+    assert "... and 10 more; --export for all" in out
+    assert "pending" in out

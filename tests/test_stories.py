@@ -415,3 +415,27 @@ def test_first_paragraph_is_the_lede_unwrapped():
     words = " ".join(["lede"] * 40)
     assert first_paragraph(f'<p>{words} <a href="https://a.example">x</a></p><p>Second.</p>') == words + " x"
     assert first_paragraph("") == ""
+
+
+# --- malformed front matter names the line of the file, in plain words (issue 9, item 12f) -------
+
+YAML_MISTAKES = {
+    # name: (front matter lines after '---', line of the file named, words the message must carry)
+    "colon-in-a-value": (['headline: "Council votes"', "published: 2026-11-30T19:40:00-06:00",
+                          "byline: By Jordan Pike: staff writer"], 4, "quotes"),
+    "quote-never-closed": (['headline: "Council votes', "published: 2026-11-30T19:40:00-06:00", "byline: Jo"], 2,
+                           "never closed"),
+    "list-never-closed": (["headline: Council votes", "tags: [national, politics", "byline: Jo"], 3, "never closed"),
+    "tab-indent": (["headline: Council votes", "image:", "\tsrc: https://example.org/a.jpg"], 4, "tab"),
+}
+
+
+@pytest.mark.parametrize("lines,line,words", list(YAML_MISTAKES.values()), ids=list(YAML_MISTAKES))
+def test_malformed_front_matter_names_the_file_line_in_plain_words(tmp_path, lines, line, words):
+    from digest.stories import load_folder
+
+    (tmp_path / "story.md").write_text("---\n" + "\n".join(lines) + "\n---\nThe lede.\n", encoding="utf-8")
+    result = load_folder(tmp_path)
+    (problem,) = result.problems
+    assert problem.line == line, str(problem)
+    assert words in problem.message, problem.message

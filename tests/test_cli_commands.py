@@ -1,0 +1,165 @@
+"""Commands that disagreed with README (issue 9, item 12): --config anywhere, demo's default date,
+today's row in `schedule --list`, before -> after in `subscribers export`, a busy port for `serve`.
+
+User-facing behaviour runs the real `digest` executable in a subprocess; the rest runs in-process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from contextlib import closing
+from pathlib import Path
+
+import click
+import pytest
+
+from digest.cli import cli, main
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGEST = Path(sys.executable).with_name("digest")
+KEY = "k1:" + "s" * 32
+
+
+def newsroom_copy(folder: Path, edit=None) -> Path:
+    """The sample newsroom copied into ``folder``; ``edit`` may rewrite digest.toml's text."""
+    folder.mkdir(parents=True)
+    text = (ROOT / "digest.toml").read_text(encoding="utf-8")
+    (folder / "digest.toml").write_text(edit(text) if edit else text, encoding="utf-8")
+    shutil.copy(ROOT / "subscribers.csv", folder / "subscribers.csv")
+    shutil.copytree(ROOT / "stories", folder / "stories")
+    return folder / "digest.toml"
+
+
+def environment(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    env.update(DIGEST_SECRET_KEY=KEY, DIGEST_STATE_URL=f"sqlite:///{tmp_path / 'state.db'}")
+    env.update(extra)
+    return env
+
+
+def digest(tmp_path: Path, *args: str, timeout: float = 60, **extra_env: str) -> subprocess.CompletedProcess[str]:
+    """Run the real `digest` from an empty folder (no digest.toml to fall back on)."""
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir(exist_ok=True)
+    return subprocess.run([str(DIGEST), *args], capture_output=True, text=True, cwd=cwd, timeout=timeout,
+                          env=environment(tmp_path, **extra_env), stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def config(tmp_path) -> Path:
+    return newsroom_copy(tmp_path / "newsroom")
+
+
+# --- (c) --config after any subcommand ----------------------------------------------------------------
+
+
+def _commands(group: click.Group, path: tuple[str, ...] = ()):
+    for name, command in group.commands.items():
+        yield (*path, name), command
+        if isinstance(command, click.Group):
+            yield from _commands(command, (*path, name))
+
+
+def test_every_command_takes_config():
+    for path, command in _commands(cli):
+        options = {opt for param in command.params for opt in getattr(param, "opts", [])}
+        assert "--config" in options, f"`digest {' '.join(path)}` has no --config"
+
+
+ARGS = {("editions",): [], ("check",): [], ("render",): ["am"], ("send",): ["am"], ("status",): ["am"],
+        ("demo",): [], ("schedule",): ["--list"], ("serve",): [], ("bounces",): ["."],
+        ("subscribers",): ["export"], ("subscribers", "export"): ["--dry-run"]}
+
+
+@pytest.mark.parametrize("path", sorted(ARGS), ids=" ".join)
+def test_config_after_the_subcommand_is_the_one_read(capsys, tmp_path, monkeypatch, path):
+    for name in [n for n in os.environ if n.startswith("DIGEST_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    missing = tmp_path / "not-here.toml"
+    args = list(path) + ARGS[path]
+    if path == ("subscribers",):  # the group's own option, before its subcommand
+        args = ["subscribers", "--config", str(missing), "export"]
+    else:
+        args += ["--config", str(missing)]
+    capsys.readouterr()
+    code = main(args)
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert "config file not found" in err and str(missing) in err, err
+
+
+def test_editions_with_config_after_the_subcommand(tmp_path, config):
+    done = digest(tmp_path, "editions", "--config", str(config))
+    assert done.returncode == 0, done.stderr
+    assert "twin-cities" in done.stdout
+
+
+def test_the_command_option_wins_over_the_group_option_and_the_environment(tmp_path, config):
+    wrong = tmp_path / "wrong.toml"
+    done = digest(tmp_path, "--config", str(wrong), "subscribers", "export", "--dry-run", "--config", str(config),
+                  DIGEST_CONFIG=str(wrong))
+    assert done.returncode == 0, done.stderr
+    assert "state database" in done.stdout  # it read the right newsroom and found nothing to apply
+
+
+def test_the_group_option_and_the_environment_still_work(tmp_path, config):
+    assert digest(tmp_path, "--config", str(config), "editions").returncode == 0
+    by_env = digest(tmp_path, "editions", DIGEST_CONFIG=str(config))
+    assert by_env.returncode == 0 and "climate" in by_env.stdout
+
+
+# --- (d) demo --help states the real default date ----------------------------------------------------
+
+
+def test_demo_help_states_the_demo_date_from_the_config(tmp_path):
+    dated = newsroom_copy(tmp_path / "dated", lambda t: t.replace('date = "2026-12-01"', 'date = "2026-11-27"'))
+    for args in (["--config", str(dated), "demo", "--help"], ["demo", "--config", str(dated), "--help"]):
+        done = digest(tmp_path, *args)
+        assert done.returncode == 0, done.stderr
+        assert "2026-11-27" in " ".join(done.stdout.split()), done.stdout
+
+
+def test_demo_help_says_today_when_the_config_sets_no_demo_date(tmp_path):
+    undated = newsroom_copy(tmp_path / "undated", lambda t: t.replace('[demo]\ndate = "2026-12-01"', "[demo]"))
+    done = digest(tmp_path, "--config", str(undated), "demo", "--help")
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    assert "no [demo] date" in text and "today" in text, text
+
+
+# --- (b) subscribers export shows before -> after, edition lists included ----------------------------
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
+def test_subscribers_export_shows_each_change_before_and_after(tmp_path, config, dry_run):
+    from digest.ledger import Ledger
+
+    with closing(Ledger(tmp_path / "state.db")) as ledger:
+        ledger.suppress("ana.lucero@example.com", "am", "unsubscribed")
+        ledger.suppress("jose.alvarez@example.net", "*", "bounced")
+    done = digest(tmp_path, "--config", str(config), "subscribers", "export", *(["--dry-run"] if dry_run else []))
+    assert done.returncode == 0, done.stderr
+    text = " ".join(re.sub(r"[\u2500-\u257f]", " ", done.stdout).split())
+    assert "ana.lucero@example.com active (am;pm) -> active (pm)" in text, done.stdout
+    assert re.search(r"jose\.alvarez@example\.net active \([a-z;-]+\) -> bounced \([a-z;-]+\)", text), done.stdout
+
+
+# --- (g) serve on a busy port ---------------------------------------------------------------------------
+
+
+def test_serve_on_a_busy_port_says_so_in_one_line_and_exits_1(tmp_path, config):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = digest(tmp_path, "--config", str(config), "serve", "--port", str(port), timeout=30)
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert lines == [f"error: 127.0.0.1:{port} is already in use; pick another --port"], lines
