@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import errno
 import re
 import signal
 import sys
@@ -22,13 +23,13 @@ from .addresses import AddressError, check_address
 from .bounces import Summary as BounceSummary
 from .bounces import process as process_bounces
 from .capture import CaptureServer
-from .compose import ComposedIssue, compose, default_out_dir
+from .compose import ComposedIssue, compose, default_out_dir, issue_out_dir
 from .config import DEMO_SECRET, load_settings, parse_signing_keys
 from .editions import next_sends, send_time, sends_on, today_in
 from .errors import ConfigError, DigestError
 from .events import log_to_stderr
 from .export import deliveries_csv
-from .gathering import gather_stories
+from .gathering import BrokenStories, broken_story_rule, gather_stories
 from .ledger import FINAL, STATES, Ledger
 from .models import Edition, Issue, Settings, SmtpSettings, Subscriber
 from .outcomes import FAILURE_CLASSES
@@ -44,6 +45,7 @@ from .transport import (
     EmlDirectory,
     Envelope,
     check_smtp_settings,
+    claim_dry_run_folder,
     clear_dry_run,
     write_atomically,
 )
@@ -124,7 +126,8 @@ def _print_findings(settings: Settings, findings: list[Finding]) -> None:
 
 
 def _input_findings(settings: Settings, stories: StoryLoad, subscribers: SubscriberLoad) -> list[Finding]:
-    findings = [Finding("error", p.where, p.message) for p in stories.problems]
+    # Left out under on_broken_story = "skip" (the default); each edition that says "fail" adds its own error.
+    findings = [Finding("error", p.where, f"{p.message}; left out of every issue") for p in stories.problems]
     if stories.feeds is not None:  # a feed's trouble is reported; the issue uses the sources that answered
         findings += [Finding("warning", p.where, p.message) for p in stories.feeds.problems]
     findings += [Finding("error", p.where, p.message) for p in subscribers.errors]
@@ -189,6 +192,10 @@ def check(ctx: click.Context, edition: str | None, date: dt.date | None) -> None
     rows = []
     for ed in chosen:
         issue_date = date or today_in(ed)
+        try:
+            broken_story_rule(ed, issue_date, stories, log=False)
+        except BrokenStories as exc:
+            findings.append(Finding("error", f"{ed.slug} {issue_date}", str(exc)))
         issue = plan(settings, ed, issue_date, stories.stories)
         findings += check_plan(issue)
         audience = subscribers.audience(ed.slug)
@@ -246,8 +253,10 @@ def _render_issue(settings: Settings, issue: Issue, audience: list[Subscriber], 
 
 def _render_one(settings: Settings, edition: Edition, date: dt.date, out: Path | None,
                 stories: StoryLoad, subscribers: SubscriberLoad, renderer: Renderer) -> RenderResult:
+    for problem in broken_story_rule(edition, date, stories):  # the same rule as send and the scheduler
+        console.line(f"warning: {problem}; left out of this issue", "warning")
     issue = plan(settings, edition, date, stories.stories)
-    folder = out or default_out_dir(settings, issue)
+    folder = issue_out_dir(out, issue) if out is not None else default_out_dir(settings, issue)
     if issue.is_empty:
         clear_dry_run(folder)  # an earlier run's files must not pass for this (empty) issue
         return RenderResult(issue, 0, None, 0)
@@ -259,14 +268,16 @@ def _summary(results: list[RenderResult]) -> None:
     for r in results:
         outcome = "rendered" if r.folder else f"empty: not sent ({r.issue.edition.on_empty})"
         rows.append((r.issue.edition.slug, r.issue.date.isoformat(), len(r.issue.stories),
-                     r.issue.reading_minutes or "-", r.written, outcome, r.folder or ""))
-    console.table("Dry run", ["edition", "date", "stories", "minutes", ".eml files", "outcome", "folder"], rows)
+                     r.issue.reading_minutes or "-", r.written, outcome))
+    console.table("Dry run", ["edition", "date", "stories", "minutes", ".eml files", "outcome"], rows)
+    for r in results:  # a line of its own: a long path is never wrapped inside a table cell
+        if r.folder:
+            console.line(f"{r.issue.edition.slug} {r.issue.date.isoformat()}: {r.written} .eml file(s) and index.html in {r.folder}")
 
 
 def _warn_inputs(stories: StoryLoad, subscribers: SubscriberLoad) -> None:
-    if stories.problems or subscribers.errors:
-        console.note(f"{len(stories.problems)} story file(s) and {len(subscribers.errors)} subscriber row(s) "
-                     "were left out; run `digest check` for details")
+    if subscribers.errors:
+        console.note(f"{len(subscribers.errors)} subscriber row(s) were left out; run `digest check` for details")
 
 
 @cli.command()
@@ -274,10 +285,14 @@ def _warn_inputs(stories: StoryLoad, subscribers: SubscriberLoad) -> None:
 @click.argument("edition")
 @date_option
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for the .eml files (default: out/EDITION/DATE).")
+              help="Folder under which the issue gets its own OUT/EDITION/DATE folder (default: [paths] out).")
 @click.pass_context
 def render(ctx: click.Context, edition: str, date: dt.date | None, out: Path | None) -> None:
-    """Dry run: write one .eml per recipient (plus index.html); send nothing."""
+    """Dry run: write one .eml per recipient (plus index.html) in OUT/EDITION/DATE; send nothing.
+
+    Only digest's own files from an earlier run of that issue are replaced (its manifest,
+    .digest-dry-run.jsonl, lists them); a non-empty folder without one is refused.
+    """
     settings = _require_keys(_settings(ctx))
     ed = _edition(settings, edition)
     date = date or today_in(ed)
@@ -369,7 +384,8 @@ def _run_send(settings: Settings, edition: Edition, date: dt.date, *, wait: bool
             loop.add_signal_handler(sig, stop.set)  # stop taking readers; finish the copies in flight
         with console.live_counts(f"{edition.slug} {date}") as update:
             return await send_issue(settings, edition, date, stop=stop, progress=update, wait_for_retries=wait,
-                                    notify=tell, deadline=deadline)
+                                    notify=tell, deadline=deadline,
+                                    warn=lambda text: console.line(f"warning: {text}", "warning"))
 
     return asyncio.run(run())
 
@@ -527,6 +543,11 @@ def demo(ctx: click.Context, date: dt.date | None) -> None:
         console.note("DIGEST_SECRET_KEY is not set: signing with the built-in demo key (fine for a demo, never for real sends)")
     stories, subscribers = _load_inputs(settings)
     _warn_inputs(stories, subscribers)
+    dates = {ed.slug: date or settings.demo_date or today_in(ed) for ed in settings.editions}
+    folders = {ed.slug: default_out_dir(settings, plan(settings, ed, dates[ed.slug], stories.stories)) for ed in settings.editions}
+    for folder in folders.values():  # before anything is sent: a folder of the user's stops the demo
+        claim_dry_run_folder(folder)
+
     async def run(state: Path) -> list[tuple]:
         rows = []
         async with CaptureServer() as server:
@@ -534,11 +555,12 @@ def demo(ctx: click.Context, date: dt.date | None) -> None:
                 settings, state_db=state / "digest.sqlite3",
                 smtp=SmtpSettings("127.0.0.1", server.port, "none", pool_size=4))
             for ed in settings.editions:
-                issue_date = date or settings.demo_date or today_in(ed)
+                issue_date = dates[ed.slug]
                 before = len(server.handler.received)
-                outcome = await send_issue(demo_settings, ed, issue_date)
+                outcome = await send_issue(demo_settings, ed, issue_date,
+                                           warn=lambda text: console.line(f"warning: {text}", "warning"))
                 received = server.handler.received[before:]
-                folder = default_out_dir(settings, plan(settings, ed, issue_date, stories.stories))
+                folder = folders[ed.slug]
                 clear_dry_run(folder)
                 writer = EmlDirectory(folder, f"{ed.name}, {issue_date}: as received by the capture server")
                 for message in received:
@@ -555,7 +577,8 @@ def demo(ctx: click.Context, date: dt.date | None) -> None:
         rows = asyncio.run(run(Path(state)))
     console.table("Demo: every edition sent over SMTP to a capture server on 127.0.0.1",
                   ["edition", "date", "stories", "sent", "received", "outcome", "saved as .eml in"], rows)
-    console.line(f"Open {settings.paths.out}/<edition>/<date>/index.html to browse what the server received.")
+    console.line(f"Open {settings.paths.out}/<edition>/<date>/index.html to browse what the server received "
+                 "(only digest's own earlier files there are replaced).")
 
 
 @cli.command()
@@ -711,7 +734,31 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         console.error("aborted")
         return 1
+    except OSError as exc:
+        # One translation point for the file system: a path the user gave (an option, digest.toml,
+        # [paths]) that cannot be used is one line naming it, never a stack.
+        text, code = os_error_line(exc)
+        console.error(text)
+        return code
     return code if isinstance(code, int) else 0
+
+
+# The path is plainly wrong (fix the path: exit 2), rather than unusable just now (exit 1).
+_WRONG_PATH = {errno.ENOTDIR: "a part of it is a file, not a folder", errno.EISDIR: "it is a folder, not a file",
+               errno.ENOENT: "no such file or folder", errno.EEXIST: "a file is in the way of a folder"}
+_UNUSABLE_PATH = {errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+                  errno.EROFS: "read-only file system", errno.ENOSPC: "No space left on device (disk full)",
+                  errno.EDQUOT: "disk quota exceeded", errno.ENAMETOOLONG: "name too long"}
+
+
+def os_error_line(exc: OSError) -> tuple[str, int]:
+    """One line for an OSError (the path and the reason in plain words) and its exit code."""
+    reason = _WRONG_PATH.get(exc.errno) or _UNUSABLE_PATH.get(exc.errno) or exc.strerror or type(exc).__name__
+    code = 2 if exc.errno in _WRONG_PATH else 1
+    if exc.filename is None:
+        return f"{reason}", code
+    where = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 else "")
+    return f"{where}: {reason} ({exc.strerror or exc.errno})" if exc.strerror and exc.strerror.lower() != reason.lower() else f"{where}: {reason}", code
 
 
 if __name__ == "__main__":

@@ -100,6 +100,11 @@ def dkim_signer(settings: Settings) -> DkimSigner | None:
     return _SIGNERS[settings.dkim]
 
 
+def issue_out_dir(root: Path, issue: Issue) -> Path:
+    """The folder of ``issue``'s dry run under ``root``: ROOT/<edition>/<date>/, one per issue."""
+    return root / issue.edition.slug / issue.date.isoformat()
+
+
 def default_out_dir(settings: Settings, issue: Issue) -> Path:
     """Where a dry run of ``issue`` goes unless told otherwise: out/<edition>/<date>/."""
-    return settings.paths.out / issue.edition.slug / issue.date.isoformat()
+    return issue_out_dir(settings.paths.out, issue)

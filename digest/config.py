@@ -42,7 +42,7 @@ _KINDS = ("national", "city", "topic")
 _EDITION_KEYS = {
     "slug", "name", "kind", "tagline", "timezone", "send_at", "days", "from", "reply_to",
     "list_id", "subject", "preheader", "greeting", "reading_minutes", "tags", "cities",
-    "curator", "on_empty", "grace_minutes",
+    "curator", "on_empty", "grace_minutes", "on_broken_story",
 }
 _SMTP_KEYS = {"host", "port", "tls", "pool_size", "rate", "timeout", "data_timeout", "allow_insecure",
               "local_hostname", "ca_file"}
@@ -375,6 +375,9 @@ class _Reader:
         on_empty = merged.get("on_empty", "skip")
         if on_empty not in ("skip", "fail"):
             raise self.fail(f"{where}.on_empty", f"{_shown(on_empty)} must be 'skip' or 'fail'")
+        on_broken_story = merged.get("on_broken_story", "skip")
+        if on_broken_story not in ("skip", "fail"):
+            raise self.fail(f"{where}.on_broken_story", f"{_shown(on_broken_story)} must be 'skip' or 'fail'")
         curator = None
         if merged.get("curator") is not None:
             c = merged["curator"]
@@ -402,6 +405,7 @@ class _Reader:
             curator=curator,
             on_empty=on_empty,
             grace_minutes=self.positive_int(merged, "grace_minutes", where, default=120),
+            on_broken_story=on_broken_story,
         )
 
     def mailbox(self, table: Mapping[str, Any], key: str, where: str) -> tuple[str, str]:

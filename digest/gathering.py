@@ -1,16 +1,19 @@
 """All of an issue's candidate stories: the Markdown folder plus the configured feeds.
 
 A feed that fails is reported (``digest check``, the issue's log) and the issue is composed from
-the sources that answered. A story id seen twice keeps its first source (Markdown first).
+the sources that answered. A story id seen twice keeps its first source (Markdown first). A story
+file that cannot be read follows its edition's ``on_broken_story`` (``broken_story_rule``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
+from .errors import StoryError
 from .events import event
 from .feeds import FeedReport, gather
-from .models import Settings
+from .models import Edition, Settings
 from .stories import StoryLoad, load_folder
 
 
@@ -27,3 +30,31 @@ def gather_stories(settings: Settings) -> StoryLoad:
         event("feed.fetched", level, source=row.name, status=row.status, entries=row.entries, kept=row.kept,
               detail=row.detail or None)
     return StoryLoad(markdown.stories + extra, markdown.problems, report)
+
+
+class BrokenStories(StoryError):
+    """Story files cannot be read and the edition's ``on_broken_story = "fail"`` refuses the issue."""
+
+
+def broken_story_rule(edition: Edition, date: dt.date, stories: StoryLoad, *, log: bool = True) -> tuple[StoryError, ...]:
+    """The one rule for story files that cannot be read, used by check, render, send and the scheduler.
+
+    With the edition's ``on_broken_story = "skip"`` (the default) the issue is composed without
+    them and they are returned, for the caller to show as warnings; with ``"fail"`` the issue is
+    refused (``BrokenStories``). Either way each one is logged (``log``) at error level as
+    ``event=story.unreadable``: someone's story is missing from the issue, or the issue is.
+    """
+    problems = stories.problems
+    if not problems:
+        return ()
+    refuse = edition.on_broken_story == "fail"
+    if log:
+        for problem in problems:
+            event("story.unreadable", logging.ERROR, edition=edition.slug, date=date.isoformat(),
+                  file=problem.file, line=problem.line, field=problem.field, detail=problem.message,
+                  action="issue refused" if refuse else "left out")
+    if refuse:
+        first = problems[0]
+        raise BrokenStories(f"{edition.slug} {date}: {len(problems)} story file(s) cannot be read (first: {first}) "
+                            'and on_broken_story = "fail" refuses the issue; fix them, or set it to "skip" to send without them')
+    return problems

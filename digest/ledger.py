@@ -28,8 +28,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ConfigError, DigestError
 from .outcomes import failure_of_record
+
+
+class StateError(DigestError):
+    """The state database cannot be opened (exit 1): its path is named."""
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS issues (
@@ -164,18 +169,24 @@ class Ledger:
 
     def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
-        if create:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode survives a killed process (what a crash of digest is); only a
-            # power cut can lose the last commits, and then a copy is resent with its Message-ID.
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(SCHEMA)
-            self._upgrade()
-        else:
-            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=30)
-        self.db.execute("PRAGMA foreign_keys=ON")
+        try:
+            if create:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
+                self.db.execute("PRAGMA journal_mode=WAL")
+                # NORMAL in WAL mode survives a killed process (what a crash of digest is); only a
+                # power cut can lose the last commits, and then a copy is resent with its Message-ID.
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                self.db.executescript(SCHEMA)
+                self._upgrade()
+            else:
+                self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=30)
+                self.db.execute("SELECT 1 FROM sqlite_master LIMIT 1")  # fail here, naming the file, not at a query
+            self.db.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.OperationalError as exc:
+            # SQLite names no file and no errno; a read-only or full disk, or a folder in the way, lands here.
+            raise StateError(f"{path}: cannot open the state database ({exc}); check that its folder "
+                             "exists, is writable and has space") from None
         # A read-only look at a database from an older digest may lack the newer columns.
         self._first_name = "first_name" if self._has_column("deliveries", "first_name") else "NULL"
         self._failure = "failure" if self._has_column("deliveries", "failure") else "NULL"

@@ -50,6 +50,7 @@ class Edition:
     curator: Curator | None = None
     on_empty: Literal["skip", "fail"] = "skip"
     grace_minutes: int = 120  # how late the scheduler may still start a send it missed
+    on_broken_story: Literal["skip", "fail"] = "skip"  # a story file that cannot be read: left out, or the issue refused
 
     @property
     def zone(self) -> ZoneInfo:

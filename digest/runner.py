@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from .compose import compose
 from .errors import StoryError
-from .gathering import gather_stories
+from .gathering import broken_story_rule, gather_stories
 from .ledger import IssueRecord, Ledger
 from .locks import issue_lock
 from .models import Edition, Settings, SmtpSettings, Subscriber
@@ -50,21 +50,22 @@ async def send_issue(settings: Settings, edition: Edition, date: dt.date, *,
                      stop: asyncio.Event | None = None, progress: Progress | None = None,
                      wait_for_retries: bool = True,
                      connect: Callable[[], SmtpConnection] | None = None,
-                     notify: Notify | None = None, deadline: dt.datetime | None = None) -> SendReport | EmptyIssue:
+                     notify: Notify | None = None, deadline: dt.datetime | None = None,
+                     warn: Callable[[str], None] | None = None) -> SendReport | EmptyIssue:
     """Create-or-resume issue (edition, date) and deliver it. Raises AlreadyRunning if locked.
 
     ``notify`` hears what the operator must know while the send goes on (an unreachable relay).
     ``deadline`` replaces the issue's delivery deadline, in the ledger, for this run and later ones.
+    A story file that cannot be read follows the edition's ``on_broken_story``: left out (and
+    passed to ``warn``, and logged) or the issue refused with ``BrokenStories``.
     """
     connect = connect or connection_factory(settings.smtp)
     stories = gather_stories(settings)
     with issue_lock(settings.state_db, edition.slug, date.isoformat()), closing(Ledger(settings.state_db)) as ledger:
         record = ledger.find_issue(edition.slug, date)
-        if record is None and stories.problems:
-            # A story that fails to load may be one meant for this issue: do not freeze an issue without it.
-            first = stories.problems[0]
-            raise StoryError(f"{len(stories.problems)} story file(s) cannot be read (first: {first}); "
-                             "fix them before a new issue is created", file=first.file, line=first.line, field=first.field)
+        for problem in broken_story_rule(edition, date, stories):  # the same rule as check and render
+            if warn is not None:
+                warn(f"{problem}; left out of this issue")
         issue = plan(settings, edition, date, stories.stories, ledger)
         slugs = frozenset(e.slug for e in settings.editions)
         added = 0

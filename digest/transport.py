@@ -8,8 +8,10 @@ put on the wire. ``SmtpConnection`` hands them to a relay: this is the only aios
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import ipaddress
+import json
 import os
 import re
 import socket
@@ -45,47 +47,120 @@ class Delivered:
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Write via a temporary file, fsync and rename: readers see the old file or the new one."""
+    """Write via a temporary file, fsync and rename: readers see the old file or the new one.
+
+    An OSError names ``path`` (not the temporary file), and the temporary file is removed.
+    """
     temp = path.with_name(f".{path.name}.tmp")
-    with open(temp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
+    try:
+        with open(temp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+
+
+# --- the dry run's folder -----------------------------------------------------------------------
+# Each issue gets its own folder (OUT/EDITION/DATE). A manifest in it lists every file digest
+# wrote there, written before the file itself, so a later run (even after a crash) removes
+# exactly digest's own files and nothing of the user's.
+
+MANIFEST = ".digest-dry-run.jsonl"
+_MANIFEST_HEADER = {"written_by": "digest", "what": "dry run; the files listed below are replaced by the next run"}
+
+
+class DryRunFolderError(DigestError):
+    """A dry run was pointed at a folder that holds files digest did not write."""
+
+    exit_code = 2
+
+
+def dry_run_files(folder: Path) -> list[str] | None:
+    """The file names digest's manifest in ``folder`` lists; None when there is no manifest."""
+    try:
+        lines = (folder / MANIFEST).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError:
+        return None
+    try:
+        header = json.loads(lines[0]) if lines else None
+    except ValueError:
+        header = None
+    if not isinstance(header, dict) or header.get("written_by") != "digest":
+        return None
+    names = []
+    for line in lines[1:]:
+        try:
+            name = json.loads(line)
+        except ValueError:
+            continue  # a line a crash cut short: its file was never started
+        # Only plain names in this folder: a manifest is never a way to reach other files.
+        if isinstance(name, str) and name not in ("", ".", "..", MANIFEST) and "/" not in name and "\\" not in name:
+            names.append(name)
+    return names
+
+
+def claim_dry_run_folder(folder: Path) -> None:
+    """Refuse ``folder`` when it holds anything but an earlier dry run of digest's."""
+    if folder.is_dir() and dry_run_files(folder) is None and any(folder.iterdir()):
+        raise DryRunFolderError(f"{folder} is not empty and holds no dry run of digest's (no {MANIFEST}); "
+                                "nothing was written: give --out a new or empty folder")
 
 
 def clear_dry_run(folder: Path) -> None:
-    """Remove what a dry run writes (``*.eml`` and ``index.html``) from ``folder``, nothing else."""
-    if folder.is_dir():
-        for old in [*folder.glob("*.eml"), folder / "index.html"]:
-            old.unlink(missing_ok=True)
+    """Remove the files an earlier dry run of digest's wrote in ``folder`` (its manifest says which), nothing else."""
+    names = dry_run_files(folder) if folder.is_dir() else None
+    if names is None:
+        return
+    for name in names:
+        (folder / name).unlink(missing_ok=True)
+        (folder / f".{name}.tmp").unlink(missing_ok=True)
+    (folder / MANIFEST).unlink(missing_ok=True)
 
 
 class EmlDirectory:
     """Writes one ``.eml`` file per message and, on close, an ``index.html`` to browse them.
 
-    Files from an earlier dry run of the same folder are removed first (only ``*.eml`` and
-    ``index.html``), so the folder always shows one run.
+    The folder must be new, empty or an earlier dry run's (``claim_dry_run_folder``); that run's
+    files are removed first, so the folder shows one run, and every file written is listed in
+    the folder's manifest before it is written.
     """
 
     def __init__(self, folder: Path, title: str) -> None:
         self.folder = folder
         self.title = title
         self.rows: list[tuple[str, str, int]] = []
+        claim_dry_run_folder(folder)
         folder.mkdir(parents=True, exist_ok=True)
         clear_dry_run(folder)
+        self.manifest = open(folder / MANIFEST, "w", encoding="utf-8")
+        self._list(_MANIFEST_HEADER)
+
+    def _list(self, entry: object) -> None:
+        self.manifest.write(json.dumps(entry) + "\n")
+        self.manifest.flush()
 
     def file_name(self, envelope: Envelope) -> str:
         return f"{len(self.rows) + 1:06d}-{_UNSAFE_NAME.sub('_', envelope.recipient)}.eml"
 
     async def deliver(self, envelope: Envelope, data: bytes) -> Delivered:
         name = self.file_name(envelope)
+        self._list(name)
         write_atomically(self.folder / name, data)
         self.rows.append((envelope.recipient, name, len(data)))
         return Delivered(envelope.recipient, str(self.folder / name), len(data))
 
     async def close(self) -> None:
-        write_atomically(self.folder / "index.html", self.index_html().encode("utf-8"))
+        try:
+            self._list("index.html")
+            write_atomically(self.folder / "index.html", self.index_html().encode("utf-8"))
+        finally:
+            self.manifest.close()
 
     def index_html(self) -> str:
         rows = "\n".join(
