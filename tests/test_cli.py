@@ -200,10 +200,10 @@ def test_check_unknown_edition_is_exit_2(capsys, clean_newsroom):
 
 
 def test_render_writes_one_parseable_eml_per_active_reader_and_an_index(capsys, newsroom, tmp_path):
-    out_dir = tmp_path / "dry-run"
-    code, out, _ = run(capsys, "--config", str(newsroom), "render", "am", "--date", "2026-12-01", "--out", str(out_dir))
+    code, out, _ = run(capsys, "--config", str(newsroom), "render", "am", "--date", "2026-12-01", "--out", str(tmp_path / "dry-run"))
     assert code == 0
     assert "rendered" in out
+    out_dir = tmp_path / "dry-run" / "am" / "2026-12-01"  # a folder per issue under --out
     files = emls(out_dir)
     assert len(files) == 11
     assert {recipient(f) for f in files} == AM_READERS
@@ -222,7 +222,7 @@ def test_render_writes_one_parseable_eml_per_active_reader_and_an_index(capsys, 
         assert f'href="{f.name}"' in index
     for address in AM_READERS:
         assert address in index
-    assert sorted(p.name for p in out_dir.iterdir()) == sorted([*(f.name for f in files), "index.html"])
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted([*(f.name for f in files), "index.html", ".digest-dry-run.jsonl"])
 
 
 def test_render_without_secret_key_is_exit_2_naming_it(capsys, newsroom, env, tmp_path):
@@ -275,28 +275,18 @@ def test_render_empty_issue_with_on_empty_fail_exits_1(capsys, newsroom, tmp_pat
     assert code == 1
 
 
-def test_rerender_into_the_same_folder_leaves_only_the_new_run(capsys, newsroom, tmp_path):
+def test_rerender_into_the_same_out_keeps_other_issues_and_the_users_files(capsys, newsroom, tmp_path):
     out_dir = tmp_path / "dry-run"
     assert main(["--config", str(newsroom), "render", "am", "--date", "2026-12-01", "--out", str(out_dir)]) == 0
-    assert len(emls(out_dir)) == 11
-    (out_dir / "editor-notes.txt").write_text("not ours", encoding="utf-8")
+    am = out_dir / "am" / "2026-12-01"
+    assert len(emls(am)) == 11
+    (am / "editor-notes.txt").write_text("not ours", encoding="utf-8")
     assert main(["--config", str(newsroom), "render", "charlotte", "--date", "2026-12-01", "--out", str(out_dir)]) == 0
-    assert {recipient(f) for f in emls(out_dir)} == CHARLOTTE_READERS
-    assert len(emls(out_dir)) == 5
-    index = (out_dir / "index.html").read_text(encoding="utf-8")
-    assert "ana.lucero@example.com" not in index and "mei.tanaka@example.org" in index
-    assert "Northline Charlotte" in index
-    assert sorted(p.name for p in out_dir.iterdir() if p.suffix not in (".eml",)) == ["editor-notes.txt", "index.html"]
-    assert not [p for p in out_dir.iterdir() if p.name.startswith(".")]  # no temp files left behind
-
-
-def test_an_empty_rerender_leaves_no_earlier_messages_behind(capsys, newsroom, tmp_path):
-    out_dir = tmp_path / "dry-run"
     assert main(["--config", str(newsroom), "render", "am", "--date", "2026-12-01", "--out", str(out_dir)]) == 0
-    assert len(emls(out_dir)) == 11
-    code, out, _ = run(capsys, "--config", str(newsroom), "render", "am", "--date", "2027-06-01", "--out", str(out_dir))
-    assert code == 0 and "empty" in out
-    assert emls(out_dir) == [] and not (out_dir / "index.html").exists()
+    assert {recipient(f) for f in emls(out_dir / "charlotte" / "2026-12-01")} == CHARLOTTE_READERS
+    assert {recipient(f) for f in emls(am)} == AM_READERS
+    assert (am / "editor-notes.txt").read_text(encoding="utf-8") == "not ours"
+    assert not [p for p in am.iterdir() if p.name.endswith(".tmp")]  # no temp files left behind
 
 
 # --- demo ------------------------------------------------------------------------------------------

@@ -843,9 +843,9 @@ def test_a_send_apscheduler_reports_missed_while_running_is_recorded_and_logged(
 
 
 def test_a_send_that_cannot_be_made_is_logged_as_failed_at_error_level(sample_settings, tmp_path, events):
-    """A story file that cannot be read stops a new issue from being created: the firing logs
-    event=issue.failed level=error naming the file, sends nothing, and a later firing once the
-    story is fixed sends the issue."""
+    """With on_broken_story = "fail", a story file that cannot be read stops the issue: the firing
+    logs event=issue.failed level=error naming the file, sends nothing, and a later firing once the
+    story is fixed sends the issue. (The default, "skip", is covered in test_dryrun.py.)"""
     stories = tmp_path / "stories"
     stories.mkdir()
     for story in sample_settings.paths.stories.glob("*.md"):
@@ -856,7 +856,9 @@ def test_a_send_that_cannot_be_made_is_logged_as_failed_at_error_level(sample_se
     async def scenario():
         async with CaptureServer(FaultHandler()) as server:
             settings = make_settings(sample_settings, tmp_path / "s.db", server.port,
-                                     paths=dataclasses.replace(sample_settings.paths, stories=stories))
+                                     paths=dataclasses.replace(sample_settings.paths, stories=stories),
+                                     editions=tuple(dataclasses.replace(e, on_broken_story="fail")
+                                                    for e in sample_settings.editions))
             log = await run_until_idle(Scheduler(settings, clock=lambda: NOW), events)
             sent_while_broken = list(server.handler.received)
             broken.unlink()
