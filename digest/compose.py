@@ -14,8 +14,9 @@ from pathlib import Path
 
 from .dkim import DkimSigner, signer_from_settings
 from .editions import assemble
+from .errors import ConfigError, HeaderValueError
 from .inline import inline_css
-from .message import IssueHeaders, MessageTemplate
+from .message import IssueHeaders, MessageTemplate, feedback_id
 from .models import Edition, Issue, RenderedIssue, Settings, Story, Subscriber
 from .personalise import Placeholders, Recipient, RecipientFactory, boundary
 from .render import Renderer
@@ -65,6 +66,14 @@ def compose(settings: Settings, issue: Issue, renderer: Renderer | None = None, 
     rendered = renderer.render(issue, settings.newsroom, settings.base_url, placeholders.context())
     inlined = RenderedIssue(rendered.subject, rendered.preheader, inline_css(rendered.html), rendered.text)
     edition = issue.edition
+    try:
+        # Gmail's feedback loop counts complaints per field: per edition, per kind of edition
+        # (all city editions together), and the newsroom's domain as the sender id. No date: one
+        # issue alone is often too small for Gmail to report on.
+        feedback = feedback_id(edition.slug, edition.kind, settings.newsroom.domain)
+    except HeaderValueError as exc:  # slug and kind are checked by config.py; the domain is free text
+        raise ConfigError(f"cannot be the sender id of a Feedback-ID header: {exc}",
+                          file=settings.config_file, field="newsroom.domain") from None
     headers = IssueHeaders(
         sender=edition.sender,
         reply_to=edition.reply_to,
@@ -72,6 +81,7 @@ def compose(settings: Settings, issue: Issue, renderer: Renderer | None = None, 
         date=issue.send_time,
         list_name=edition.name,
         list_id=edition.list_id,
+        feedback_id=feedback,
         extra=(TEST_HEADER,) if test_copy else (),
     )
     date = issue.date.isoformat()

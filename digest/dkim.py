@@ -16,9 +16,12 @@ Why these choices:
   rather than sign something a relay would rewrite (CRLF-only is checked by message.py).
 - ``h=`` names From, To, Subject, Date, Message-ID, List-Id, List-Unsubscribe and
   List-Unsubscribe-Post (RFC 8058 one-click needs both unsubscribe headers signed), plus Reply-To,
-  MIME-Version and Content-Type when present. Each is signed once; the ones a reader sees or acts
-  on are listed a second time ("oversigned"), so that a header of that name added in transit,
-  above or below ours, breaks the signature instead of riding on it.
+  MIME-Version, Content-Type and Feedback-ID when present. Each is signed once; the ones a reader
+  sees or acts on, and Feedback-ID (Gmail counts complaints by it, so a forged one must not ride
+  on our signature), are listed a second time ("oversigned"), so that a header of that name
+  added in transit, above or below ours, breaks the signature instead of riding on it.
+  Auto-Submitted and Precedence are not signed: they only ask responders to stay quiet, and
+  nothing a receiver trusts depends on them.
 - Only our own messages are parsed: CRLF line ends, continuation lines start with space or tab,
   every signed header at most once (a second one means the message is not what we built).
 
@@ -50,12 +53,13 @@ if TYPE_CHECKING:
 #: Every header this module signs when the message has it, in ``h=`` order.
 SIGNED_HEADERS: tuple[str, ...] = (
     "From", "To", "Subject", "Date", "Message-ID", "List-Id", "List-Unsubscribe", "List-Unsubscribe-Post",
-    "Reply-To", "MIME-Version", "Content-Type",
+    "Reply-To", "MIME-Version", "Content-Type", "Feedback-ID",
 )
 #: Headers every message must have and every signature must cover.
 REQUIRED_HEADERS: tuple[str, ...] = SIGNED_HEADERS[:8]
 #: Signed a second time (when present) so that a copy with one more such header fails.
-OVERSIGNED_HEADERS: tuple[str, ...] = ("From", "To", "Subject", "Reply-To", "List-Unsubscribe", "List-Unsubscribe-Post")
+OVERSIGNED_HEADERS: tuple[str, ...] = ("From", "To", "Subject", "Reply-To", "List-Unsubscribe", "List-Unsubscribe-Post",
+                                       "Feedback-ID")
 MIN_KEY_BITS = 2048
 MAX_KEY_FILE_BYTES = 64 * 1024
 MAX_LINE = 998

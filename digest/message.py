@@ -36,6 +36,11 @@ _UNSAFE = re.compile(r"[\r\n\x00]")
 _ATOM_SAFE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*$")
 _HEADER_START = re.compile(rb"\r\n(?![ \t])")
 _ENCODED_WORD_BYTES = 45  # 45 bytes -> 60 base64 characters: the word stays under RFC 2047's 75
+_FEEDBACK_FIELD = re.compile(r"^[A-Za-z0-9._-]+$")
+#: RFC 3834: the message is machine-made, so auto-responders should not answer it.
+AUTO_SUBMITTED = "auto-generated"
+#: Not a standard (RFC 2076 records it), but vacation programs and many autoresponders still read it.
+PRECEDENCE = "bulk"
 
 
 def refuse_line_breaks(field: str, value: str) -> str:
@@ -51,6 +56,23 @@ def ascii_value(field: str, value: str) -> bytes:
     if not value.isascii():
         raise HeaderValueError(field, value, "must be ASCII (addresses and URLs are never encoded)")
     return value.encode("ascii")
+
+
+def feedback_id(*fields: str) -> str:
+    """Gmail's ``Feedback-ID`` value: up to four ``:``-separated fields, the sender id last.
+
+    Each field must be non-empty ASCII letters, digits, '.', '_' or '-'; anything else (a colon
+    would shift Gmail's fields, a line break would start a header) is refused, never cleaned.
+    """
+    value = ":".join(fields)
+    refuse_line_breaks("Feedback-ID", value)
+    if not 2 <= len(fields) <= 4:
+        raise HeaderValueError("Feedback-ID", value, "must have two to four fields (Gmail reads at most four)")
+    for field in fields:
+        if not _FEEDBACK_FIELD.match(field):
+            raise HeaderValueError("Feedback-ID", value,
+                                   f"field {field!r} must be non-empty ASCII letters, digits, '.', '_' or '-'")
+    return value
 
 
 def encoded_words(text: str) -> list[str]:
@@ -140,6 +162,7 @@ class IssueHeaders:
     date: dt.datetime
     list_name: str
     list_id: str
+    feedback_id: str  # see feedback_id(); the same for every issue of an edition
     extra: tuple[tuple[str, str], ...] = ()  # further (name, value) headers, e.g. a test-copy marker
 
 
@@ -172,6 +195,9 @@ class MessageTemplate:
         self._head_after_mid = ("\r\n" + "\r\n".join(after) + "\r\nList-Unsubscribe: <").encode("ascii")
         tail = [
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+            f"Feedback-ID: {ascii_value('Feedback-ID', headers.feedback_id).decode()}",
+            f"Auto-Submitted: {AUTO_SUBMITTED}",
+            f"Precedence: {PRECEDENCE}",
             "MIME-Version: 1.0",
             f'Content-Type: multipart/alternative; boundary="{boundary}"',
             "",
@@ -188,7 +214,8 @@ class MessageTemplate:
         if headers.reply_to:
             self.header_names.append("Reply-To")
         self.header_names += ["List-Id", *(name for name, _ in headers.extra),
-                              "List-Unsubscribe", "List-Unsubscribe-Post", "MIME-Version", "Content-Type"]
+                              "List-Unsubscribe", "List-Unsubscribe-Post", "Feedback-ID", "Auto-Submitted",
+                              "Precedence", "MIME-Version", "Content-Type"]
 
     def _split(self, body: str) -> tuple[list[bytes], list[str]]:
         pieces = self._pattern.split(body)
@@ -290,6 +317,9 @@ class MessageTemplate:
              f"<{recipient.unsubscribe_url}>, <{recipient.unsubscribe_mailto}>")
         same("List-Unsubscribe-Post", str(message["List-Unsubscribe-Post"]), "List-Unsubscribe=One-Click")
         same("List-Id", str(message["List-Id"]).rsplit("<", 1)[-1], f"{self.headers.list_id}>")
+        same("Feedback-ID", str(message["Feedback-ID"]), self.headers.feedback_id)
+        same("Auto-Submitted", str(message["Auto-Submitted"]), AUTO_SUBMITTED)
+        same("Precedence", str(message["Precedence"]), PRECEDENCE)
         same("Content-Type", message.get_content_type(), "multipart/alternative")
         parts = list(message.iter_parts())
         same("parts", [p.get_content_type() for p in parts], ["text/plain", "text/html"])

@@ -17,18 +17,31 @@ _SPACE = re.compile(r"\s+")
 
 
 class LinkRefs:
-    """Numbers links in the order they first appear; the same URL keeps its number."""
+    """Numbers links in the order they first appear; the same URL keeps its number and first name."""
 
     def __init__(self) -> None:
         self._numbers: dict[str, int] = {}
+        self._names: dict[int, str] = {}
 
-    def ref(self, url: str) -> int:
-        """The reference number for ``url``, assigning the next one on first sight."""
-        return self._numbers.setdefault(url, len(self._numbers) + 1)
+    def ref(self, url: str, name: str | None = None) -> int:
+        """The reference number for ``url``, assigning the next one on first sight.
+
+        ``name`` (a headline, a link's text) is what the link list shows beside the number; the
+        first non-blank one given for a URL is kept.
+        """
+        number = self._numbers.setdefault(url, len(self._numbers) + 1)
+        name = _SPACE.sub(" ", name or "").strip()
+        if name and number not in self._names:
+            self._names[number] = name
+        return number
 
     def items(self) -> list[tuple[int, str]]:
         """(number, url) pairs in number order."""
         return [(n, url) for url, n in self._numbers.items()]
+
+    def names(self) -> dict[int, str]:
+        """number -> the link's name, for the links that have one."""
+        return dict(self._names)
 
 
 class _Block:
@@ -51,6 +64,7 @@ class _Collector(HTMLParser):
         self.items: list[list] = []  # per open <li>: [marker, marker already printed?]
         self.current: list[str] = []
         self.href: str | None = None
+        self.link_start = 0  # where the open link's text starts in self.current
         self.quote_depth = 0
         self.lists_opened = 0
         self.list_id = 0
@@ -93,6 +107,7 @@ class _Collector(HTMLParser):
             self.current.append(" ")
         elif tag == "a":
             self.href = dict(attrs).get("href")
+            self.link_start = len(self.current)
 
     def handle_endtag(self, tag: str) -> None:
         if tag in ("ul", "ol"):
@@ -109,7 +124,8 @@ class _Collector(HTMLParser):
                 self.quote_depth = max(0, self.quote_depth - 1)
         elif tag == "a":
             if self.href and self.refs is not None:
-                self.current.append(f" [{self.refs.ref(self.href)}]")
+                name = "".join(self.current[self.link_start:])
+                self.current.append(f" [{self.refs.ref(self.href, name)}]")
             self.href = None
 
     def handle_data(self, data: str) -> None:

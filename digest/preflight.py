@@ -68,6 +68,10 @@ def check_rendered(composed: ComposedIssue, sample_message: bytes) -> list[Findi
                 findings.append(Finding("warning", story.source, "image has no alt text"))
             if not story.image.credit:
                 findings.append(Finding("warning", story.source, "image has no credit"))
+            if not (story.image.width and story.image.height):
+                findings.append(Finding("warning", story.source,
+                                        "image has no width and height (image.width, image.height): while images are "
+                                        "blocked no space is kept for it, and the text jumps when it loads"))
         for label, text in (("headline", story.headline), ("body", story.body_html),
                             ("caption", story.image.caption if story.image else None)):
             if text and _TK.search(text):

@@ -97,7 +97,7 @@ class Renderer:
         refs = LinkRefs()
         views = []
         for number, story in enumerate(issue.stories, start=1):
-            url_ref = refs.ref(story.url) if story.url else None
+            url_ref = refs.ref(story.url, story.headline) if story.url else None
             views.append(StoryView(
                 number=number,
                 id=story.id,
@@ -119,6 +119,7 @@ class Renderer:
             "lead": views[0],
             "stories": views,
             "links": refs.items(),
+            "link_names": refs.names(),
             "reader": reader,
         }
         issue_view = {

@@ -525,3 +525,14 @@ def test_signing_is_much_cheaper_than_dkimpys_signer(samples, signer, rsa_key):
         signer.sign(message)
     ours = (time.perf_counter() - start) / 30
     assert ours * 5 < theirs, f"ours {ours * 1e3:.2f} ms vs dkimpy {theirs * 1e3:.2f} ms per message"
+
+
+def test_feedback_id_is_signed_and_oversigned(samples, signer, dns):
+    """Gmail trusts a Feedback-ID only under a DKIM signature; one added in transit must break it."""
+    _, _, message = samples[0]
+    signed = signer.sign(message)
+    assert signed_names(signed).count(b"feedback-id") == 2
+    forged = signer.sign(message).replace(b"\r\nFrom: ", b"\r\nFeedback-ID: spam:x:evil.example\r\nFrom: ", 1)
+    assert forged != signed and not verify(forged, dns)
+    changed = signed.replace(b"Feedback-ID: am:", b"Feedback-ID: pm:", 1)
+    assert changed != signed and not verify(changed, dns)

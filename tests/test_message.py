@@ -31,7 +31,7 @@ def _template(subject: str = "Subject", sender_name: str = "Northline AM", list_
     html = html if html is not None else f"<p>{r['greeting']}</p><a href=\"{r['unsubscribe_url']}\">x</a> {r['email']}"
     headers = IssueHeaders(Mailbox(sender_name, "am@northline.example.org"), "desk@northline.example.org", subject,
                            dt.datetime(2026, 12, 1, 6, 0, tzinfo=dt.timezone(dt.timedelta(hours=-5))), list_name,
-                           "am.northline.example.org")
+                           "am.northline.example.org", "am:national:northline.example.org")
     return MessageTemplate(headers, text, html, ph, "==digest-test==")
 
 
@@ -198,3 +198,98 @@ def test_rotated_keys_still_verify_old_tokens() -> None:
     rotated = parse_signing_keys("2026:new-signing-key-0123456789,2025:old-signing-key-0123456789")
     assert verify_token(rotated, token) == ("ana@example.com", "am")
     assert re.match(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$", sign_token(rotated, "ana@example.com", "am"))
+
+
+# --- mail-world headers: Feedback-ID, Auto-Submitted, Precedence (issue 9, item 11) ---------------
+
+@pytest.mark.parametrize("slug", ["am", "denver", "climate", "twin-cities"])
+def test_every_copy_carries_feedback_id_and_autoreply_suppression(slug, composed_sample, sample_subscribers) -> None:
+    composed = composed_sample(slug)
+    edition = composed.issue.edition
+    for reader in sample_subscribers.audience(slug)[:3]:
+        recipient = composed.recipient(reader)
+        data = composed.message(recipient)
+        composed.template.verify(data, recipient)  # the verifier knows the new headers
+        parsed = email.message_from_bytes(data, policy=email.policy.default)
+        assert parsed.get_all("Feedback-ID") == [f"{slug}:{edition.kind}:northline.example.org"]
+        assert parsed.get_all("Auto-Submitted") == ["auto-generated"]
+        assert parsed.get_all("Precedence") == ["bulk"]
+        # Gmail's format: at most four colon-separated fields, the sender id last; one line.
+        value = parsed["Feedback-ID"]
+        assert 1 < len(value.split(":")) <= 4 and all(value.split(":"))
+        assert b"\r\nFeedback-ID: " + value.encode() + b"\r\n" in data
+
+
+def test_feedback_id_is_the_same_for_every_issue_of_an_edition(sample_settings, sample_stories) -> None:
+    """No date or reader in it: Gmail aggregates complaints per identifier, so it must be stable."""
+    from digest.compose import compose, plan_issue
+
+    edition = sample_settings.edition("am")
+    ids = set()
+    for date in (dt.date(2026, 11, 30), dt.date(2026, 12, 1)):
+        issue = plan_issue(sample_settings, edition, date, sample_stories.stories)
+        if not issue.is_empty:
+            ids.add(compose(sample_settings, issue).template.headers.feedback_id)
+    assert ids == {"am:national:northline.example.org"}
+
+
+def test_test_copies_carry_the_headers_too(sample_settings, sample_stories) -> None:
+    from digest.compose import compose, plan_issue
+
+    issue = plan_issue(sample_settings, sample_settings.edition("pm"), sample_settings.demo_date, sample_stories.stories)
+    composed = compose(sample_settings, issue, test_copy=True)
+    recipient = composed.recipients.for_address("tester@example.com", "Tester")
+    data = composed.message(recipient)
+    composed.template.verify(data, recipient)
+    assert composed.template.header_names[-5:] == ["Feedback-ID", "Auto-Submitted", "Precedence", "MIME-Version", "Content-Type"]
+
+
+@pytest.mark.parametrize("fields, problem", [
+    (("am", "national", "north:line.example.org"), HeaderValueError),  # a colon would shift Gmail's fields
+    (("am", "national", "northline.example.org\r\nBcc: x@evil.example"), HeaderInjectionError),
+    (("am", "national", "nörthline.example.org"), HeaderValueError),
+    (("am", "", "northline.example.org"), HeaderValueError),
+    (("am", "nat ional", "northline.example.org"), HeaderValueError),
+    (("a", "b", "c", "d", "e"), HeaderValueError),  # Gmail reads at most four fields
+])
+def test_a_bad_feedback_id_is_refused_never_cleaned(fields, problem) -> None:
+    from digest.message import feedback_id
+
+    with pytest.raises(problem):
+        feedback_id(*fields)
+
+
+def test_a_feedback_id_with_a_line_break_never_reaches_the_wire() -> None:
+    """The template refuses it too, not only the builder: every header goes through one writer."""
+    import dataclasses
+
+    headers = dataclasses.replace(_template().headers, feedback_id="am:national:x\r\nBcc: evil@example.net")
+    with pytest.raises(HeaderInjectionError):
+        MessageTemplate(headers, "x", "<p>x</p>", Placeholders.new(), "==b==")
+
+
+def test_verify_notices_a_missing_or_changed_autoreply_header() -> None:
+    from digest.errors import MessageIntegrityError
+
+    template = _template()
+    recipient = _recipient()
+    data = template.build(recipient)
+    template.verify(data, recipient)
+    for tampered in (data.replace(b"Precedence: bulk", b"Precedence: junk"),
+                     data.replace(b"Auto-Submitted: auto-generated", b"Auto-Submitted: no"),
+                     data.replace(b"Feedback-ID: am:national:", b"Feedback-ID: pm:national:")):
+        assert tampered != data
+        with pytest.raises(MessageIntegrityError):
+            template.verify(tampered, recipient)
+
+
+def test_a_newsroom_domain_unfit_for_feedback_id_names_the_config_key(sample_settings, sample_stories) -> None:
+    import dataclasses
+
+    from digest.compose import compose, plan_issue
+    from digest.errors import ConfigError
+
+    settings = dataclasses.replace(sample_settings, newsroom=dataclasses.replace(sample_settings.newsroom, domain="north:line"))
+    issue = plan_issue(settings, settings.edition("am"), settings.demo_date, sample_stories.stories)
+    with pytest.raises(ConfigError, match="newsroom.domain"):
+        compose(settings, issue)
