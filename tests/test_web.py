@@ -314,16 +314,20 @@ def test_unknown_routes_404_wrong_methods_405_all_with_security_headers(settings
 
 
 def record_issue(settings: Settings, slug: str, date: dt.date, audience: list[str]) -> tuple[str, ...]:
-    """Create issue (slug, date) in the ledger as a send would; the headlines of its stories.
+    """Record issue (slug, date) in the ledger as a send would, with its archive page and its
+    first copy sent; the headlines of its stories.
 
     The shipped stories are all for the sample day: an issue of another date gets that day's plan."""
+    from digest.archive import public_page
     stories = load_folder(settings.paths.stories).stories
     edition = settings.edition(slug)
     with closing(Ledger(settings.state_db)) as ledger:
         issue = dataclasses.replace(plan_issue(settings, edition, DATE, stories), date=date)
         assert not issue.is_empty
-        ledger.create_issue(slug, date, issue.send_time, [s.id for s in issue.stories],
-                            audience=[(a, "Reader Name", address_key(a)) for a in audience])
+        record, _ = ledger.create_issue(slug, date, issue.send_time, [s.id for s in issue.stories],
+                                        audience=[(a, "Reader Name", address_key(a)) for a in audience])
+        ledger.keep_archive_page(record.id, public_page(settings, issue))
+        ledger.mark(ledger.deliveries(record.id)[0].id, "sent", 250, "2.0.0 queued")
     return tuple(s.headline for s in issue.stories)
 
 
@@ -580,23 +584,25 @@ def test_an_issue_sent_before_archiving_was_kept_is_gone_not_an_error(settings, 
 
 
 def test_an_existing_database_is_upgraded_in_place(tmp_path):
-    """A state database made before the archive table: opening it for writing adds the table."""
-    import sqlite3
+    """A state database from before the archive table: read as it is, upgraded when opened for writing."""
     path = tmp_path / "old.sqlite3"
-    old = sqlite3.connect(path)
-    old.executescript("CREATE TABLE issues (id INTEGER PRIMARY KEY, edition TEXT NOT NULL, issue_date TEXT NOT NULL, "
-                      "send_time TEXT NOT NULL, created_at TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'open', note TEXT, "
-                      "UNIQUE (edition, issue_date));"
-                      "INSERT INTO issues (edition, issue_date, send_time, created_at) VALUES ('am', '2026-11-30', 'x', 'y');")
-    old.close()
+    with closing(Ledger(path)) as ledger:
+        record, _ = ledger.create_issue("am", DATE, dt.datetime(2026, 12, 1, 11, tzinfo=dt.timezone.utc), ["s1"],
+                                        audience=[(ANA, "Ana", address_key(ANA))])
+        ledger.mark(ledger.deliveries(record.id)[0].id, "sent", 250, "ok")
+        ledger.db.execute("DROP TABLE archive_pages")  # as the previous version left it
     reader = Ledger.read_only(path)
-    with closing(reader):  # read only, before any upgrade: answers, does not fail
-        assert reader.public_issue("am", dt.date(2026, 11, 30)) == (False, None)
+    with closing(reader):
+        assert reader.public_issue("am", DATE) == (True, None)
         assert reader.public_dates("am") == []
     with closing(Ledger(path)) as ledger:
         tables = {row[0] for row in ledger.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert "archive_pages" in tables
-        assert ledger.db.execute("SELECT COUNT(*) FROM issues").fetchone()[0] == 1
+        ledger.keep_archive_page(record.id, "<p>kept</p>")
+        ledger.keep_archive_page(record.id, "<p>not this one</p>")
+        assert ledger.public_issue("am", DATE) == (True, "<p>kept</p>")
+        assert ledger.public_dates("am") == [DATE]
+
 
 
 def test_archive_page_footer_is_public_not_a_readers(settings, server):
