@@ -105,12 +105,17 @@ CREATE TABLE IF NOT EXISTS left_out_rows (  -- subscriber rows that could not be
     added_at    TEXT,                     -- when the reader, row fixed, was added to the issue
     PRIMARY KEY (issue_id, line)
 );
+CREATE TABLE IF NOT EXISTS archive_pages (   -- added later: an older database gains it when opened
+    issue_id    INTEGER PRIMARY KEY REFERENCES issues(id),
+    html        TEXT NOT NULL,            -- the public "view in browser" page, as the issue was sent
+    stored_at   TEXT NOT NULL
+);
 """
 # Columns added to tables of an existing database when it is opened (name, table, declaration).
 UPGRADES = (
     ("deliveries", "first_name", "TEXT"),  # what the greeting calls the reader; NULL: derive from name
-    ("issues", "deadline", "REAL"),
-    ("deliveries", "failure", "TEXT"),  # failed copies: a key of outcomes.FAILURE_CLASSES; NULL: derive from the reply  # epoch seconds from `send --deadline`; NULL: send time + deadline_hours
+    ("issues", "deadline", "REAL"),  # epoch seconds from `send --deadline`; NULL: send time + deadline_hours
+    ("deliveries", "failure", "TEXT"),  # failed copies: a key of outcomes.FAILURE_CLASSES; NULL: derive from the reply
 )
 
 
@@ -455,6 +460,43 @@ class Ledger:
         row = self.db.execute("SELECT 1 FROM suppressions WHERE key = ? AND edition IN (?, '*') LIMIT 1", (key, edition)).fetchone()
         return row is not None
 
+
+    # --- the public archive -----------------------------------------------------------------
+
+    def has_archive_page(self, issue_id: int) -> bool:
+        return self.db.execute("SELECT 1 FROM archive_pages WHERE issue_id = ?", (issue_id,)).fetchone() is not None
+
+    def keep_archive_page(self, issue_id: int, html: str) -> None:
+        """Store the issue's public page once; a later call keeps the first one."""
+        self.db.execute("INSERT INTO archive_pages (issue_id, html, stored_at) VALUES (?, ?, ?) "
+                        "ON CONFLICT (issue_id) DO NOTHING", (issue_id, html, _now()))
+
+    def public_issue(self, edition: str, date: dt.date) -> tuple[bool, str | None]:
+        """(was a copy sent?, its stored public page or None) for the archive. Reads only."""
+        row = self.db.execute(
+            "SELECT i.id FROM issues i WHERE i.edition = ? AND i.issue_date = ? AND EXISTS "
+            "(SELECT 1 FROM deliveries d WHERE d.issue_id = i.id AND d.state = 'sent')",
+            (edition, date.isoformat())).fetchone()
+        if row is None:
+            return False, None
+        if not self._has_archive_table():
+            return True, None
+        page = self.db.execute("SELECT html FROM archive_pages WHERE issue_id = ?", (row[0],)).fetchone()
+        return True, page[0] if page else None
+
+    def public_dates(self, edition: str, limit: int = 1000) -> list[dt.date]:
+        """Dates of the edition's issues the archive can show (a copy sent, a page kept), newest first."""
+        if not self._has_archive_table():
+            return []
+        rows = self.db.execute(
+            "SELECT i.issue_date FROM issues i JOIN archive_pages a ON a.issue_id = i.id WHERE i.edition = ? AND "
+            "EXISTS (SELECT 1 FROM deliveries d WHERE d.issue_id = i.id AND d.state = 'sent') "
+            "ORDER BY i.issue_date DESC LIMIT ?", (edition, limit))
+        return [dt.date.fromisoformat(row[0]) for row in rows]
+
+    def _has_archive_table(self) -> bool:
+        # A read-only connection to a database no newer digest has opened for writing yet.
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'archive_pages'").fetchone() is not None
 
     # --- the scheduler's records ------------------------------------------------------------
 

@@ -7,7 +7,13 @@ values in place of the placeholders.
 
 Tokens are ``base64url(payload).base64url(HMAC-SHA256(key, payload))`` with the payload
 ``v1|key id|edition|address``. They never expire; the first configured key signs, every
-configured key verifies, so keys can be rotated without breaking links already sent.
+configured key verifies, so keys can be rotated without breaking links already sent. A bare
+secret (DIGEST_SECRET_KEY without an id) signs under the implicit id ``k0``; when the operator
+later names that secret (``new:NEW,old:OLD``), its tokens still verify: a ``k0`` token is checked
+against every configured secret, since any of them may be the one that was bare.
+
+Each part must be canonical unpadded URL-safe base64 (exactly what ``b64`` writes), so a token
+has one spelling: no ``=`` padding, no stray characters, no unused low bits set.
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ from .addresses import address_key
 from .models import Edition, Settings, SigningKey, Subscriber
 
 READER_FIELDS = ("greeting", "email", "unsubscribe_url")
+IMPLICIT_KEY_ID = "k0"  # the id config.parse_signing_keys gives a bare secret
 _SEP = "|"
+_B64 = re.compile(r"[A-Za-z0-9_-]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +71,18 @@ class Recipient:
 
 
 def b64(data: bytes) -> str:
+    """URL-safe base64 without padding."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """The inverse of ``b64``, strictly: ValueError for any text ``b64`` would not have written."""
+    if not _B64.fullmatch(text) or len(text) % 4 == 1:
+        raise ValueError("not unpadded URL-safe base64")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if b64(data) != text:  # the last character carried bits the data does not use
+        raise ValueError("not canonical base64")
+    return data
 
 
 def sign_token(keys: tuple[SigningKey, ...], email: str, edition: str) -> str:
@@ -87,10 +102,13 @@ def verify_token(keys: tuple[SigningKey, ...], token: str) -> tuple[str, str] | 
         return None
     if version != "v1":
         return None
-    for key in keys:
-        if key.key_id == key_id:
-            expected = hmac.digest(key.secret, payload, "sha256")
-            return (email, edition) if hmac.compare_digest(expected, mac) else None
+    # Each candidate is a secret the operator configured to verify, so trying several lets in
+    # only tokens one of them signed; the id just saves trying them all.
+    candidates = keys if key_id == IMPLICIT_KEY_ID else [key for key in keys if key.key_id == key_id]
+    for key in candidates:
+        expected = hmac.digest(key.secret, payload, "sha256")
+        if hmac.compare_digest(expected, mac):
+            return email, edition
     return None
 
 

@@ -91,8 +91,13 @@ class Renderer:
             raise TemplateError("rendered to more than one line; a header must be one line", field=f"editions ({edition.slug}).{field}")
         return " ".join(value.split(" ")).strip()
 
-    def render(self, issue: Issue, newsroom: Newsroom, base_url: str, reader: dict[str, str]) -> Rendered:
-        """Render one non-empty issue with ``reader`` placeholders in place of per-reader values."""
+    def render(self, issue: Issue, newsroom: Newsroom, base_url: str, reader: dict[str, str], *,
+               web_view: bool = False) -> Rendered:
+        """Render one non-empty issue with ``reader`` placeholders in place of per-reader values.
+
+        ``web_view`` renders the public archive page instead of an email: templates see it as
+        ``web_view`` and leave out what belongs to one reader (unsubscribe, "you're receiving this").
+        """
         edition = issue.edition
         refs = LinkRefs()
         views = []
@@ -121,6 +126,7 @@ class Renderer:
             "links": refs.items(),
             "link_names": refs.names(),
             "reader": reader,
+            "web_view": web_view,
         }
         issue_view = {
             "date": issue.date,
@@ -128,6 +134,7 @@ class Renderer:
             "reading_minutes": issue.reading_minutes,
             "story_count": len(views),
             "view_url": f"{base_url}/i/{edition.slug}/{issue.date.isoformat()}",
+            "archive_url": f"{base_url}/i/{edition.slug}",
         }
         context["issue"] = issue_view
         subject = self._one_line(edition.subject, context, "subject", edition)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 
+from .archive import public_page
 from .compose import compose
 from .errors import StoryError
 from .gathering import broken_story_rule, gather_stories
@@ -86,6 +87,9 @@ async def send_issue(settings: Settings, edition: Edition, date: dt.date, *,
         if deadline is not None:
             ledger.set_deadline(record.id, deadline.timestamp())
         composed = compose(settings, issue)
+        if not ledger.has_archive_page(record.id):
+            # Kept before the first copy goes: the archive shows the issue as sent, from state.
+            ledger.keep_archive_page(record.id, public_page(settings, issue))
         dispatcher = Dispatcher(composed, ledger, record, settings.smtp, settings.delivery,
                                 envelope_sender=edition.sender.address, connect=connect, stop=stop,
                                 progress=progress, wait_for_retries=wait_for_retries, notify=notify,

@@ -1,11 +1,19 @@
 """`digest serve`: the reader-facing web app (unsubscribe and the web archive). The only starlette import.
 
-    POST /u/<token>       RFC 8058 one-click unsubscribe (``List-Unsubscribe=One-Click``), or the
-                          page's own buttons (``scope=edition`` / ``scope=all``). Idempotent, 200.
+    POST /u/<token>       RFC 8058 one-click unsubscribe (the body must be ``List-Unsubscribe=One-Click``),
+                          or the page's own buttons (``scope=edition`` / ``scope=all``). Idempotent, 200;
+                          any other body is a 400 and changes nothing.
     GET  /u/<token>       says which edition and which address, with the two buttons. Changes nothing:
                           link scanners in corporate mail follow every link.
-    GET  /i/<edition>/<date>  the "view in browser" page of a recorded issue, with neutral reader values.
+    GET  /i/<edition>/<date>  the "view in browser" page of an issue at least one reader was sent, as
+                          the runner stored it when the issue went out (``archive.py``); 410 for an
+                          issue sent before pages were kept. Nothing is gathered or fetched here.
     GET  /i/<edition>     the edition's past issues, newest first.
+    GET  .../             a trailing slash redirects to the same page under ``[web] base_url``.
+
+Limits: a form body is read as a stream and refused past 4,096 bytes (413), whatever its
+framing; a request must arrive in full (headers and body) within ``REQUEST_SECONDS`` of its
+first byte or its connection is closed.
 
 No cookies, no sessions, no login: the signed token is the whole authority, and it only ever
 lets its address leave (never join). Every response carries a strict Content-Security-Policy;
@@ -18,29 +26,27 @@ The pages are rendered by ``render.render_page`` (Jinja2, autoescaped, StrictUnd
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import errno
-import html
 import logging
 import re
 import socket
-import threading
-import time
 from contextlib import closing
 from typing import Any
+
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .addresses import address_key
 from .errors import ConfigError, DigestError
-from .gathering import gather_stories
 from .ledger import Ledger
 from .models import Edition, Settings
 from .personalise import verify_token
@@ -57,8 +63,7 @@ SECURITY_HEADERS = (
 )
 MAX_TOKEN_CHARS = 1024  # a real token is well under 400 characters
 MAX_FORM_BYTES = 4096  # the forms carry one or two short fields
-ARCHIVE_CACHE_SECONDS = 300.0
-ARCHIVE_CACHE_ENTRIES = 32
+REQUEST_SECONDS = 10.0  # from a request's first byte to its last, headers and body
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _ONE_CLICK = ("List-Unsubscribe", "One-Click")
 
@@ -100,14 +105,22 @@ def _page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
     return HTMLResponse(render_page(name, **context), status_code=status)
 
 
-def _error_page(status: int, title: str, message: str) -> HTMLResponse:
-    return _page("error.html", status, title=title, message=message)
+def _error_page(status: int, title: str, message: str, *, close: bool = False) -> HTMLResponse:
+    response = _page("error.html", status, title=title, message=message)
+    if close:
+        response.headers["Connection"] = "close"
+    return response
 
 
 def _invalid_link() -> HTMLResponse:
     # Nothing about why: a forger learns no more than "no".
     return _error_page(400, "This link is not valid",
                        "This link is not valid. Please use the unsubscribe link in a recent email from us.")
+
+
+def _too_large() -> HTMLResponse:
+    # The rest of the body is never read, so the connection cannot carry another request.
+    return _error_page(413, "Request too large", "This request is too large.", close=True)
 
 
 def _not_found() -> HTMLResponse:
@@ -117,28 +130,6 @@ def _not_found() -> HTMLResponse:
 # --- the app ---------------------------------------------------------------------------------------
 
 
-class _ArchiveCache:
-    """Composed archive pages, kept a few minutes (composing inlines CSS, which is slow)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.entries: dict[tuple[str, str], tuple[float, str]] = {}
-
-    def get(self, key: tuple[str, str]) -> str | None:
-        with self.lock:
-            entry = self.entries.get(key)
-            if entry is None or entry[0] < time.monotonic():
-                return None
-            return entry[1]
-
-    def put(self, key: tuple[str, str], page: str) -> None:
-        with self.lock:
-            if len(self.entries) >= ARCHIVE_CACHE_ENTRIES:
-                oldest = min(self.entries, key=lambda k: self.entries[k][0])
-                del self.entries[oldest]
-            self.entries[key] = (time.monotonic() + ARCHIVE_CACHE_SECONDS, page)
-
-
 def create_app(settings: Settings) -> Starlette:
     """The ASGI app for ``settings``. Needs at least one signing key (DIGEST_SECRET_KEY)."""
     if not settings.signing_keys:
@@ -146,7 +137,6 @@ def create_app(settings: Settings) -> Starlette:
     keys = settings.signing_keys
     editions = {e.slug: e for e in settings.editions}
     newsroom = settings.newsroom
-    archive = _ArchiveCache()
 
     def reader_of(request: Request) -> tuple[str, Edition] | None:
         token = request.path_params["token"]
@@ -192,16 +182,23 @@ def create_app(settings: Settings) -> Starlette:
         email, edition = reader
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_FORM_BYTES):
-            return _error_page(413, "Request too large", "This request is too large.")
+            return _too_large()
         try:
-            form = await request.form(max_files=0, max_fields=8)
+            body = await _read_body(request, MAX_FORM_BYTES, REQUEST_SECONDS)
+        except (TimeoutError, ClientDisconnect):
+            return _error_page(408, "Request timeout", "This request took too long.", close=True)
+        if body is None:  # chunked, or a Content-Length that lied
+            return _too_large()
+        try:
+            form = await _replayed(request, body).form(max_files=0, max_fields=8)
         except Exception:  # malformed multipart or urlencoded body
             return _error_page(400, "Bad request", "This request could not be read.")
         scope = form.get("scope")
         one_click = form.get(_ONE_CLICK[0]) == _ONE_CLICK[1]
         if scope is None:
-            # RFC 8058: the mail client's POST. Any other POST without a scope means the same thing:
-            # a person (or their client) asked to leave this edition, which is all the token allows.
+            if not one_click:
+                # RFC 8058 names the one body that unsubscribes; anything else may be a probe or a mistake.
+                return _error_page(400, "Bad request", "This request could not be read.")
             await run_in_threadpool(leave, email, edition, "one-click")
             log.info("unsubscribed one reader from %s (one-click)", edition.slug)
             return PlainTextResponse(f"Unsubscribed from {edition.name}.\n")
@@ -219,30 +216,12 @@ def create_app(settings: Settings) -> Starlette:
             return await unsubscribe(request)
         return await unsubscribe_page(request)
 
-    def issue_page(edition: Edition, date: dt.date) -> str | None:
-        cached = archive.get((edition.slug, date.isoformat()))
-        if cached is not None:
-            return cached
-        from .compose import compose
-        from .planning import plan
-
+    def issue_page(edition: Edition, date: dt.date) -> tuple[bool, str | None]:
         ledger = Ledger.read_only(settings.state_db)
         if ledger is None:
-            return None
+            return False, None
         with closing(ledger):
-            if ledger.find_issue(edition.slug, date) is None:
-                return None
-            stories = gather_stories(settings)
-            issue = plan(settings, edition, date, stories.stories, ledger)
-        if issue.is_empty:
-            return None
-        composed = compose(settings, issue)
-        neutral = {"greeting": f"{edition.greeting}.", "email": "", "unsubscribe_url": "#"}
-        pattern = composed.template.placeholders.pattern()
-        page = pattern.sub(lambda m: html.escape(neutral.get(m.group(1).lower(), ""), quote=True),
-                           composed.rendered.html)
-        archive.put((edition.slug, date.isoformat()), page)
-        return page
+            return ledger.public_issue(edition.slug, date)
 
     async def archive_issue(request: Request) -> Response:
         edition = editions.get(request.path_params["edition"])
@@ -253,23 +232,30 @@ def create_app(settings: Settings) -> Starlette:
             date = dt.date.fromisoformat(text)
         except ValueError:
             return _not_found()
-        page = await run_in_threadpool(issue_page, edition, date)
-        if page is None:
+        sent, page = await run_in_threadpool(issue_page, edition, date)
+        if not sent:  # no such issue, or no reader has been sent it (yet)
             return _not_found()
+        if page is None:
+            return _error_page(410, "Not in the archive",
+                               "This issue was sent before the archive kept copies of issues, so it cannot be shown here.")
         return HTMLResponse(page, headers={"cache-control": "public, max-age=300"})
+
+    async def without_slash(request: Request) -> Response:
+        # Built from base_url and known values only: a Host header never reaches a Location.
+        edition = editions.get(request.path_params["edition"])
+        date = request.path_params.get("date")
+        if edition is None or (date is not None and not _DATE.match(date)):
+            return _not_found()
+        target = f"{settings.base_url}/i/{edition.slug}" + (f"/{date}" if date else "")
+        return RedirectResponse(target, status_code=308)
 
     def past_issues(edition: Edition) -> list[dict[str, str]]:
         ledger = Ledger.read_only(settings.state_db)
         if ledger is None:
             return []
         with closing(ledger):
-            rows = ledger.db.execute("SELECT issue_date FROM issues WHERE edition = ? ORDER BY issue_date DESC LIMIT 1000",
-                                     (edition.slug,)).fetchall()
-        issues = []
-        for (text,) in rows:
-            date = dt.date.fromisoformat(text)
-            issues.append({"href": f"{edition.slug}/{text}", "label": date_label(date), "iso": text})
-        return issues
+            dates = ledger.public_dates(edition.slug)
+        return [{"href": f"{edition.slug}/{d.isoformat()}", "label": date_label(d), "iso": d.isoformat()} for d in dates]
 
     async def archive_list(request: Request) -> Response:
         edition = editions.get(request.path_params["edition"])
@@ -303,16 +289,95 @@ def create_app(settings: Settings) -> Starlette:
         Route("/u/{token}", unsubscribe_link, methods=["GET", "POST"]),
         Route("/i/{edition}", archive_list, methods=["GET"]),
         Route("/i/{edition}/{date}", archive_issue, methods=["GET"]),
+        Route("/i/{edition}/", without_slash, methods=["GET"]),
+        Route("/i/{edition}/{date}/", without_slash, methods=["GET"]),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)],
-                     exception_handlers={HTTPException: http_error, Exception: server_error})
+    app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)],
+                    exception_handlers={HTTPException: http_error, Exception: server_error})
+    app.router.redirect_slashes = False  # Starlette's would build the Location from the Host header
+    return app
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Run the app with uvicorn until interrupted (behind the newsroom's HTTPS proxy).
+async def _read_body(request: Request, limit: int, seconds: float) -> bytes | None:
+    """The request body, read as a stream; None as soon as it passes ``limit`` bytes."""
+    body = bytearray()
+    async with asyncio.timeout(seconds):
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                return None
+    return bytes(body)
+
+
+def _replayed(request: Request, body: bytes) -> Request:
+    """The same request with its body already read, for Starlette's form parser."""
+    async def receive() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return Request(request.scope, receive)
+
+
+def _deadline_protocol(seconds: float) -> type:
+    """uvicorn's h11 protocol with a deadline for each request to arrive in full.
+
+    uvicorn times out only idle keep-alive connections; a client that sends a byte a second
+    would hold a connection (and its memory) forever. The clock starts at the connection and
+    after each response, and stops once the request's last byte is in.
+    """
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class _DeadlineH11(H11Protocol):
+        request_seconds = seconds
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._deadline = self.loop.call_later(self.request_seconds, self._too_slow)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE and self.conn.their_state is not h11.SEND_BODY:
+                self._cancel_deadline()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+                self._cancel_deadline()
+                self._deadline = self.loop.call_later(self.request_seconds, self._too_slow)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._cancel_deadline()
+            super().connection_lost(exc)
+
+        def _cancel_deadline(self) -> None:
+            deadline = getattr(self, "_deadline", None)
+            if deadline is not None:
+                deadline.cancel()
+                self._deadline = None
+
+        def _too_slow(self) -> None:
+            self._deadline = None
+            if self.conn.their_state in (h11.IDLE, h11.SEND_BODY) and not self.transport.is_closing():
+                log.info("closed a connection whose request took longer than %g s", self.request_seconds)
+                self.transport.close()
+
+    return _DeadlineH11
+
+
+def server_config(app: ASGIApp, host: str, port: int, *, request_seconds: float = REQUEST_SECONDS,
+                  log_level: str = "info") -> Any:
+    """uvicorn's settings for ``app``: h11 with a per-request deadline, no access log.
 
     The access log is off: every unsubscribe URL carries a reader's address inside its token.
     """
+    import uvicorn
+
+    return uvicorn.Config(app, host=host, port=port, http=_deadline_protocol(request_seconds), access_log=False,
+                          server_header=False, proxy_headers=True, log_level=log_level, timeout_keep_alive=5)
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Run the app with uvicorn until interrupted (behind the newsroom's HTTPS proxy)."""
     import uvicorn
 
     # The socket is bound here, before uvicorn starts, so a busy port is one plain line, not a log.
@@ -326,7 +391,5 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080) -> None
         if exc.errno == errno.EADDRINUSE:
             raise DigestError(f"{shown} is already in use; pick another --port") from None
         raise DigestError(f"cannot listen on {shown}: {exc.strerror or exc}") from None
-    config = uvicorn.Config(create_app(settings), host=host, port=port, access_log=False, server_header=False,
-                            proxy_headers=True, log_level="info")
     with listener:
-        uvicorn.Server(config).run(sockets=[listener])
+        uvicorn.Server(server_config(create_app(settings), host, port)).run(sockets=[listener])

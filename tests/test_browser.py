@@ -181,3 +181,33 @@ def _console(driver) -> list[dict]:
         return driver.get_log("browser")
     except Exception:  # not every driver keeps a console log
         return []
+
+
+def test_archive_page_has_a_public_footer(browser, settings):
+    """The archive page is nobody's copy: no 'you're receiving this', no unsubscribe, no 'view in browser'."""
+    from selenium.webdriver.common.by import By
+
+    record_issue(settings, "am", DATE, [ANA])
+    with LiveServer(create_app(settings)) as server:
+        browser.get(f"{server.url}/i/am/{DATE.isoformat()}")
+        _wait(browser, lambda d: d.execute_script("return document.readyState") == "complete")
+        foot = browser.find_element(By.CSS_SELECTOR, "td.foot")
+        foot.location_once_scrolled_into_view
+        assert foot.is_displayed()
+        text = foot.text
+        assert "Northline AM is a newsletter from Northline News." in text
+        assert "410 Lake Street, Suite 300, Minneapolis, MN 55401, USA" in text
+        body = browser.find_element(By.TAG_NAME, "body").text
+        for reader_part in ("You're receiving this", "subscribed to", "Unsubscribe", "View in browser"):
+            assert reader_part not in body, reader_part
+        links = {a.text: a.get_attribute("href") for a in foot.find_elements(By.TAG_NAME, "a")}
+        assert links == {"Past issues of Northline AM": f"{settings.base_url}/i/am",
+                         "Northline News": f"https://{settings.newsroom.domain}/"}
+        assert all(a.get_attribute("href") not in ("", "#") and not a.get_attribute("href").endswith("#")
+                   for a in browser.find_elements(By.TAG_NAME, "a"))
+        assert "Good morning." in body and ANA not in body
+        shoot(browser, "archive-footer")
+        browser.execute_script("window.scrollTo(0, document.body.scrollHeight)")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        assert browser.save_screenshot(str(ARTIFACTS / "archive-footer-bottom.png"))
+    assert not any("Refused to" in entry.get("message", "") for entry in _console(browser)), "CSP blocked something"

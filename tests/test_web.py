@@ -47,12 +47,16 @@ NEW_KEY = "new:the-newest-signing-key-abcdef012"
 class LiveServer:
     """``with LiveServer(app) as server:`` the app served by uvicorn on 127.0.0.1 and a free port."""
 
-    def __init__(self, app) -> None:
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False,
-                                lifespan="off", server_header=False)
+    def __init__(self, app, config: uvicorn.Config | None = None) -> None:
+        config = config or uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False,
+                                          lifespan="off", server_header=False)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.port = 0
+
+    @classmethod
+    def from_config(cls, config: uvicorn.Config) -> LiveServer:
+        return cls(config.app, config)
 
     def __enter__(self) -> LiveServer:
         self.thread.start()
@@ -310,16 +314,20 @@ def test_unknown_routes_404_wrong_methods_405_all_with_security_headers(settings
 
 
 def record_issue(settings: Settings, slug: str, date: dt.date, audience: list[str]) -> tuple[str, ...]:
-    """Create issue (slug, date) in the ledger as a send would; the headlines of its stories.
+    """Record issue (slug, date) in the ledger as a send would, with its archive page and its
+    first copy sent; the headlines of its stories.
 
     The shipped stories are all for the sample day: an issue of another date gets that day's plan."""
+    from digest.archive import public_page
     stories = load_folder(settings.paths.stories).stories
     edition = settings.edition(slug)
     with closing(Ledger(settings.state_db)) as ledger:
         issue = dataclasses.replace(plan_issue(settings, edition, DATE, stories), date=date)
         assert not issue.is_empty
-        ledger.create_issue(slug, date, issue.send_time, [s.id for s in issue.stories],
-                            audience=[(a, "Reader Name", address_key(a)) for a in audience])
+        record, _ = ledger.create_issue(slug, date, issue.send_time, [s.id for s in issue.stories],
+                                        audience=[(a, "Reader Name", address_key(a)) for a in audience])
+        ledger.keep_archive_page(record.id, public_page(settings, issue))
+        ledger.mark(ledger.deliveries(record.id)[0].id, "sent", 250, "2.0.0 queued")
     return tuple(s.headline for s in issue.stories)
 
 
@@ -430,3 +438,365 @@ def test_unsubscribe_mid_send_skips_that_readers_pending_copy(settings, tmp_path
         states = {d.email: d.state for d in ledger.deliveries(record.id)}
     assert states[target] == "suppressed"
     assert all(state == "sent" for email, state in states.items() if email != target)
+
+
+# --- issue 9: the archive serves what was sent, to whom it was sent ----------------------------------
+
+
+def send_for_real(settings: Settings, slug: str = "am", date: dt.date = DATE, **smtp_server: object):
+    """Send issue (slug, date) through a real capture SMTP server; the send's report."""
+    from digest.runner import send_issue
+    from smtp_faults import settings_for
+
+    async def scenario():
+        async with CaptureServer(**smtp_server) as smtp:
+            sending = settings_for(settings, settings.state_db, smtp.port,
+                                   smtp={"username": "u", "password": "wrong"} if smtp_server else None)
+            return await send_issue(sending, sending.edition(slug), date)
+
+    return asyncio.run(scenario())
+
+
+def page_text(body: str) -> str:
+    import html
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", body))).strip()
+
+
+def test_archive_serves_the_issue_as_sent_after_its_stories_left_the_source(settings, tmp_path):
+    import shutil
+    stories = tmp_path / "stories"
+    shutil.copytree(settings.paths.stories, stories)
+    local = dataclasses.replace(settings, paths=dataclasses.replace(settings.paths, stories=stories,
+                                                                    state=tmp_path / "state"))
+    report = send_for_real(local)
+    assert report.counts["sent"] == 11
+    with LiveServer(create_app(local)) as server:
+        status, _, first = server.get(f"/i/am/{DATE.isoformat()}")
+    assert status == 200
+    for story in stories.glob("*.md"):  # every story leaves the source after the send
+        story.unlink()
+    with LiveServer(create_app(local)) as server:  # a fresh process: nothing cached
+        status, headers, again = server.get(f"/i/am/{DATE.isoformat()}")
+        assert status == 200, again
+        check_security_headers(headers, private=False)
+        assert page_text(again) == page_text(first)
+        assert re.findall(r'<a href="([^"]+)">', server.get("/i/am")[2]) == [f"am/{DATE.isoformat()}"]
+
+
+class CountingFeed:
+    """A JSON Feed on a real local HTTP server that counts the requests it answers."""
+
+    def __init__(self) -> None:
+        import http.server
+        import json
+
+        feed = json.dumps({
+            "version": "https://jsonfeed.org/version/1.1", "title": "Wire", "home_page_url": "https://wire.example.org/",
+            "items": [{"id": "wire-1", "url": "https://wire.example.org/rail-deal",
+                       "title": "Wire desk: rail freight deal reached overnight",
+                       "content_html": "<p>Negotiators settled before dawn.</p>",
+                       "date_published": "2026-12-01T04:30:00-05:00", "tags": ["national"]}],
+        }).encode()
+        counter = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                with counter.lock:
+                    counter.requests += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/feed+json")
+                self.send_header("Content-Length", str(len(feed)))
+                self.end_headers()
+                self.wfile.write(feed)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.lock = threading.Lock()
+        self.requests = 0
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/feed.json"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> CountingFeed:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_cold_archive_views_never_fetch_a_feed(settings, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+    from digest.config import load_settings
+
+    root = Path(__file__).resolve().parent.parent
+    with CountingFeed() as feed:
+        (tmp_path / "digest.toml").write_text(
+            (root / "digest.toml").read_text(encoding="utf-8")
+            + f'\n[[sources]]\nname = "wire"\nurl = "{feed.url}"\n', encoding="utf-8")
+        import shutil
+        shutil.copytree(root / "stories", tmp_path / "stories")
+        shutil.copy(root / "subscribers.csv", tmp_path / "subscribers.csv")
+        local = dataclasses.replace(load_settings(tmp_path / "digest.toml", environ={}),
+                                    signing_keys=settings.signing_keys, state_db=tmp_path / "state" / "digest.sqlite3")
+        report = send_for_real(local)
+        assert report.counts["sent"] == 11
+        assert feed.requests >= 1  # the send gathered the feed
+        assert any(story_id.startswith("feed-") for story_id in report.issue.story_ids)
+        fetched_by_send = feed.requests
+        with LiveServer(create_app(local)) as server, ThreadPoolExecutor(20) as pool:
+            answers = list(pool.map(lambda _: server.get(f"/i/am/{DATE.isoformat()}"), range(20)))
+            assert [status for status, _, _ in answers] == [200] * 20
+            assert "Wire desk: rail freight deal reached overnight" in answers[0][2]
+            assert server.get("/i/am")[0] == 200
+        assert feed.requests == fetched_by_send  # not one fetch for 21 public requests
+
+
+def test_an_issue_nobody_received_is_not_public(settings, server):
+    from digest.transport import SmtpSetupError
+    try:
+        report = send_for_real(settings, credentials=("u", "p"), auth_require_tls=False)  # refused at login
+    except SmtpSetupError:
+        report = None
+    if report is not None:
+        assert report.counts["sent"] == 0
+    with closing(Ledger(settings.state_db)) as ledger:
+        assert ledger.find_issue("am", DATE) is not None  # the issue was created; no copy went
+    status, _, body = server.get(f"/i/am/{DATE.isoformat()}")
+    assert status == 404, body
+    status, _, body = server.get("/i/am")
+    assert status == 200 and f"am/{DATE.isoformat()}" not in body and "No issues yet" in body
+
+
+def test_an_issue_sent_before_archiving_was_kept_is_gone_not_an_error(settings, server):
+    """Created and sent by a version that kept no archive copy: a clear 410, never a recomposition."""
+    with closing(Ledger(settings.state_db)) as ledger:
+        record, _ = ledger.create_issue("am", DATE, dt.datetime(2026, 12, 1, 11, tzinfo=dt.timezone.utc),
+                                        ["no-such-story"], audience=[(ANA, "Ana", address_key(ANA))])
+        ledger.mark(ledger.deliveries(record.id)[0].id, "sent", 250, "ok")
+    status, headers, body = server.get(f"/i/am/{DATE.isoformat()}")
+    assert status == 410, body
+    assert "before" in body and "archiv" in body
+    check_security_headers(headers, private=False)
+    assert f"am/{DATE.isoformat()}" not in server.get("/i/am")[2]
+
+
+def test_an_existing_database_is_upgraded_in_place(tmp_path):
+    """A state database from before the archive table: read as it is, upgraded when opened for writing."""
+    path = tmp_path / "old.sqlite3"
+    with closing(Ledger(path)) as ledger:
+        record, _ = ledger.create_issue("am", DATE, dt.datetime(2026, 12, 1, 11, tzinfo=dt.timezone.utc), ["s1"],
+                                        audience=[(ANA, "Ana", address_key(ANA))])
+        ledger.mark(ledger.deliveries(record.id)[0].id, "sent", 250, "ok")
+        ledger.db.execute("DROP TABLE archive_pages")  # as the previous version left it
+    reader = Ledger.read_only(path)
+    with closing(reader):
+        assert reader.public_issue("am", DATE) == (True, None)
+        assert reader.public_dates("am") == []
+    with closing(Ledger(path)) as ledger:
+        tables = {row[0] for row in ledger.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert "archive_pages" in tables
+        ledger.keep_archive_page(record.id, "<p>kept</p>")
+        ledger.keep_archive_page(record.id, "<p>not this one</p>")
+        assert ledger.public_issue("am", DATE) == (True, "<p>kept</p>")
+        assert ledger.public_dates("am") == [DATE]
+
+
+
+def test_archive_page_footer_is_public_not_a_readers(settings, server):
+    send_for_real(settings)
+    status, _, body = server.get(f"/i/am/{DATE.isoformat()}")
+    assert status == 200
+    text = page_text(body)
+    assert "You're receiving this" not in text and "subscribed to" not in text
+    assert "Unsubscribe" not in text and "View in browser" not in text
+    assert 'href="#"' not in body and 'href=""' not in body
+    links = dict((page_text(label), href) for href, label in re.findall(r'<a href="([^"]+)"[^>]*>(.*?)</a>', body, re.S))
+    assert links["Past issues of Northline AM"] == f"{settings.base_url}/i/am"
+    assert links["Northline News"] == f"https://{settings.newsroom.domain}/"
+    assert settings.newsroom.postal_address in text
+
+
+# --- issue 9, item 17: one token, one spelling ---------------------------------------------------
+
+
+def test_only_the_canonical_spelling_of_a_token_verifies(settings):
+    from digest.personalise import verify_token
+    keys = settings.signing_keys
+    good = token_for(settings)
+    assert verify_token(keys, good) == (ANA, "am")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=.+/"
+    accepted = []
+    for position in range(len(good)):
+        for char in alphabet:
+            edited = good[:position] + char + good[position + 1:]
+            if edited != good and verify_token(keys, edited) is not None:
+                accepted.append(edited)
+    payload, mac = good.split(".")
+    for extra in (f"{good}=", f"{good}==", f"{good}===", f"{payload}=.{mac}", f"{payload}==.{mac}",
+                  f"{payload}.{mac}\n", f" {good}", f"{payload}.{mac[:10]} {mac[10:]}"):
+        if verify_token(keys, extra) is not None:
+            accepted.append(extra)
+    assert accepted == []
+
+
+def test_padding_variants_are_refused_over_http(settings, server):
+    good = token_for(settings)
+    last = good[-1]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    same_bits = [c for c in alphabet if c != last and alphabet.index(c) // 16 == alphabet.index(last) // 16]
+    for token in [good + "=", good + "=="] + [good[:-1] + c for c in same_bits]:
+        assert_invalid(*server.get("/u/" + token))
+        assert_invalid(*server.post_form("/u/" + token, ONE_CLICK))
+    assert suppressions(settings) == []
+    assert server.get("/u/" + good)[0] == 200
+
+
+# --- issue 9, item 18: limits and timeouts -----------------------------------------------------------
+
+
+def test_chunked_body_over_the_limit_is_refused_and_unsubscribes_no_one(settings, server):
+    path = "/u/" + token_for(settings)
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        chunks = iter([b"List-Unsubscribe=One-Click&pad="] + [b"x" * 9000] * 100)
+        connection.request("POST", path, body=chunks, encode_chunked=True,
+                           headers={"Content-Type": "application/x-www-form-urlencoded", "Transfer-Encoding": "chunked"})
+        response = connection.getresponse()
+        status = response.status
+        response.read()
+    except (BrokenPipeError, ConnectionResetError):
+        status = 413  # the server stopped reading and closed: the same refusal
+    finally:
+        connection.close()
+    assert status == 413
+    assert suppressions(settings) == []
+    # A small chunked one-click body is still a one-click unsubscribe.
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        connection.request("POST", path, body=iter([b"List-Unsubscribe=", b"One-Click"]), encode_chunked=True,
+                           headers={"Content-Type": "application/x-www-form-urlencoded", "Transfer-Encoding": "chunked"})
+        assert connection.getresponse().status == 200
+    finally:
+        connection.close()
+    assert suppressions(settings) == [(address_key(ANA), "am", "unsubscribed")]
+
+
+def test_one_click_needs_the_rfc_8058_body(settings, server):
+    path = "/u/" + token_for(settings)
+    for body, content_type in ((b"List-Unsubscribe=No", "application/x-www-form-urlencoded"),
+                               (b"", "text/plain"), (b"", "application/x-www-form-urlencoded"),
+                               (b"List-Unsubscribe=One-Click", "text/plain"),
+                               (b"hello", "application/octet-stream")):
+        status, _, _ = server.request("POST", path, body, {"Content-Type": content_type})
+        assert status == 400, (body, content_type)
+    assert server.request("POST", path)[0] == 400  # no body at all
+    assert suppressions(settings) == []
+    assert server.post_form(path, ONE_CLICK)[0] == 200
+    assert suppressions(settings) == [(address_key(ANA), "am", "unsubscribed")]
+
+
+def test_trailing_slash_redirect_uses_base_url_not_the_host_header(settings, server):
+    for path, target in ((f"/i/am/", "/i/am"), (f"/i/am/{DATE.isoformat()}/", f"/i/am/{DATE.isoformat()}")):
+        status, headers, _ = server.request("GET", path, headers={"Host": "evil.example"})
+        assert status in (301, 307, 308), path
+        assert headers["Location"] == settings.base_url + target
+        check_security_headers(headers, private=False)
+    assert server.request("GET", "/i/no-such-edition/", headers={"Host": "evil.example"})[0] == 404
+
+
+def _seconds_until_closed(port: int, head: bytes, trickle: bytes, limit: float) -> float | None:
+    """Send ``head`` at once, then ``trickle`` one byte a second; seconds until the server closed."""
+    import socket
+    start = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head)
+        sock.settimeout(1.0)
+        for byte in trickle:
+            if time.monotonic() - start > limit:
+                return None
+            try:
+                sock.sendall(bytes([byte]))
+                data = sock.recv(4096)
+                if data == b"" or b"HTTP/1.1" in data:
+                    return time.monotonic() - start
+            except TimeoutError:
+                continue
+            except (ConnectionResetError, BrokenPipeError):
+                return time.monotonic() - start
+    return None
+
+
+def test_slow_header_and_slow_body_connections_are_closed(settings):
+    from digest.web import server_config
+    config = server_config(create_app(settings), "127.0.0.1", 0, request_seconds=3.0)
+    live = LiveServer.from_config(config)
+    with live:
+        path = "/u/" + token_for(settings)
+        slow_header = _seconds_until_closed(live.port, b"GET /i/am HTTP/1.1\r\n", b"X-Slow: " + b"a" * 60, 12)
+        assert slow_header is not None and slow_header < 8, slow_header
+        slow_body = _seconds_until_closed(
+            live.port, f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                       "Content-Length: 400\r\n\r\n".encode(), b"List-Unsubscribe=One-Click&p=" + b"x" * 60, 12)
+        assert slow_body is not None and slow_body < 8, slow_body
+        chunked = _seconds_until_closed(
+            live.port, f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                       "Transfer-Encoding: chunked\r\n\r\n".encode(), b"1\r\nx\r\n" * 20, 12)
+        assert chunked is not None and chunked < 8, chunked
+        assert live.get("/i/am")[0] == 200  # the server itself is fine
+    assert suppressions(settings) == []
+
+
+# --- issue 9, item 19: rotating away from a bare key ------------------------------------------------
+
+
+def test_readme_rotation_from_a_bare_key_keeps_old_links(settings):
+    bare = "an-original-bare-secret-0123456789"
+    from digest.personalise import IMPLICIT_KEY_ID
+    before = dataclasses.replace(settings, signing_keys=parse_signing_keys(bare))
+    assert before.signing_keys[0].key_id == IMPLICIT_KEY_ID  # what the old links carry
+    old_token = token_for(before)
+    # README: "id:secret,old-id:old-secret to rotate"; the old secret under any id.
+    rotated = dataclasses.replace(settings, signing_keys=parse_signing_keys(f"new-id:{NEW_KEY.split(':', 1)[1]},old-id:{bare}"))
+    other = dataclasses.replace(settings, signing_keys=parse_signing_keys(f"new-id:{NEW_KEY.split(':', 1)[1]},old-id:{OLD_KEY.split(':', 1)[1]}"))
+    with LiveServer(create_app(other)) as server:  # the bare secret not configured: refused
+        assert_invalid(*server.get("/u/" + old_token))
+    with LiveServer(create_app(rotated)) as server:
+        status, _, body = server.get("/u/" + old_token)
+        assert status == 200 and ANA in body
+        assert server.post_form("/u/" + old_token, ONE_CLICK)[0] == 200
+        assert server.post_form("/u/" + token_for(rotated), {"scope": "all"})[0] == 200
+    assert suppressions(settings) == [(address_key(ANA), "*", "unsubscribed"), (address_key(ANA), "am", "unsubscribed")]
+    # Forging an implicit-id token still needs a configured secret.
+    payload = f"v1|k0|am|{ANA}".encode()
+    with LiveServer(create_app(rotated)) as server:
+        assert_invalid(*server.get("/u/" + _sign_raw(b"some-other-secret-0123456789", payload)))
+
+
+def test_rotation_keeps_the_message_id_of_a_copy_already_tried(settings, tmp_path):
+    """A copy deferred after its body went keeps its Message-ID when the resend runs under a new key."""
+    from digest.runner import send_issue
+    from smtp_faults import FaultHandler, Reply, message_id, settings_for
+
+    bare = "an-original-bare-secret-0123456789"
+    handler = FaultHandler(data_script={ANA: [Reply("451 4.3.0 try again later")]})
+
+    async def scenario():
+        async with CaptureServer(handler) as smtp:
+            first = settings_for(settings, settings.state_db, smtp.port, signing_keys=parse_signing_keys(bare))
+            report = await send_issue(first, first.edition("am"), DATE, wait_for_retries=False)
+            assert report.counts["deferred"] == 1
+            with closing(Ledger(settings.state_db)) as ledger:
+                tried = {d.email: d.message_id for d in ledger.deliveries(ledger.find_issue("am", DATE).id)}
+            rotated = dataclasses.replace(first, signing_keys=parse_signing_keys(f"new-id:{NEW_KEY.split(':', 1)[1]},old-id:{bare}"))
+            return tried, await send_issue(rotated, rotated.edition("am"), DATE)
+
+    tried, report = asyncio.run(scenario())
+    assert report.counts["sent"] == 11
+    assert tried[ANA] is not None  # recorded when its body went, before the 451
+    ana = [m for m in handler.received if ANA in m.recipients]
+    assert len(ana) == 1 and message_id(ana[0].data) == tried[ANA]
+    first_ids = [message_id(m.data) for m in handler.received if ANA not in m.recipients]
+    assert len(set(first_ids)) == 10
