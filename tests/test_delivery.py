@@ -122,7 +122,7 @@ def test_happy_path_sends_each_reader_the_bytes_render_writes(sample_settings, c
     assert main(["--config", str(ROOT / "digest.toml"), "render", "am", "--date", DATE.isoformat(), "--out", str(out)]) == 0
     capsys.readouterr()
     rendered = {}
-    for path in out.glob("*.eml"):
+    for path in (out / "am" / DATE.isoformat()).glob("*.eml"):  # a folder per issue under --out
         (to,) = email.message_from_bytes(path.read_bytes(), policy=email.policy.default).get_all("To")
         rendered[to.addresses[0].addr_spec.casefold()] = path.read_bytes()
     assert set(rendered) == set(AM_READERS)

@@ -56,7 +56,7 @@ def test_check_lists_each_feed_and_render_uses_the_one_that_answered(tmp_path: P
     assert "warning: feed 'down'" in out
     folder = tmp_path / "dry-run"
     assert main(["--config", str(config), "render", "am", "--date", "2026-12-01", "--out", str(folder)]) == 0
-    first = sorted(folder.glob("*.eml"))[0]
+    first = sorted((folder / "am" / "2026-12-01").glob("*.eml"))[0]
     message = email.message_from_bytes(first.read_bytes(), policy=email.policy.default)
     assert HEADLINE in message.get_body(("plain",)).get_content()
 

@@ -41,8 +41,10 @@ def test_no_secret_reaches_files_output_or_reprs(tmp_path: Path, monkeypatch, ca
     assert main(["--config", str(tmp_path / "digest.toml"), "render", "am", "--date", "2026-12-01", "--out", str(out)]) == 0
     assert main(["--config", str(tmp_path / "digest.toml"), "check", "am", "--date", "2026-12-01"]) in (0, 2)
     printed = capsys.readouterr()
-    written = [p.read_bytes() for p in out.iterdir()]
-    assert len(written) == 12 and all(b"DKIM-Signature:" in w for w in written if not w.startswith(b"<!doctype"))
+    issue = out / "am" / "2026-12-01"
+    written = [p.read_bytes() for p in issue.iterdir()]  # the .eml files, index.html and the manifest
+    copies = [p.read_bytes() for p in issue.glob("*.eml")]
+    assert len(copies) == 11 and all(b"DKIM-Signature:" in c for c in copies)
     secret_bytes = SECRET.split(":", 1)[1].encode()
     for blob in [*written, printed.out.encode(), printed.err.encode()]:
         assert secret_bytes not in blob and PASSWORD.encode() not in blob
