@@ -584,7 +584,7 @@ def demo(ctx: click.Context, date: dt.date | None) -> None:
 @cli.command()
 @config_option
 @click.option("--list", "show_list", is_flag=True, help="List the next sends per edition and the state of today's issues.")
-@click.option("--count", default=3, show_default=True, type=click.IntRange(1, 50), help="With --list: sends per edition.")
+@click.option("--count", default=3, show_default=True, type=click.IntRange(1, 50), help="With --list: upcoming sends per edition (today's send is listed too, with its outcome).")
 @click.option("--health", is_flag=True, help="Exit 0 if a scheduler is running for this state database, else 1.")
 @click.pass_context
 def schedule(ctx: click.Context, show_list: bool, count: int, health: bool) -> None:
@@ -617,12 +617,10 @@ def _schedule_list(settings: Settings, count: int) -> None:
     rows = []
     try:
         for edition in settings.editions:
-            today = today_in(edition, now)
-            state = _today_state(ledger, edition, today, now)
-            for n, when in enumerate(fire_times(edition, now, count)):
+            for n, (when, state) in enumerate(_schedule_rows(ledger, edition, now, count)):
                 rows.append((edition.slug if n == 0 else "", f"{when:%a %Y-%m-%d %H:%M %Z}",
-                             f"{when.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M} UTC", state if n == 0 else ""))
-        console.table("Upcoming sends", ["edition", "local time", "UTC", "today's issue"], rows)
+                             f"{when.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M} UTC", state))
+        console.table("Sends per edition", ["edition", "local time", "UTC", "issue"], rows)
         missed = ledger.missed() if ledger is not None and _has_table(ledger, "missed_sends") else []
         for slug, date, when, detail in missed:
             console.line(f"missed: {slug} {date} (due {when}): {detail}. Send it with `digest send {slug} --date {date}`", "error")
@@ -631,6 +629,20 @@ def _schedule_list(settings: Settings, count: int) -> None:
     finally:
         if ledger is not None:
             ledger.close()
+
+
+def _schedule_rows(ledger: Ledger | None, edition: Edition, now: dt.datetime,
+                   count: int) -> list[tuple[dt.datetime, str]]:
+    """Today's send (already due or not) with its outcome, then the upcoming sends, each on its own row."""
+    today = today_in(edition, now)
+    upcoming = fire_times(edition, now, count)
+    rows: list[tuple[dt.datetime, str]] = []
+    if sends_on(edition, today) and all(when.astimezone(edition.zone).date() != today for when in upcoming):
+        rows.append((send_time(edition, today), _today_state(ledger, edition, today, now)))
+    for when in upcoming:
+        issue_day = when.astimezone(edition.zone).date()
+        rows.append((when, _today_state(ledger, edition, today, now) if issue_day == today else "upcoming"))
+    return rows
 
 
 def _has_table(ledger: Ledger, name: str) -> bool:

@@ -163,3 +163,43 @@ def test_serve_on_a_busy_port_says_so_in_one_line_and_exits_1(tmp_path, config):
     assert done.returncode == 1, done.stdout + done.stderr
     lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
     assert lines == [f"error: 127.0.0.1:{port} is already in use; pick another --port"], lines
+
+
+# --- (e) schedule --list: today's outcome on today's row ------------------------------------------------
+
+
+def test_schedule_list_puts_todays_outcome_on_todays_row_and_not_on_the_next_send(tmp_path):
+    """am is due at 00:00 (already past today), pm at 23:59 (still ahead, almost always): each edition's
+    row for today's date carries today's state and no row for another day does."""
+    from digest.config import load_settings
+    from digest.editions import send_time, today_in
+    from digest.ledger import Ledger
+
+
+    config = newsroom_copy(tmp_path / "newsroom")
+    lines = config.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith('send_at = "06:00"') and 'slug = "am"' in "\n".join(lines[max(0, i - 6):i]):
+            lines[i] = 'send_at = "00:01"'
+        if line.startswith('send_at = "17:00"'):
+            lines[i] = 'send_at = "23:59"'
+    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    settings = load_settings(config)
+    am, pm = settings.edition("am"), settings.edition("pm")
+    now = dt.datetime.now(dt.timezone.utc)
+    with closing(Ledger(tmp_path / "state.db")) as ledger:
+        for edition in (am, pm):
+            day = today_in(edition, now)
+            ledger.create_issue(edition.slug, day, send_time(edition, day), ["x"],
+                                audience=[("a@example.com", "A", "a@example.com")])
+    result = digest(tmp_path, "schedule", "--list", "--count", "2", "--config", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line for line in result.stdout.splitlines() if re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d", line)]
+    for edition, clock in ((am, "00:01"), (pm, "23:59")):
+        today = today_in(edition, now).isoformat()
+        mine = [row for row in rows if f"{today} {clock}" in row]
+        assert len(mine) == 1 and "open: 1 pending" in mine[0], result.stdout
+    stated = [row for row in rows if "open: 1 pending" in row]
+    assert len(stated) == 2, result.stdout
+    later = [row for row in rows if "upcoming" in row]
+    assert later and all(today_in(am, now).isoformat() + " 00:01" not in row for row in later), result.stdout
