@@ -162,8 +162,8 @@ def _usable(word: str) -> bool:
 def greeting_name(name: str) -> str:
     """The given name a greeting may use, taken from the name column; '' when it cannot be told.
 
-    "Ana Lucero" -> "Ana"; "Pruitt, Harriet" -> "Harriet"; "King, Jr." style suffixes are
-    skipped. A name written family name first (by its script, its letters, or a common
+    "Ana Lucero" -> "Ana"; "Pruitt, Harriet" -> "Harriet"; "Martin King, Jr." -> "Martin" (the
+    suffix is skipped), but "King, Jr." -> ''. A name written family name first (by its script, its letters, or a common
     family name leading it) cannot be told apart from one that is not, so it gets ''.
     The ``first_name`` column, when filled in, is used instead of this.
     """
@@ -174,6 +174,8 @@ def greeting_name(name: str) -> str:
         return ""
     parts = [p.strip() for p in text.split(",")]
     if len(parts) == 2 and parts[1].casefold() in _SUFFIXES:
+        if len(parts[0].split()) < 2:
+            return ""  # "King, Jr.": one word before a suffix is a family name
         text = parts[0]  # "Martin King, Jr.": the name is in order before the suffix
     elif len(parts) == 2 and parts[0] and parts[1]:
         text = parts[1]  # "Pruitt, Harriet": family name, then given name
