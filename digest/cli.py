@@ -321,7 +321,11 @@ def render(ctx: click.Context, edition: str, date: dt.date | None, out: Path | N
 @click.pass_context
 def send(ctx: click.Context, edition: str, date: dt.date | None, to: tuple[str, ...], as_reader: str | None, no_wait: bool,
          deadline: str | None) -> None:
-    """Send one issue now over SMTP (resumes an interrupted one; never sends it twice)."""
+    """Send one issue now over SMTP (resumes an interrupted one; never sends it twice).
+
+    Exits 1 when copies are left unsent or subscriber rows could not be read (they are named);
+    run it again after fixing a row to add that reader to the issue.
+    """
     settings = _require_keys(_settings(ctx))
     ed = _edition(settings, edition)
     date = date or today_in(ed)
@@ -452,7 +456,11 @@ def _send_tests(settings: Settings, edition: Edition, date: dt.date, to: list[st
               help="Write every reader's outcome to this CSV file (safe to open in a spreadsheet).")
 @click.pass_context
 def status(ctx: click.Context, edition: str, date: dt.date | None, export: Path | None) -> None:
-    """What happened to each recipient of an issue."""
+    """What happened to each recipient of an issue: every copy not sent, with its state, attempts,
+    last reply and why it failed.
+
+    Exits 1 while copies are unsent or failed, or subscriber rows were left out of its audience.
+    """
     settings = _settings(ctx)
     ed = _edition(settings, edition)
     date = date or today_in(ed)
