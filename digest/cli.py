@@ -32,6 +32,7 @@ from .export import deliveries_csv
 from .gathering import BrokenStories, broken_story_rule, gather_stories
 from .ledger import FINAL, STATES, Ledger
 from .models import Edition, Issue, Settings, SmtpSettings, Subscriber
+from .notes import note_path
 from .outcomes import FAILURE_CLASSES
 from .planning import plan
 from .preflight import Finding, check_plan, check_rendered
@@ -125,6 +126,16 @@ def _print_findings(settings: Settings, findings: list[Finding]) -> None:
         console.line(f"{finding.level}: {finding.where.replace(base, '')}: {finding.message}", finding.level)
 
 
+def _shown_path(settings: Settings, path: Path | None) -> str | None:
+    """``path`` relative to digest.toml's folder when it is inside it (as findings show files)."""
+    if path is None:
+        return None
+    try:
+        return str(path.relative_to(settings.config_file.resolve().parent))
+    except ValueError:
+        return str(path)
+
+
 def _input_findings(settings: Settings, stories: StoryLoad, subscribers: SubscriberLoad) -> list[Finding]:
     # Left out under on_broken_story = "skip" (the default); each edition that says "fail" adds its own error.
     findings = [Finding("error", p.where, f"{p.message}; left out of every issue") for p in stories.problems]
@@ -192,12 +203,16 @@ def check(ctx: click.Context, edition: str | None, date: dt.date | None) -> None
     rows = []
     for ed in chosen:
         issue_date = date or today_in(ed)
+        issue = plan(settings, ed, issue_date, stories.stories)
+        if issue.note_problem is not None:  # the story files' own errors are listed once, above
+            fate = ("on_broken_story = \"fail\" refuses the issue" if ed.on_broken_story == "fail"
+                    else "the issue goes out without this note")
+            findings.append(Finding("error", issue.note_problem.where, f"{issue.note_problem.message}; {fate}"))
         try:
-            broken_story_rule(ed, issue_date, stories, log=False)
+            broken_story_rule(ed, issue_date, stories, note=issue.note_problem, log=False)
         except BrokenStories as exc:
             findings.append(Finding("error", f"{ed.slug} {issue_date}", str(exc)))
-        issue = plan(settings, ed, issue_date, stories.stories)
-        findings += check_plan(issue)
+        findings += check_plan(issue, _shown_path(settings, note_path(settings.paths.notes, ed.slug, issue_date)))
         audience = subscribers.audience(ed.slug)
         if not issue.is_empty:
             composed = compose(preview, issue, renderer)
@@ -253,9 +268,9 @@ def _render_issue(settings: Settings, issue: Issue, audience: list[Subscriber], 
 
 def _render_one(settings: Settings, edition: Edition, date: dt.date, out: Path | None,
                 stories: StoryLoad, subscribers: SubscriberLoad, renderer: Renderer) -> RenderResult:
-    for problem in broken_story_rule(edition, date, stories):  # the same rule as send and the scheduler
-        console.line(f"warning: {problem}; left out of this issue", "warning")
     issue = plan(settings, edition, date, stories.stories)
+    for problem in broken_story_rule(edition, date, stories, note=issue.note_problem):  # as send and the scheduler
+        console.line(f"warning: {problem}; left out of this issue", "warning")
     folder = issue_out_dir(out, issue) if out is not None else default_out_dir(settings, issue)
     if issue.is_empty:
         clear_dry_run(folder)  # an earlier run's files must not pass for this (empty) issue

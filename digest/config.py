@@ -50,7 +50,7 @@ _DELIVERY_KEYS = {"deadline_hours", "max_attempts", "retry_base", "retry_cap", "
                   "breaker_min_rejections", "breaker_ratio"}
 _NEWSROOM_KEYS = {"name", "domain", "postal_address", "words_per_minute"}
 _WEB_KEYS = {"base_url"}
-_PATHS_KEYS = {"stories", "subscribers", "templates", "state", "out"}
+_PATHS_KEYS = {"stories", "subscribers", "templates", "state", "out", "notes"}
 _DEMO_KEYS = {"date"}
 _DKIM_KEYS = {"selector", "domain"}
 _CURATOR_KEYS = {"name", "title"}
@@ -184,6 +184,7 @@ class _Reader:
             templates=templates if templates is not None and templates.is_dir() else None,
             state=path("state", "state"),
             out=path("out", "out"),
+            notes=path("notes", "notes"),
         )
 
     def smtp(self) -> SmtpSettings:

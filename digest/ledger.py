@@ -110,6 +110,11 @@ CREATE TABLE IF NOT EXISTS archive_pages (   -- added later: an older database g
     html        TEXT NOT NULL,            -- the public "view in browser" page, as the issue was sent
     stored_at   TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS issue_notes (     -- added later: an older database gains it when opened
+    issue_id    INTEGER PRIMARY KEY REFERENCES issues(id),
+    source      TEXT NOT NULL,            -- the note file it was read from
+    markdown    TEXT NOT NULL             -- its text when the issue was created: every copy shows this
+);
 """
 # Columns added to tables of an existing database when it is opened (name, table, declaration).
 UPGRADES = (
@@ -238,8 +243,10 @@ class Ledger:
     def create_issue(self, edition: str, date: dt.date, send_time: dt.datetime, story_ids: Iterable[str],
                      now: dt.datetime | None = None,
                      audience: Iterable[tuple[str, ...]] = (),
-                     left_out: Iterable[tuple[int, str | None, str]] = ()) -> tuple[IssueRecord, bool]:
-        """Create the issue once, freezing its stories and its audience of (email, name, key[, first name]).
+                     left_out: Iterable[tuple[int, str | None, str]] = (),
+                     note: tuple[str, str] | None = None) -> tuple[IssueRecord, bool]:
+        """Create the issue once, freezing its stories, its note (source, Markdown) and its audience
+        of (email, name, key[, first name]).
 
         A later call returns the first record and ignores its arguments. (record, created now?)
         Readers already suppressed for this edition are recorded as ``suppressed``.
@@ -263,6 +270,9 @@ class Ledger:
             issue_id = cursor.lastrowid
             self.db.executemany("INSERT INTO issue_stories (issue_id, position, story_id) VALUES (?, ?, ?)",
                                 [(issue_id, n, story_id) for n, story_id in enumerate(ids)])
+            if note is not None:
+                self.db.execute("INSERT INTO issue_notes (issue_id, source, markdown) VALUES (?, ?, ?)",
+                                (issue_id, note[0], note[1]))
             stamp = now.isoformat()
             self.db.executemany(
                 "INSERT INTO deliveries (issue_id, email, name, key, first_name, state, updated_at) "
@@ -285,6 +295,16 @@ class Ledger:
             self.db.execute("ROLLBACK")
             raise
         return IssueRecord(cursor.lastrowid, edition, date, ids), True
+
+    def issue_note(self, issue_id: int) -> tuple[str, str] | None:
+        """(source, Markdown) of the note kept with the issue when it was created; None: it had none.
+
+        An issue created before notes were kept had none (digest showed no notes then).
+        """
+        if not self._has_table("issue_notes"):
+            return None
+        row = self.db.execute("SELECT source, markdown FROM issue_notes WHERE issue_id = ?", (issue_id,)).fetchone()
+        return (row[0], row[1]) if row is not None else None
 
     def left_out(self, issue_id: int, *, pending_only: bool = False) -> list[tuple[int, str | None, str, str | None]]:
         """Subscriber rows the audience freeze could not use: (line, key, reason, added_at), by line.

@@ -5,8 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
+
+if TYPE_CHECKING:
+    from .errors import StoryError
 
 EditionKind = Literal["national", "city", "topic"]
 SubscriberStatus = Literal["active", "unsubscribed", "bounced"]
@@ -72,6 +75,7 @@ class Paths:
     templates: Path | None
     state: Path
     out: Path
+    notes: Path | None = None  # issue notes: <notes>/<edition>/<YYYY-MM-DD>.md
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +180,7 @@ class Story:
     section: str | None = None
     image: Image | None = None
     editor_note: str | None = None
+    curator_note: str | None = None  # one line by the edition's curator, shown with the story
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +195,15 @@ class Subscriber:
 
 
 @dataclass(frozen=True, slots=True)
+class IssueNote:
+    """The curator's or editors' note of one issue, shown under the greeting."""
+
+    markdown: str  # the file's text as read; kept in the state database with the issue
+    html: str  # sanitised, by the story path (stories.story_html)
+    source: str  # where it was read from, for messages ("notes/climate/2026-12-01.md")
+
+
+@dataclass(frozen=True, slots=True)
 class Issue:
     """The stories chosen for one edition on one date, and those left out and why."""
 
@@ -200,6 +214,8 @@ class Issue:
     stories: tuple[Story, ...]
     held_over_budget: tuple[Story, ...] = ()
     reading_minutes: int = 0
+    note: IssueNote | None = None
+    note_problem: StoryError | None = None  # the note file could not be read (gathering.broken_story_rule)
 
     @property
     def is_empty(self) -> bool:

@@ -28,8 +28,12 @@ class Finding:
     message: str
 
 
-def check_plan(issue: Issue) -> list[Finding]:
-    """Findings about which stories went in (before rendering)."""
+def check_plan(issue: Issue, note_file: str | None = None) -> list[Finding]:
+    """Findings about which stories went in (before rendering).
+
+    ``note_file`` is where the issue's note would be, for the finding that a topic issue carries
+    no word from its curator.
+    """
     edition = issue.edition
     where = f"{edition.slug} {issue.date.isoformat()}"
     if issue.is_empty:
@@ -40,7 +44,22 @@ def check_plan(issue: Issue) -> list[Finding]:
     for story in issue.held_over_budget:
         findings.append(Finding("warning", story.source,
                                 f"held out of the issue: it does not fit the {edition.reading_minutes}-minute budget"))
+    findings += _curator_words(issue, where, note_file)
     return findings
+
+
+def _curator_words(issue: Issue, where: str, note_file: str | None) -> list[Finding]:
+    """A topic issue promises picks "chosen and explained" by its curator: warn when it has no note from them."""
+    edition = issue.edition
+    if edition.kind != "topic" or issue.note is not None or issue.note_problem is not None:
+        return []  # a note that cannot be read is an error of its own
+    # Templates show curator_note only in editions that name a curator (render.py).
+    if edition.curator is not None and any(story.curator_note for story in issue.stories):
+        return []
+    who = edition.curator.name if edition.curator else "its editors"
+    note = f"an issue note ({note_file})" if note_file else "an issue note ([paths] notes)"
+    wanted = f"{note} or a curator_note on one of its stories" if edition.curator else note
+    return [Finding("warning", where, f"this topic issue carries no word from {who}: add {wanted}")]
 
 
 def check_rendered(composed: ComposedIssue, sample_message: bytes) -> list[Finding]:
@@ -62,6 +81,8 @@ def check_rendered(composed: ComposedIssue, sample_message: bytes) -> list[Findi
         findings.append(Finding("warning", where, "preheader is empty; inboxes will preview the first body text instead"))
     if _TK.search(subject) or _TK.search(rendered.preheader):
         findings.append(Finding("error", where, "subject or preheader holds a 'TK' placeholder"))
+    if issue.note is not None and _TK.search(issue.note.html):
+        findings.append(Finding("error", issue.note.source, "the issue note holds a 'TK' placeholder"))
     for story in issue.stories:
         if story.image is not None:
             if not story.image.alt:
@@ -73,7 +94,8 @@ def check_rendered(composed: ComposedIssue, sample_message: bytes) -> list[Findi
                                         "image has no width and height (image.width, image.height): while images are "
                                         "blocked no space is kept for it, and the text jumps when it loads"))
         for label, text in (("headline", story.headline), ("body", story.body_html),
-                            ("caption", story.image.caption if story.image else None)):
+                            ("caption", story.image.caption if story.image else None),
+                            ("curator_note", story.curator_note)):
             if text and _TK.search(text):
                 findings.append(Finding("error", story.source, f"{label} holds a 'TK' placeholder"))
         if story.words == 0:

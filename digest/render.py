@@ -40,6 +40,7 @@ class StoryView:
     body_html: Markup
     body_text: str
     editor_note: str | None
+    curator_note: str | None  # only in editions that name a curator: it is shown under their name
     reading_minutes: int
 
 
@@ -100,6 +101,9 @@ class Renderer:
         """
         edition = issue.edition
         refs = LinkRefs()
+        # The note is read first (under the greeting), so its links are numbered first.
+        note = issue.note
+        note_text = html_to_text(note.html, refs) if note is not None else None
         views = []
         for number, story in enumerate(issue.stories, start=1):
             url_ref = refs.ref(story.url, story.headline) if story.url else None
@@ -113,9 +117,11 @@ class Renderer:
                 section=story.section,
                 image=story.image,
                 lede=first_paragraph(story.body_html),
-                body_html=Markup(story.body_html),  # sanitised by stories.py: the one place that marks HTML safe
+                body_html=Markup(story.body_html),  # sanitised by stories.py: one of the two places that mark HTML safe
                 body_text=html_to_text(story.body_html, refs),
                 editor_note=story.editor_note,
+                # A story may go to several editions; its curator's note belongs to curated ones only.
+                curator_note=story.curator_note if edition.curator is not None else None,
                 reading_minutes=reading_minutes(story.words, newsroom.words_per_minute),
             ))
         context: dict[str, Any] = {
@@ -139,7 +145,10 @@ class Renderer:
         context["issue"] = issue_view
         subject = self._one_line(edition.subject, context, "subject", edition)
         preheader = self._one_line(edition.preheader, context, "preheader", edition)
-        context["issue"] = {**issue_view, "subject": subject, "preheader": preheader}
+        # The note enters the context only now: subject and preheader never see its text.
+        context["issue"] = {**issue_view, "subject": subject, "preheader": preheader,
+                            "note_html": Markup(note.html) if note is not None else None,  # sanitised by notes.py
+                            "note_text": note_text}
         try:
             html = self._template(self.html_env, edition, "html").render(context)
             text = self._template(self.text_env, edition, "txt").render(context)

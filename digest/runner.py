@@ -64,10 +64,10 @@ async def send_issue(settings: Settings, edition: Edition, date: dt.date, *,
     stories = gather_stories(settings)
     with issue_lock(settings.state_db, edition.slug, date.isoformat()), closing(Ledger(settings.state_db)) as ledger:
         record = ledger.find_issue(edition.slug, date)
-        for problem in broken_story_rule(edition, date, stories):  # the same rule as check and render
+        issue = plan(settings, edition, date, stories.stories, ledger)  # a created issue: its kept note
+        for problem in broken_story_rule(edition, date, stories, note=issue.note_problem):  # as check and render
             if warn is not None:
                 warn(f"{problem}; left out of this issue")
-        issue = plan(settings, edition, date, stories.stories, ledger)
         slugs = frozenset(e.slug for e in settings.editions)
         added = 0
         if record is None:
@@ -77,8 +77,10 @@ async def send_issue(settings: Settings, edition: Edition, date: dt.date, *,
             # The rows it cannot use are recorded with the issue, so the loss stays visible.
             problems: list[RowProblem] = []
             audience = iter_audience(settings.paths.subscribers, slugs, edition.slug, problems)
+            # The note is kept with the issue, as read for this plan: resumes and dry runs of it show this text.
+            note = (issue.note.source, issue.note.markdown) if issue.note is not None else None
             record, _ = ledger.create_issue(edition.slug, date, issue.send_time, [s.id for s in issue.stories],
-                                            audience=audience,
+                                            audience=audience, note=note,
                                             left_out=((p.error.line or 0, p.key, p.error.message) for p in problems))
         elif any(key for _, key, _, _ in ledger.left_out(record.id, pending_only=True)):
             # Rows left out at the freeze may have been fixed since: those readers get this issue too.

@@ -23,7 +23,7 @@ from .sanitise import clean_html
 
 _FRONT_MATTER = re.compile(r"\A\ufeff?---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.DOTALL)
 _KEYS = {"id", "headline", "published", "editions", "tags", "cities", "priority", "byline", "url",
-         "section", "image", "editor_note"}
+         "section", "image", "editor_note", "curator_note"}
 _IMAGE_KEYS = {"src", "alt", "credit", "caption", "width", "height"}
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -103,6 +103,11 @@ def _yaml_problem(exc: yaml.YAMLError) -> tuple[int | None, str]:
     return file_line(problem_mark or context_mark), f"{problem}{where}"
 
 
+def story_html(markdown: str) -> str:
+    """Markdown -> sanitised HTML: the one path for story bodies and issue notes (notes.py)."""
+    return clean_html(markdown_to_html(markdown))
+
+
 def parse_story(text: str, *, source: str, default_id: str) -> Story:
     """Parse one story file's text; raise ``StoryError`` naming the field at fault."""
     match = _FRONT_MATTER.match(text)
@@ -119,7 +124,7 @@ def parse_story(text: str, *, source: str, default_id: str) -> Story:
     unknown = sorted(set(meta) - _KEYS)
     if unknown:
         raise StoryError(f"unknown key (known: {', '.join(sorted(_KEYS))})", file=source, field=unknown[0])
-    body_html = clean_html(markdown_to_html(text[match.end():]))
+    body_html = story_html(text[match.end():])
     story_id = fields.one_line("id", required=False) or default_id
     if not _ID.match(story_id):
         raise StoryError("must be letters, digits, '.', '_' or '-'", file=source, field="id")
@@ -139,6 +144,7 @@ def parse_story(text: str, *, source: str, default_id: str) -> Story:
         section=fields.one_line("section", required=False),
         image=fields.image(),
         editor_note=fields.one_line("editor_note", required=False),
+        curator_note=fields.one_line("curator_note", required=False),
     )
 
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from digest.compose import ComposedIssue, compose, plan_issue
+from digest.compose import ComposedIssue, compose
 from digest.config import load_settings, parse_signing_keys
 from digest.models import Settings
+from digest.planning import new_issue
 from digest.stories import StoryLoad, load_folder
 from digest.subscribers import SubscriberLoad, load_subscribers
 
@@ -35,13 +36,13 @@ def sample_subscribers(sample_settings: Settings) -> SubscriberLoad:
 
 @pytest.fixture(scope="session")
 def composed_sample(sample_settings: Settings, sample_stories: StoryLoad):
-    """compose(slug) -> the sample day's issue of that edition, composed once per session."""
+    """compose(slug) -> the sample day's issue of that edition (its note too), composed once per session."""
     cache: dict[str, ComposedIssue] = {}
 
     def get(slug: str) -> ComposedIssue:
         if slug not in cache:
             edition = sample_settings.edition(slug)
-            issue = plan_issue(sample_settings, edition, sample_settings.demo_date, sample_stories.stories)
+            issue = new_issue(sample_settings, edition, sample_settings.demo_date, sample_stories.stories)
             cache[slug] = compose(sample_settings, issue)
         return cache[slug]
 

@@ -326,12 +326,13 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, interval: flo
 
 def write_newsroom(folder: Path, *, port: int, pool_size: int = 3, readers: int | None = None,
                    smtp: dict[str, Any] | None = None, delivery: dict[str, Any] | None = None) -> Path:
-    """Copy the sample newsroom into ``folder``, pointed at 127.0.0.1:port; return its digest.toml.
+    """Copy the sample newsroom (stories, notes, subscribers) into ``folder``, pointed at 127.0.0.1:port; return its digest.toml.
 
     ``readers`` replaces subscribers.csv with that many active readers of 'am' (reader0001@...).
     """
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copytree(ROOT / "stories", folder / "stories")
+    shutil.copytree(ROOT / "notes", folder / "notes")
     if readers is None:
         shutil.copy(ROOT / "subscribers.csv", folder / "subscribers.csv")
     else:
