@@ -458,7 +458,9 @@ def _send_tests(settings: Settings, edition: Edition, date: dt.date, to: list[st
         reader = next((s for s in subscribers.subscribers if s.email.casefold() == as_reader.casefold()), None)
         if reader is None:
             raise click.BadParameter(f"{as_reader} is not in {settings.paths.subscribers.name}", param_hint="--as")
-    results = asyncio.run(send_test_copies(settings, edition, date, to, reader))
+    results = asyncio.run(send_test_copies(
+        settings, edition, date, to, reader,
+        warn=lambda problem: console.line(f"warning: {problem}; left out of this test copy", "warning")))
     console.table(f"Test copies of {edition.slug} {date}", ["address", "code", "reply"], results)
     return 0 if all(200 <= code < 300 for _, code, _ in results) else 1
 

@@ -104,15 +104,20 @@ async def send_issue(settings: Settings, edition: Edition, date: dt.date, *,
 
 async def send_test_copies(settings: Settings, edition: Edition, date: dt.date, addresses: list[str],
                            reader: Subscriber | None = None,
-                           connect: Callable[[], SmtpConnection] | None = None) -> list[tuple[str, int, str]]:
+                           connect: Callable[[], SmtpConnection] | None = None,
+                           warn: Callable[[StoryError], None] | None = None) -> list[tuple[str, int, str]]:
     """Send a copy marked as a test to each address; the ledger is neither read for it nor written.
 
     The copy is rendered as ``reader`` would get it (name and greeting), or for a synthetic reader.
-    Returns (address, SMTP code, reply) per address.
+    A story or note file that cannot be read follows ``on_broken_story`` as for the real send
+    (``warn`` is told of each one left out). Returns (address, SMTP code, reply) per address.
     """
     connect = connect or connection_factory(settings.smtp)
     stories = gather_stories(settings)
     issue = plan(settings, edition, date, stories.stories)
+    for problem in broken_story_rule(edition, date, stories, note=issue.note_problem, log=False):
+        if warn is not None:
+            warn(problem)
     if issue.is_empty:
         raise StoryError(f"{edition.slug} {date} has no stories; there is nothing to test")
     composed = compose(settings, issue, test_copy=True)

@@ -246,6 +246,21 @@ def test_on_broken_story_fail_refuses_check_render_and_send(capsys, newsroom, tm
     assert received == []
 
 
+def test_a_test_copy_follows_the_same_rule(capsys, newsroom):
+    """`send --to` leaves the unreadable story out with a warning, or with "fail" refuses, as the send does."""
+    break_a_story(newsroom)
+    with ThreadedServer(FaultHandler()) as relay:
+        newsroom.write_text(newsroom.read_text(encoding="utf-8").replace("port = 9\n", f"port = {relay.port}\n"), encoding="utf-8")
+        code, out, err = run(capsys, "--config", str(newsroom), "send", "am", "--date", DAY, "--to", "qa@example.com")
+        assert code == 0, (out, err)
+        assert any(line.startswith("warning: ") and BROKEN in line and "test copy" in line for line in out.splitlines()), out
+        assert len(relay.handler.received) == 1
+        set_in_defaults(newsroom, 'on_broken_story = "fail"')
+        code, out, err = run(capsys, "--config", str(newsroom), "send", "am", "--date", DAY, "--to", "qa@example.com")
+        assert code == 2 and BROKEN in err and "on_broken_story" in err
+        assert len(relay.handler.received) == 1
+
+
 def test_on_broken_story_is_per_edition(capsys, newsroom, tmp_path):
     break_a_story(newsroom)
     text = newsroom.read_text(encoding="utf-8")
