@@ -27,13 +27,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from digest.compose import compose, plan_issue  # noqa: E402
+from digest.compose.inline import inline_css  # noqa: E402
+from digest.compose.personalise import Placeholders  # noqa: E402
+from digest.compose.pipeline import compose, plan_issue  # noqa: E402
+from digest.compose.render import Renderer  # noqa: E402
 from digest.config import load_settings, parse_signing_keys  # noqa: E402
-from digest.inline import inline_css  # noqa: E402
 from digest.models import Subscriber  # noqa: E402
-from digest.personalise import Placeholders  # noqa: E402
-from digest.render import Renderer  # noqa: E402
-from digest.stories import load_folder  # noqa: E402
+from digest.sources.stories import load_folder  # noqa: E402
 
 FIRST = ["Ana", "Zoë", "José", "Nguyễn", "Liam", "Harriet", "Kwame", "Sørine", "Priya", "Tom"]
 

@@ -92,8 +92,8 @@ def bench_settings(workdir: Path, label: str, port: int, pool: int, dkim: bool =
 
 
 def composed_issue(settings, slug: str):
-    from digest.compose import compose, plan_issue
-    from digest.stories import load_folder
+    from digest.compose.pipeline import compose, plan_issue
+    from digest.sources.stories import load_folder
 
     edition = settings.edition(slug)
     issue = plan_issue(settings, edition, settings.demo_date, load_folder(settings.paths.stories).stories)
@@ -118,7 +118,7 @@ def threads_now() -> int:
 
 def child_digest(args: argparse.Namespace) -> dict:
     """(a) runner.send_issue, timed from the call to its return."""
-    from digest import runner
+    from digest.deliver import runner
 
     dkim = args.child == "digest-dkim"
     label = f"a{args.pool}{'-dkim' if dkim else ''}{'-prof' if args.cprofile else ''}"
@@ -380,9 +380,9 @@ def profile_report(stats_file: str, messages: int, top: int) -> None:
     def own_category(func) -> str | None:
         file, _, name = func
         f = file.replace("\\", "/")
-        if "/digest/ledger.py" in f or "sqlite3" in name:
+        if "/digest/state/" in f or "sqlite3" in name:
             return "ledger (SQLite commits, due(), suppression checks)"
-        if any(part in f for part in ("/digest/compose.py", "/digest/message.py", "/digest/personalise.py")):
+        if any(part in f for part in ("/digest/compose/pipeline.py", "/digest/compose/message.py", "/digest/compose/personalise.py")):
             return "building bytes (tokens, splice, structure check)"
         if "/aiosmtplib/" in f:
             return "aiosmtplib / SMTP protocol (incl. its regexes)"
@@ -390,7 +390,7 @@ def profile_report(stats_file: str, messages: int, top: int) -> None:
             return "socket syscalls (send/recv/epoll)"
         if "/asyncio/" in f or "selectors.py" in f:
             return "asyncio event loop (Python side)"
-        if any(part in f for part in ("/digest/send.py", "/digest/transport.py", "/digest/outcomes.py", "/digest/ratelimit.py")):
+        if any(part in f for part in ("/digest/deliver/send.py", "/digest/deliver/transport.py", "/digest/outcomes.py", "/digest/deliver/ratelimit.py")):
             return "dispatcher (send.py, transport.py, outcomes)"
         if "/digest/" in f or "/site-packages/" in f:  # digest's set-up and its libraries (premailer, cssutils, ...)
             return "set-up (load + check subscribers, plan, render, inline, create issue)"
@@ -445,7 +445,7 @@ def step_costs(workdir: Path, edition_slug: str, message: bytes, count: int = 20
     from aiosmtplib.email import quote_address
     from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
-    from digest.ledger import Ledger
+    from digest.state.ledger import Ledger
 
     settings = bench_settings(workdir, "steps", 0, 1)
     _, composed = composed_issue(settings, edition_slug)

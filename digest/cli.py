@@ -19,39 +19,34 @@ from pathlib import Path
 import click
 
 from . import console
-from .addresses import AddressError, check_address
-from .bounces import Summary as BounceSummary
-from .bounces import process as process_bounces
-from .capture import CaptureServer
-from .compose import ComposedIssue, compose, default_out_dir, issue_out_dir
+from .compose.editions import next_sends, send_time, sends_on, today_in
+from .compose.pipeline import ComposedIssue, compose, default_out_dir, issue_out_dir
+from .compose.planning import plan
+from .compose.preflight import Finding, check_plan, check_rendered
+from .compose.render import Renderer
 from .config import DEMO_SECRET, load_settings, parse_signing_keys
-from .editions import next_sends, send_time, sends_on, today_in
+from .deliver.capture import CaptureServer
+from .deliver.eml import EmlDirectory, claim_dry_run_folder, clear_dry_run
+from .deliver.runner import EmptyIssue, find_issue, send_issue, send_test_copies
+from .deliver.send import Notice, SendReport
+from .deliver.transport import Envelope, check_smtp_settings
 from .errors import ConfigError, DigestError
 from .events import log_to_stderr
-from .export import deliveries_csv
-from .gathering import BrokenStories, broken_story_rule, gather_stories
-from .ledger import FINAL, STATES, Ledger
+from .files import write_atomically
 from .models import Edition, Issue, Settings, SmtpSettings, Subscriber
-from .notes import note_path
 from .outcomes import FAILURE_CLASSES
-from .planning import plan
-from .preflight import Finding, check_plan, check_rendered
-from .render import Renderer
-from .runner import EmptyIssue, find_issue, send_issue, send_test_copies
+from .readers.addresses import AddressError, check_address
+from .readers.bounces import Summary as BounceSummary
+from .readers.bounces import process as process_bounces
+from .readers.export import deliveries_csv
+from .readers.subscribers import SubscriberLoad, load_subscribers
+from .readers.writeback import export as export_subscribers
 from .schedule import Scheduler, fire_times, scheduler_health
-from .send import Notice, SendReport
-from .stories import StoryLoad
-from .subscribers import SubscriberLoad, load_subscribers
-from .transport import (
-    EmlDirectory,
-    Envelope,
-    check_smtp_settings,
-    claim_dry_run_folder,
-    clear_dry_run,
-    write_atomically,
-)
+from .sources.gathering import BrokenStories, broken_story_rule, gather_stories
+from .sources.notes import note_path
+from .sources.stories import StoryLoad
+from .state.ledger import FINAL, STATES, Ledger
 from .web import serve as serve_web
-from .writeback import export as export_subscribers
 
 _WEEKDAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 

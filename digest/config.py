@@ -16,10 +16,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .addresses import AddressError, parse_mailbox
 from .errors import ConfigError, HeaderInjectionError
-from .feeds import FeedSource
-from .ledger import state_path
 from .models import (
     WEEKDAYS,
     Curator,
@@ -33,6 +30,9 @@ from .models import (
     SigningKey,
     SmtpSettings,
 )
+from .readers.addresses import AddressError, parse_mailbox
+from .sources.feeds import FeedSource
+from .state.ledger import state_path
 
 DEFAULT_CONFIG = "digest.toml"
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")

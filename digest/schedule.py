@@ -32,14 +32,14 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from .editions import next_sends
+from .compose.editions import next_sends
+from .deliver.locks import AlreadyRunning, ProcessLock
+from .deliver.runner import EmptyIssue, send_issue
+from .deliver.send import Notice
 from .errors import DigestError
 from .events import event
-from .ledger import Ledger
-from .locks import AlreadyRunning, ProcessLock
 from .models import Edition, Settings
-from .runner import EmptyIssue, send_issue
-from .send import Notice
+from .state.ledger import Ledger
 
 LEASE = "scheduler"
 LAST_SEEN = "scheduler.last_seen"

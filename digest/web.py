@@ -35,22 +35,26 @@ import socket
 from contextlib import closing
 from typing import Any
 
-
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import (
+    HTMLResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .addresses import address_key
+from .compose.personalise import verify_token
+from .compose.render import date_label, render_page
 from .errors import ConfigError, DigestError
-from .ledger import Ledger
 from .models import Edition, Settings
-from .personalise import verify_token
-from .render import date_label, render_page
+from .readers.addresses import address_key
+from .state.ledger import Ledger
 
 log = logging.getLogger("digest.web")
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from digest.compose import ComposedIssue, compose
+from digest.compose.pipeline import ComposedIssue, compose
+from digest.compose.planning import new_issue
 from digest.config import load_settings, parse_signing_keys
 from digest.models import Settings
-from digest.planning import new_issue
-from digest.stories import StoryLoad, load_folder
-from digest.subscribers import SubscriberLoad, load_subscribers
+from digest.readers.subscribers import SubscriberLoad, load_subscribers
+from digest.sources.stories import StoryLoad, load_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_KEY = "t1:test-signing-key-0123456789abcdef"

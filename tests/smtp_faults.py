@@ -1,7 +1,7 @@
 """Fault injection for delivery tests: a scriptable aiosmtpd handler, a server in a thread,
 newsroom copies for `digest` subprocesses, and the checks every delivery scenario ends with.
 
-The handler is ``digest.capture.CaptureHandler`` with per-recipient scripts::
+The handler is ``digest.deliver.capture.CaptureHandler`` with per-recipient scripts::
 
     handler = FaultHandler(rcpt_script={"ana.lucero@example.com": [Reply("451 4.3.0 busy")] * 2},
                            data_script={"marcus.bell@example.com": [Drop()]})
@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from digest.capture import CaptureHandler, CaptureServer, Received
-from digest.ledger import Delivery, Ledger
+from digest.deliver.capture import CaptureHandler, CaptureServer, Received
 from digest.models import DeliverySettings, Settings, SmtpSettings
+from digest.state.ledger import Delivery, Ledger
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_KEY = "t1:test-signing-key-0123456789abcdef"  # the key tests/conftest.py signs with

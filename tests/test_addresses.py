@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from email_validator import EmailNotValidError, validate_email
-from hypothesis import example, given, settings, strategies as st
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
-from digest.addresses import AddressError, check_address
+from digest.readers.addresses import AddressError, check_address
 
 LOCAL_CHARS = "abcXYZ019.!#$%&'*+/=?^_`{|}~-\"(),:;<>@[\\] "
 DOMAIN_LABELS = ["example", "com", "org", "net", "mail", "a", "xn--bcher-kva", "x" * 63, "y" * 64, "-bad", "bad-",

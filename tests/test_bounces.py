@@ -9,10 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from digest.addresses import address_key
-from digest.bounces import apply, classify, parse_dsn, process, read_messages, scan
 from digest.errors import InputError
-from digest.ledger import Ledger
+from digest.readers.addresses import address_key
+from digest.readers.bounces import (
+    apply,
+    classify,
+    parse_dsn,
+    process,
+    read_messages,
+    scan,
+)
+from digest.state.ledger import Ledger
 
 DATA = Path(__file__).parent / "data" / "bounces"
 DOMAIN = "northline.example.org"

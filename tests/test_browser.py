@@ -16,12 +16,12 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-
-from digest.addresses import address_key
-from digest.ledger import Ledger
-from digest.personalise import sign_token
-from digest.web import create_app
 from test_web import ANA, DATE, LiveServer, record_issue
+
+from digest.compose.personalise import sign_token
+from digest.readers.addresses import address_key
+from digest.state.ledger import Ledger
+from digest.web import create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -133,8 +133,8 @@ def test_unsubscribe_page_click_leave_all_then_archive(browser, settings):
         link.click()
         _wait(browser, lambda d: d.current_url == f"{server.url}/i/am/{DATE.isoformat()}"
               and d.execute_script("return document.readyState") == "complete")
-        from digest.compose import plan_issue
-        from digest.stories import load_folder
+        from digest.compose.pipeline import plan_issue
+        from digest.sources.stories import load_folder
         lead = plan_issue(settings, settings.edition("am"), DATE, load_folder(settings.paths.stories).stories).stories[0]
         # The headline element itself (not <title>, not a hidden preheader), visible on the page.
         matches = browser.find_elements(By.XPATH, f"//body//*[normalize-space()={_xpath_string(lead.headline)}]")

@@ -139,7 +139,7 @@ def test_demo_help_says_today_when_the_config_sets_no_demo_date(tmp_path):
 
 @pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
 def test_subscribers_export_shows_each_change_before_and_after(tmp_path, config, dry_run):
-    from digest.ledger import Ledger
+    from digest.state.ledger import Ledger
 
     with closing(Ledger(tmp_path / "state.db")) as ledger:
         ledger.suppress("ana.lucero@example.com", "am", "unsubscribed")
@@ -171,9 +171,9 @@ def test_serve_on_a_busy_port_says_so_in_one_line_and_exits_1(tmp_path, config):
 def test_schedule_list_puts_todays_outcome_on_todays_row_and_not_on_the_next_send(tmp_path):
     """am is due at 00:00 (already past today), pm at 23:59 (still ahead, almost always): each edition's
     row for today's date carries today's state and no row for another day does."""
+    from digest.compose.editions import send_time, today_in
     from digest.config import load_settings
-    from digest.editions import send_time, today_in
-    from digest.ledger import Ledger
+    from digest.state.ledger import Ledger
 
 
     config = newsroom_copy(tmp_path / "newsroom")

@@ -16,9 +16,15 @@ import time
 from pathlib import Path
 
 import pytest
-
 from smtp_faults import (
-    DATE, FaultHandler, ThreadedServer, check_consistent, ledger_rows, start_digest, wait_for, write_newsroom,
+    DATE,
+    FaultHandler,
+    ThreadedServer,
+    check_consistent,
+    ledger_rows,
+    start_digest,
+    wait_for,
+    write_newsroom,
 )
 
 READERS = 150
@@ -37,7 +43,7 @@ def audience() -> list[str]:
 
 
 def delivery_rows(state: Path):
-    from digest.ledger import Delivery
+    from digest.state.ledger import Delivery
     return [Delivery(0, email, "", st, attempts, mid) for email, st, attempts, mid in ledger_rows(state)]
 
 

@@ -19,18 +19,33 @@ import time
 from contextlib import closing
 
 import pytest
-
-from digest.addresses import address_key
-from digest.capture import CaptureServer
-from digest.cli import main
-from digest.ledger import Ledger
-from digest.locks import AlreadyRunning, issue_lock
-from digest.runner import send_issue
-from digest.transport import SmtpSetupError
 from smtp_faults import (
-    AM_READERS, DATE, ROOT, TEST_KEY, Drop, FaultHandler, Reply, Stall, by_email, check_consistent, check_hard_bounce,
-    check_nothing_lost, message_id, rcpt_counts, settings_for, suppressions, tls_material,
+    AM_READERS,
+    DATE,
+    ROOT,
+    TEST_KEY,
+    Drop,
+    FaultHandler,
+    Reply,
+    Stall,
+    by_email,
+    check_consistent,
+    check_hard_bounce,
+    check_nothing_lost,
+    message_id,
+    rcpt_counts,
+    settings_for,
+    suppressions,
+    tls_material,
 )
+
+from digest.cli import main
+from digest.deliver.capture import CaptureServer
+from digest.deliver.locks import AlreadyRunning, issue_lock
+from digest.deliver.runner import send_issue
+from digest.deliver.transport import SmtpSetupError
+from digest.readers.addresses import address_key
+from digest.state.ledger import Ledger
 
 ANA, JOSE, MARCUS, LENA, ELLIE, CHEN = AM_READERS[:6]
 OLU = AM_READERS[-1]
@@ -647,8 +662,8 @@ def test_sender_address_rejected_stops_without_failing_or_suppressing_readers(sa
 
 def test_stop_abandons_a_stuck_copy_after_the_grace_period_and_the_resume_resends_it(sample_settings, tmp_path,
                                                                                      monkeypatch):
-    import digest.send
-    monkeypatch.setattr(digest.send, "STOP_GRACE", 0.5)  # the real grace is 10 s
+    import digest.deliver.send
+    monkeypatch.setattr(digest.deliver.send, "STOP_GRACE", 0.5)  # the real grace is 10 s
     handler = FaultHandler(data_script={MARCUS: [Stall(30, keep_first=True)]})
     stop = asyncio.Event()
 
@@ -685,8 +700,8 @@ def test_stop_abandons_a_stuck_copy_after_the_grace_period_and_the_resume_resend
 
 @pytest.mark.parametrize("host", ["mail.example.com", "10.0.0.5", "192.0.2.1"])
 def test_tls_none_is_refused_for_a_relay_that_is_not_loopback(host):
+    from digest.deliver.runner import connection_factory
     from digest.models import SmtpSettings
-    from digest.runner import connection_factory
 
     with pytest.raises(SmtpSetupError, match="loopback"):
         connection_factory(SmtpSettings(host, 25, "none"))
@@ -697,8 +712,8 @@ def test_tls_none_is_refused_for_a_relay_that_is_not_loopback(host):
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.1.2.3"])
 def test_tls_none_is_allowed_on_loopback(host):
+    from digest.deliver.runner import connection_factory
     from digest.models import SmtpSettings
-    from digest.runner import connection_factory
 
     connection_factory(SmtpSettings(host, 25, "none", username="u", password="p"))
 

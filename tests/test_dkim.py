@@ -1,7 +1,7 @@
 """DKIM: every sample copy, as built and as received over SMTP, verifies with dkimpy.
 
 dkimpy is the verifier throughout (offline: its DNS lookup is answered from a dict); the signer
-under test is digest.dkim's own (OpenSSL through ``cryptography``).
+under test is digest.compose.dkim's own (OpenSSL through ``cryptography``).
 """
 
 from __future__ import annotations
@@ -22,9 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from dkim.util import parse_tag_value
 
-from digest.capture import CaptureServer
-from digest.compose import compose, plan_issue
-from digest.dkim import (
+from digest.compose.dkim import (
     DkimError,
     DkimSigner,
     load_private_key,
@@ -34,9 +32,11 @@ from digest.dkim import (
     verify,
     zone_entry,
 )
+from digest.compose.pipeline import compose, plan_issue
+from digest.deliver.capture import CaptureServer
+from digest.deliver.transport import Envelope, SmtpConnection
 from digest.errors import DigestError, MessageIntegrityError
 from digest.models import DkimSettings, SmtpSettings
-from digest.transport import Envelope, SmtpConnection
 
 DOMAIN = "northline.example.org"
 SELECTOR = "digest2026"

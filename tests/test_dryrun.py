@@ -21,12 +21,19 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from smtp_faults import AM_READERS, DATE, TEST_KEY, FaultHandler, ThreadedServer, write_newsroom
+from smtp_faults import (
+    AM_READERS,
+    DATE,
+    TEST_KEY,
+    FaultHandler,
+    ThreadedServer,
+    write_newsroom,
+)
 
-from digest import transport
-from digest.capture import CaptureServer
+from digest import files
 from digest.cli import main
 from digest.config import load_settings
+from digest.deliver.capture import CaptureServer
 from digest.schedule import Scheduler
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -410,8 +417,8 @@ def test_subscribers_export_to_a_read_only_folder_is_one_line(newsroom, tmp_path
 
 
 def suppress(state_db: Path, address: str) -> None:
-    from digest.addresses import address_key
-    from digest.ledger import Ledger
+    from digest.readers.addresses import address_key
+    from digest.state.ledger import Ledger
     ledger = Ledger(state_db)
     try:
         ledger.suppress(address_key(address), "*", "unsubscribed", "test")
@@ -443,7 +450,7 @@ def test_a_state_database_on_a_read_only_mount_is_one_line(newsroom, tmp_path, c
     state = tmp_path / "state"
     state.mkdir()
     (state / "locks").mkdir()
-    from digest.ledger import Ledger
+    from digest.state.ledger import Ledger
     Ledger(state / "digest.sqlite3").close()
     point_paths(newsroom, state=str(state))
     with read_only(state):
@@ -479,7 +486,7 @@ def test_render_onto_a_full_disk_is_one_line(newsroom, tmp_path):
 
 def test_write_atomically_names_the_target_and_leaves_no_temp_file(tmp_path, monkeypatch):
     """The same translation for an ENOSPC injected at the write itself (no mount needed)."""
-    real_open = open
+    real_fdopen = os.fdopen
 
     class Full:
         def __init__(self, handle):
@@ -494,9 +501,9 @@ def test_write_atomically_names_the_target_and_leaves_no_temp_file(tmp_path, mon
         def write(self, data):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(transport, "open", lambda *a, **k: Full(real_open(*a, **k)), raising=False)
+    monkeypatch.setattr(files.os, "fdopen", lambda *a, **k: Full(real_fdopen(*a, **k)))
     target = tmp_path / "x.eml"
     with pytest.raises(OSError) as caught:
-        transport.write_atomically(target, b"data")
+        files.write_atomically(target, b"data")
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(target)
     assert list(tmp_path.iterdir()) == []

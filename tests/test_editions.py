@@ -9,12 +9,19 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from digest.config import load_settings
-from digest.editions import (
-    assemble, is_eligible, next_sends, previous_send, reading_minutes, send_time, sends_on, today_in,
+from digest.compose.editions import (
+    assemble,
+    is_eligible,
+    next_sends,
+    previous_send,
+    reading_minutes,
+    send_time,
+    sends_on,
+    today_in,
 )
+from digest.config import load_settings
 from digest.models import Edition, Mailbox, Story
-from digest.stories import load_folder, parse_story
+from digest.sources.stories import load_folder, parse_story
 
 ROOT = Path(__file__).resolve().parents[1]
 UTC = dt.timezone.utc
@@ -391,8 +398,8 @@ def test_sample_day_shares_stories_between_editions(sample_issues):
 
 def test_a_send_time_in_the_skipped_hour_reads_as_the_wall_clock_does():
     """02:30 on spring-forward day does not exist in New York: the send is 03:30 EDT (07:30Z)."""
+    from digest.compose.editions import send_time
     from digest.config import load_settings
-    from digest.editions import send_time
 
     base = load_settings(Path(__file__).resolve().parent.parent / "digest.toml", environ={}).edition("am")
     edition = dataclasses.replace(base, send_at=dt.time(2, 30))

@@ -11,11 +11,11 @@ import json
 import shutil
 from pathlib import Path
 
-from digest.capture import CaptureServer
 from digest.cli import main
 from digest.config import load_settings, parse_signing_keys
+from digest.deliver.capture import CaptureServer
+from digest.deliver.runner import send_issue
 from digest.models import DeliverySettings, SmtpSettings
-from digest.runner import send_issue
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADLINE = "Wire desk: rail freight deal reached overnight"

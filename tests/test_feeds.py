@@ -18,10 +18,10 @@ from xml.sax.saxutils import escape
 import pytest
 from test_security import XSS_CORPUS, _Audit
 
-from digest.compose import compose
-from digest.editions import assemble
+from digest.compose.editions import assemble
+from digest.compose.pipeline import compose
 from digest.errors import StoryError
-from digest.feeds import FeedSource, fetch, gather, parse
+from digest.sources.feeds import FeedSource, fetch, gather, parse
 
 DATA = Path(__file__).resolve().parent / "data" / "feeds"
 HUGE = 50 * 1024 * 1024

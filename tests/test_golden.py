@@ -47,7 +47,7 @@ def test_golden_eml(kind: str, slug: str, composed_sample, sample_subscribers) -
 
 def test_compose_is_deterministic(sample_settings, sample_stories, sample_subscribers) -> None:
     """The same issue composed twice gives the same bytes: a dry run shows what a send will send."""
-    from digest.compose import compose, plan_issue
+    from digest.compose.pipeline import compose, plan_issue
 
     edition = sample_settings.edition("twin-cities")
     issue = plan_issue(sample_settings, edition, sample_settings.demo_date, sample_stories.stories)

@@ -14,12 +14,21 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from smtp_faults import (
+    DATE,
+    FaultHandler,
+    ThreadedServer,
+    stored_by_reader,
+    write_newsroom,
+)
 
 from digest.cli import main
-from digest.personalise import greeting, greeting_name
-from digest.subscribers import load_subscribers
-from smtp_faults import DATE, FaultHandler, ThreadedServer, stored_by_reader, write_newsroom
+from digest.compose.personalise import greeting
+from digest.readers.names import greeting_name
+from digest.readers.subscribers import load_subscribers
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from digest.cli import main
+from digest.compose.planning import plan
 from digest.errors import ConfigError, StoryError
-from digest.ledger import Ledger, state_path
-from digest.planning import plan
+from digest.state.ledger import Ledger, state_path
 
 DATE = dt.date(2026, 12, 1)
 
@@ -116,7 +116,7 @@ def test_an_issue_whose_only_unsent_copies_are_held_is_not_unfinished(settings) 
 
 def _old_database(path: Path) -> None:
     """A state database as the previous digest created it: deliveries without the failure column."""
-    from digest.ledger import SCHEMA
+    from digest.state.ledger import SCHEMA
 
     old = SCHEMA.replace("    failure     TEXT,                     -- why a failed copy failed: outcomes.FAILURE_CLASSES\n", "")
     assert old != SCHEMA

@@ -8,13 +8,14 @@ import email.policy
 import re
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
-from digest.errors import HeaderInjectionError, HeaderValueError
-from digest.message import IssueHeaders, MessageTemplate, encode_text_header
-from digest.models import Mailbox
-from digest.personalise import Placeholders, Recipient, sign_token, verify_token
+from digest.compose.message import IssueHeaders, MessageTemplate, encode_text_header
+from digest.compose.personalise import Placeholders, Recipient, sign_token, verify_token
 from digest.config import parse_signing_keys
+from digest.errors import HeaderInjectionError, HeaderValueError
+from digest.models import Mailbox
 
 KEYS = parse_signing_keys("t1:test-signing-key-0123456789abcdef")
 NASTY = ["\r", "\n", "\r\n", "\x00", "=?utf-8?q?Bcc:_x@evil.example?=", "=?", "?=", "Bcc: evil@example.net",
@@ -222,7 +223,7 @@ def test_every_copy_carries_feedback_id_and_autoreply_suppression(slug, composed
 
 def test_feedback_id_is_the_same_for_every_issue_of_an_edition(sample_settings, sample_stories) -> None:
     """No date or reader in it: Gmail aggregates complaints per identifier, so it must be stable."""
-    from digest.compose import compose, plan_issue
+    from digest.compose.pipeline import compose, plan_issue
 
     edition = sample_settings.edition("am")
     ids = set()
@@ -234,7 +235,7 @@ def test_feedback_id_is_the_same_for_every_issue_of_an_edition(sample_settings, 
 
 
 def test_test_copies_carry_the_headers_too(sample_settings, sample_stories) -> None:
-    from digest.compose import compose, plan_issue
+    from digest.compose.pipeline import compose, plan_issue
 
     issue = plan_issue(sample_settings, sample_settings.edition("pm"), sample_settings.demo_date, sample_stories.stories)
     composed = compose(sample_settings, issue, test_copy=True)
@@ -253,7 +254,7 @@ def test_test_copies_carry_the_headers_too(sample_settings, sample_stories) -> N
     (("a", "b", "c", "d", "e"), HeaderValueError),  # Gmail reads at most four fields
 ])
 def test_a_bad_feedback_id_is_refused_never_cleaned(fields, problem) -> None:
-    from digest.message import feedback_id
+    from digest.compose.message import feedback_id
 
     with pytest.raises(problem):
         feedback_id(*fields)
@@ -286,7 +287,7 @@ def test_verify_notices_a_missing_or_changed_autoreply_header() -> None:
 def test_a_newsroom_domain_unfit_for_feedback_id_names_the_config_key(sample_settings, sample_stories) -> None:
     import dataclasses
 
-    from digest.compose import compose, plan_issue
+    from digest.compose.pipeline import compose, plan_issue
     from digest.errors import ConfigError
 
     settings = dataclasses.replace(sample_settings, newsroom=dataclasses.replace(sample_settings.newsroom, domain="north:line"))

@@ -21,20 +21,27 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from smtp_faults import DATE, TEST_KEY, FaultHandler, Reply, ThreadedServer, write_newsroom
+from smtp_faults import (
+    DATE,
+    TEST_KEY,
+    FaultHandler,
+    Reply,
+    ThreadedServer,
+    write_newsroom,
+)
 
-from digest.capture import CaptureServer
 from digest.cli import main
-from digest.compose import compose
+from digest.compose.pipeline import compose
+from digest.compose.planning import new_issue, plan
 from digest.config import load_settings
+from digest.deliver.capture import CaptureServer
+from digest.deliver.runner import send_issue
 from digest.errors import StoryError, TemplateError
-from digest.ledger import Ledger
-from digest.notes import MAX_NOTE_BYTES, read_note
-from digest.planning import new_issue, plan
-from digest.runner import send_issue
+from digest.readers.subscribers import load_subscribers
 from digest.schedule import Scheduler
-from digest.stories import load_folder, parse_story
-from digest.subscribers import load_subscribers
+from digest.sources.notes import MAX_NOTE_BYTES, read_note
+from digest.sources.stories import load_folder, parse_story
+from digest.state.ledger import Ledger
 
 DAY = DATE.isoformat()
 NOTE_WORDS = "Three of today's four stories"  # the sample note's first words

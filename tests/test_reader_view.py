@@ -9,9 +9,9 @@ from html.parser import HTMLParser
 
 import pytest
 
-from digest.compose import compose, plan_issue
+from digest.compose.pipeline import compose, plan_issue
+from digest.compose.preflight import check_rendered
 from digest.models import Image
-from digest.preflight import check_rendered
 
 SLUGS = ["am", "pm", "denver", "des-moines", "twin-cities", "tampa-bay", "charlotte", "climate"]
 

@@ -15,13 +15,26 @@ import time
 from zoneinfo import ZoneInfo
 
 import pytest
-
-from digest.capture import CaptureServer
 from smtp_faults import (
-    AM_READERS, DATE, DIGEST, FaultHandler, Reply, ThreadedServer, by_email, digest_env, ledger_rows, rcpt_counts,
-    settings_for, start_digest, tls_material, wait_for, write_newsroom,
+    AM_READERS,
+    DATE,
+    DIGEST,
+    FaultHandler,
+    Reply,
+    ThreadedServer,
+    by_email,
+    digest_env,
+    ledger_rows,
+    rcpt_counts,
+    settings_for,
+    start_digest,
+    tls_material,
+    wait_for,
+    write_newsroom,
 )
 from test_delivery import finish, ledger_state, send
+
+from digest.deliver.capture import CaptureServer
 
 ANA, JOSE = AM_READERS[:2]
 

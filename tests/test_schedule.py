@@ -45,14 +45,13 @@ from smtp_faults import (
     write_newsroom,
 )
 
-from digest.capture import CaptureServer
 from digest.cli import main
+from digest.compose.editions import send_time, today_in
 from digest.config import load_settings
-from digest.editions import send_time, today_in
-from digest.ledger import Ledger
-from digest.locks import AlreadyRunning
+from digest.deliver.capture import CaptureServer
+from digest.deliver.locks import AlreadyRunning
+from digest.deliver.runner import send_issue
 from digest.models import DeliverySettings, Edition, Settings, SmtpSettings
-from digest.runner import send_issue
 from digest.schedule import (
     LAST_SEEN,
     LEASE,
@@ -63,6 +62,7 @@ from digest.schedule import (
     latest_send,
     scheduler_health,
 )
+from digest.state.ledger import Ledger
 
 UTC = dt.UTC
 NY = ZoneInfo("America/New_York")

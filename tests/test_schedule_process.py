@@ -30,7 +30,7 @@ from smtp_faults import (
     write_newsroom,
 )
 
-from digest.ledger import Delivery
+from digest.state.ledger import Delivery
 
 READERS = 200
 POOL = 2

@@ -7,17 +7,16 @@ import email
 import email.policy
 import re
 import sys
-import textwrap
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
-from digest.compose import compose, plan_issue
+from digest.compose.personalise import verify_token
+from digest.compose.pipeline import compose, plan_issue
+from digest.compose.render import Renderer
 from digest.errors import TemplateError
-from digest.personalise import verify_token
-from digest.render import Renderer
-from digest.stories import parse_story
+from digest.sources.stories import parse_story
 
 XSS_CORPUS = [
     "<script>alert(1)</script>",

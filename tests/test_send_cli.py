@@ -19,16 +19,27 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from smtp_faults import (
+    AM_READERS,
+    DATE,
+    TEST_KEY,
+    FaultHandler,
+    Reply,
+    ThreadedServer,
+    headers,
+    ledger_rows,
+    message_id,
+    start_digest,
+    stored_by_reader,
+    wait_for,
+    write_newsroom,
+)
 
 import digest.cli
-from digest.capture import CaptureServer
 from digest.cli import main
-from digest.export import COLUMNS, safe_cell
-from digest.ledger import Ledger
-from smtp_faults import (
-    AM_READERS, DATE, TEST_KEY, FaultHandler, Reply, ThreadedServer, headers, ledger_rows,
-    message_id, start_digest, stored_by_reader, wait_for, write_newsroom,
-)
+from digest.deliver.capture import CaptureServer
+from digest.readers.export import COLUMNS, safe_cell
+from digest.state.ledger import Ledger
 
 ANA, JOSE, MARCUS, LENA = AM_READERS[:4]
 READERS_PER_EDITION = {"am": 11, "pm": 11, "denver": 6, "des-moines": 6, "twin-cities": 7,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from digest.errors import StoryError
-from digest.plaintext import LinkRefs, first_paragraph, html_to_text, word_count
-from digest.stories import load_folder, parse_story
+from digest.sources.plaintext import LinkRefs, first_paragraph, html_to_text, word_count
+from digest.sources.stories import load_folder, parse_story
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_STORIES = ROOT / "stories"
@@ -432,7 +432,7 @@ YAML_MISTAKES = {
 
 @pytest.mark.parametrize("lines,line,words", list(YAML_MISTAKES.values()), ids=list(YAML_MISTAKES))
 def test_malformed_front_matter_names_the_file_line_in_plain_words(tmp_path, lines, line, words):
-    from digest.stories import load_folder
+    from digest.sources.stories import load_folder
 
     (tmp_path / "story.md").write_text("---\n" + "\n".join(lines) + "\n---\nThe lede.\n", encoding="utf-8")
     result = load_folder(tmp_path)

@@ -15,10 +15,18 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from smtp_faults import (
+    DATE,
+    DIGEST,
+    FaultHandler,
+    ThreadedServer,
+    digest_env,
+    stored_by_reader,
+    write_newsroom,
+)
 
 from digest.cli import main
-from digest.subscribers import load_subscribers
-from smtp_faults import DATE, DIGEST, FaultHandler, ThreadedServer, digest_env, stored_by_reader, write_newsroom
+from digest.readers.subscribers import load_subscribers
 
 EDITIONS = ("am", "pm", "denver", "des-moines", "twin-cities", "tampa-bay", "charlotte", "climate")
 HEADER = "email,name,editions,status,city,joined\n"
@@ -229,7 +237,7 @@ def test_a_reader_added_to_the_file_after_the_freeze_is_not_added(capsys, tmp_pa
 
 def test_an_existing_database_is_upgraded_in_place(tmp_path):
     """A state database from before this change gains the new table and column on open."""
-    from digest.ledger import Ledger
+    from digest.state.ledger import Ledger
 
     path = tmp_path / "old.db"
     db = sqlite3.connect(path)

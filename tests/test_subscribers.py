@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from digest.errors import SubscriberError
-from digest.subscribers import load_subscribers
+from digest.readers.subscribers import load_subscribers
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "subscribers.csv"

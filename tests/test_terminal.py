@@ -12,7 +12,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from smtp_faults import DIGEST, ROOT, digest_env
 
 ESC = "\x1b"

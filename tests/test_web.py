@@ -25,14 +25,14 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from digest.addresses import address_key
-from digest.capture import CaptureHandler, CaptureServer
+from digest.compose.personalise import sign_token
+from digest.compose.pipeline import plan_issue
 from digest.config import parse_signing_keys
-from digest.ledger import Ledger
+from digest.deliver.capture import CaptureHandler, CaptureServer
 from digest.models import DeliverySettings, Settings, SmtpSettings
-from digest.personalise import sign_token
-from digest.compose import plan_issue
-from digest.stories import load_folder
+from digest.readers.addresses import address_key
+from digest.sources.stories import load_folder
+from digest.state.ledger import Ledger
 from digest.web import CSP, create_app
 
 DATE = dt.date(2026, 12, 1)
@@ -318,7 +318,7 @@ def record_issue(settings: Settings, slug: str, date: dt.date, audience: list[st
     first copy sent; the headlines of its stories.
 
     The shipped stories are all for the sample day: an issue of another date gets that day's plan."""
-    from digest.archive import public_page
+    from digest.compose.archive import public_page
     stories = load_folder(settings.paths.stories).stories
     edition = settings.edition(slug)
     with closing(Ledger(settings.state_db)) as ledger:
@@ -407,7 +407,7 @@ def test_unsubscribe_mid_send_skips_that_readers_pending_copy(settings, tmp_path
         for n, address in enumerate(readers):
             writer.writerow([address, f"Reader {n}", "am", "active", "", "2025-01-01"])
     handler = SlowHandler()
-    from digest.runner import send_issue
+    from digest.deliver.runner import send_issue
 
     async def scenario():
         async with CaptureServer(handler) as smtp:
@@ -445,8 +445,9 @@ def test_unsubscribe_mid_send_skips_that_readers_pending_copy(settings, tmp_path
 
 def send_for_real(settings: Settings, slug: str = "am", date: dt.date = DATE, **smtp_server: object):
     """Send issue (slug, date) through a real capture SMTP server; the send's report."""
-    from digest.runner import send_issue
     from smtp_faults import settings_for
+
+    from digest.deliver.runner import send_issue
 
     async def scenario():
         async with CaptureServer(**smtp_server) as smtp:
@@ -529,6 +530,7 @@ class CountingFeed:
 
 def test_cold_archive_views_never_fetch_a_feed(settings, tmp_path):
     from concurrent.futures import ThreadPoolExecutor
+
     from digest.config import load_settings
 
     root = Path(__file__).resolve().parent.parent
@@ -555,7 +557,7 @@ def test_cold_archive_views_never_fetch_a_feed(settings, tmp_path):
 
 
 def test_an_issue_nobody_received_is_not_public(settings, server):
-    from digest.transport import SmtpSetupError
+    from digest.deliver.transport import SmtpSetupError
     try:
         report = send_for_real(settings, credentials=("u", "p"), auth_require_tls=False)  # refused at login
     except SmtpSetupError:
@@ -623,7 +625,7 @@ def test_archive_page_footer_is_public_not_a_readers(settings, server):
 
 
 def test_only_the_canonical_spelling_of_a_token_verifies(settings):
-    from digest.personalise import verify_token
+    from digest.compose.personalise import verify_token
     keys = settings.signing_keys
     good = token_for(settings)
     assert verify_token(keys, good) == (ANA, "am")
@@ -754,7 +756,7 @@ def test_slow_header_and_slow_body_connections_are_closed(settings):
 
 def test_readme_rotation_from_a_bare_key_keeps_old_links(settings):
     bare = "an-original-bare-secret-0123456789"
-    from digest.personalise import IMPLICIT_KEY_ID
+    from digest.compose.personalise import IMPLICIT_KEY_ID
     before = dataclasses.replace(settings, signing_keys=parse_signing_keys(bare))
     assert before.signing_keys[0].key_id == IMPLICIT_KEY_ID  # what the old links carry
     old_token = token_for(before)
@@ -777,8 +779,9 @@ def test_readme_rotation_from_a_bare_key_keeps_old_links(settings):
 
 def test_rotation_keeps_the_message_id_of_a_copy_already_tried(settings, tmp_path):
     """A copy deferred after its body went keeps its Message-ID when the resend runs under a new key."""
-    from digest.runner import send_issue
     from smtp_faults import FaultHandler, Reply, message_id, settings_for
+
+    from digest.deliver.runner import send_issue
 
     bare = "an-original-bare-secret-0123456789"
     handler = FaultHandler(data_script={ANA: [Reply("451 4.3.0 try again later")]})

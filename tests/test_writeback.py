@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from digest.cli import main
-from digest.ledger import Ledger
-from digest.writeback import export
+from digest.readers.writeback import export
+from digest.state.ledger import Ledger
 
 CSV = (
     "\ufeffemail,name,editions,status,city\r\n"

@@ -20,11 +20,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .addresses import address_key
-from .compose import ComposedIssue
-from .ledger import Delivery, IssueRecord, Ledger
-from .models import DeliverySettings, SmtpSettings
-from .outcomes import SmtpReply, Verdict, classify
+from ..compose.pipeline import ComposedIssue
+from ..models import DeliverySettings, SmtpSettings
+from ..outcomes import SmtpReply, Verdict, classify
+from ..readers.addresses import address_key
+from ..state.ledger import Delivery, IssueRecord, Ledger
 from .ratelimit import TokenBucket
 from .transport import Envelope, RelayUnreachable, SmtpConnection, SmtpSetupError
 

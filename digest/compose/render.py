@@ -16,10 +16,10 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from ..errors import TemplateError
+from ..models import Curator, Edition, Image, Issue, Newsroom
+from ..sources.plaintext import LinkRefs, first_paragraph, html_to_text
 from .editions import reading_minutes
-from .errors import TemplateError
-from .models import Curator, Edition, Image, Issue, Newsroom
-from .plaintext import LinkRefs, first_paragraph, html_to_text
 
 BUILTIN_TEMPLATES = Path(str(resources.files("digest") / "templates"))
 

@@ -10,7 +10,7 @@ gathers stories or fetches a feed.
 
 from __future__ import annotations
 
-from .models import Issue, Settings
+from ..models import Issue, Settings
 from .render import Renderer
 
 

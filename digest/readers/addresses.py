@@ -10,7 +10,7 @@ import re
 
 from email_validator import EmailNotValidError, validate_email
 
-from .errors import HeaderInjectionError
+from ..errors import HeaderInjectionError
 
 _UNSAFE = re.compile(r"[\r\n\x00]")
 # "Display Name <local@domain>" or a bare address; the name may be quoted.

@@ -19,10 +19,10 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import SubscriberError
+from ..files import write_atomically
+from ..state.ledger import Ledger
 from .addresses import address_key
-from .errors import SubscriberError
-from .ledger import Ledger
-from .transport import write_atomically
 
 
 @dataclass

@@ -20,10 +20,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import HeaderInjectionError, SubscriberError
+from ..models import Subscriber
 from .addresses import AddressError, address_key, check_address
-from .errors import HeaderInjectionError, SubscriberError
-from .models import Subscriber
-from .personalise import greeting_name
+from .names import greeting_name
 
 STATUSES = ("active", "unsubscribed", "bounced")
 _KNOWN = ("email", "name", "first_name", "editions", "status")

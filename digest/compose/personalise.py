@@ -27,8 +27,9 @@ import secrets
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from .addresses import address_key
-from .models import Edition, Settings, SigningKey, Subscriber
+from ..models import Edition, Settings, SigningKey, Subscriber
+from ..readers.addresses import address_key
+from ..readers.names import greeting_name
 
 READER_FIELDS = ("greeting", "email", "unsubscribe_url")
 IMPLICIT_KEY_ID = "k0"  # the id config.parse_signing_keys gives a bare secret
@@ -125,68 +126,6 @@ def boundary(keys: tuple[SigningKey, ...], edition: str, date: str) -> str:
     """
     tag = hmac.new(_subkey(keys, b"digest boundary"), _SEP.join((edition, date)).encode(), hashlib.sha256).hexdigest()[:24]
     return f"==digest-{tag}=="
-
-
-# Family names that lead a name in Vietnamese and Chinese order, written without diacritics.
-# Only ones that are rarely a given name in English are listed ("Kim", "Lee" are not).
-_FAMILY_FIRST = frozenset({
-    "nguyen", "tran", "pham", "hoang", "huynh", "phan", "vu", "vo", "dang", "bui", "duong", "ngo",
-    "wang", "zhang", "liu", "chen", "yang", "huang", "zhao", "zhou", "xu", "sun", "zhu", "gao", "lin",
-    "guo", "luo", "zheng", "liang", "xie", "song", "tang", "feng", "deng", "cao", "peng", "zeng",
-    "xiao", "tian", "dong", "pan", "yuan", "cai", "jiang", "yu", "du", "ye", "cheng", "wei", "su",
-    "lu", "ding", "ren", "shen", "yao", "jin", "cui", "zhong", "tan", "fan", "wan", "qian", "dai",
-    "park", "choi", "jung", "kang", "cho", "yoon", "jang", "lim", "shin", "han", "oh", "seo", "kwon",
-})
-_SUFFIXES = frozenset({"jr", "jr.", "sr", "sr.", "ii", "iii", "iv", "phd", "ph.d.", "md", "m.d.", "esq", "esq."})
-_JOINERS = "-'’"
-
-
-def _is_family_first_script(char: str) -> bool:
-    """Letters of scripts whose names are written family name first, or that mark such a name:
-    Han, Hiragana, Katakana, Hangul; Vietnamese letters (Latin Extended Additional, ă ơ ư đ);
-    Hungarian ő ű."""
-    code = ord(char)
-    return (0x2E80 <= code <= 0x9FFF or 0xAC00 <= code <= 0xD7AF or 0x1100 <= code <= 0x11FF
-            or 0xF900 <= code <= 0xFAFF or 0x20000 <= code <= 0x2FA1F or 0x1EA0 <= code <= 0x1EF9
-            or char in "ĂăƠơƯưĐđŐőŰű")
-
-
-def _usable(word: str) -> bool:
-    """A given name a greeting can print: letters (with inner hyphens and apostrophes), no
-    initial ("J."), no title ("Dr."), nothing that would leave stray punctuation."""
-    if len(word) < 2 or not (word[0].isalpha() and word[-1].isalpha()):
-        return False
-    return all(c.isalpha() or c in _JOINERS for c in word)
-
-
-def greeting_name(name: str) -> str:
-    """The given name a greeting may use, taken from the name column; '' when it cannot be told.
-
-    "Ana Lucero" -> "Ana"; "Pruitt, Harriet" -> "Harriet"; "Martin King, Jr." -> "Martin" (the
-    suffix is skipped), but "King, Jr." -> ''. A name written family name first (by its script, its letters, or a common
-    family name leading it) cannot be told apart from one that is not, so it gets ''.
-    The ``first_name`` column, when filled in, is used instead of this.
-    """
-    text = " ".join(name.split())
-    if not text:
-        return ""
-    if any(_is_family_first_script(c) for c in text):
-        return ""
-    parts = [p.strip() for p in text.split(",")]
-    if len(parts) == 2 and parts[1].casefold() in _SUFFIXES:
-        if len(parts[0].split()) < 2:
-            return ""  # "King, Jr.": one word before a suffix is a family name
-        text = parts[0]  # "Martin King, Jr.": the name is in order before the suffix
-    elif len(parts) == 2 and parts[0] and parts[1]:
-        text = parts[1]  # "Pruitt, Harriet": family name, then given name
-    elif len(parts) > 1:
-        return ""
-    words = text.split()
-    if not words:
-        return ""
-    if len(words) > 1 and words[0].casefold() in _FAMILY_FIRST:
-        return ""
-    return words[0] if _usable(words[0]) else ""
 
 
 def greeting(salutation: str, first: str) -> str:

@@ -13,7 +13,7 @@ import re
 
 from premailer import Premailer
 
-from .errors import TemplateError
+from ..errors import TemplateError
 
 _LINKED_CSS = re.compile(r"<link\b[^>]*\bstylesheet\b", re.I)
 _STYLE_BLOCK = re.compile(r"<style\b[^>]*>(.*?)</style>", re.I | re.S)

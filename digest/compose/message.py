@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from email.header import decode_header, make_header
 from email.parser import BytesParser
 
-from .errors import HeaderInjectionError, HeaderValueError, MessageIntegrityError
-from .models import Mailbox
+from ..errors import HeaderInjectionError, HeaderValueError, MessageIntegrityError
+from ..models import Mailbox
 from .personalise import Placeholders, Recipient
 
 CRLF = b"\r\n"

@@ -11,8 +11,8 @@ import csv
 import io
 from collections.abc import Iterable
 
-from .ledger import Delivery
-from .outcomes import FAILURE_CLASSES
+from ..outcomes import FAILURE_CLASSES
+from ..state.ledger import Delivery
 
 # ``failure`` is why a failed copy failed (hard bounce, policy rejection, ...); empty otherwise.
 COLUMNS = ("email", "name", "state", "failure", "attempts", "last_code", "last_reply", "message_id", "updated_at")

@@ -45,10 +45,10 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from .errors import DigestError, MessageIntegrityError
+from ..errors import DigestError, MessageIntegrityError
 
 if TYPE_CHECKING:
-    from .models import DkimSettings
+    from ..models import DkimSettings
 
 #: Every header this module signs when the message has it, in ``h=`` order.
 SIGNED_HEADERS: tuple[str, ...] = (

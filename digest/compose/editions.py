@@ -12,7 +12,7 @@ import datetime as dt
 import math
 from collections.abc import Iterable
 
-from .models import Edition, Issue, Story
+from ..models import Edition, Issue, Story
 
 _MAX_GAP_DAYS = 7
 

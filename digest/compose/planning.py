@@ -12,12 +12,12 @@ import dataclasses
 import datetime as dt
 from contextlib import closing
 
-from .compose import plan_issue
+from ..errors import StoryError
+from ..models import Edition, Issue, Settings, Story
+from ..sources.notes import note_path, parse_note, read_note
+from ..state.ledger import Ledger
 from .editions import recorded_issue
-from .errors import StoryError
-from .ledger import Ledger
-from .models import Edition, Issue, Settings, Story
-from .notes import note_path, parse_note, read_note
+from .pipeline import plan_issue
 
 
 def plan(settings: Settings, edition: Edition, date: dt.date, stories: tuple[Story, ...],

@@ -11,10 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from .errors import StoryError
-from .events import event
+from ..errors import StoryError
+from ..events import event
+from ..models import Edition, Settings
 from .feeds import FeedReport, gather
-from .models import Edition, Settings
 from .stories import StoryLoad, load_folder
 
 

@@ -28,8 +28,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError, DigestError
-from .outcomes import failure_of_record
+from ..errors import ConfigError, DigestError
+from ..outcomes import failure_of_record
 
 
 class StateError(DigestError):

@@ -12,12 +12,12 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import ConfigError, HeaderValueError
+from ..models import Edition, Issue, RenderedIssue, Settings, Story, Subscriber
 from .dkim import DkimSigner, signer_from_settings
 from .editions import assemble
-from .errors import ConfigError, HeaderValueError
 from .inline import inline_css
 from .message import IssueHeaders, MessageTemplate, feedback_id
-from .models import Edition, Issue, RenderedIssue, Settings, Story, Subscriber
 from .personalise import Placeholders, Recipient, RecipientFactory, boundary
 from .render import Renderer
 

@@ -19,8 +19,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import StoryError
-from .models import IssueNote
+from ..errors import StoryError
+from ..models import IssueNote
 from .plaintext import word_count
 from .stories import story_html
 

@@ -9,8 +9,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from .compose import ComposedIssue
-from .models import Issue
+from ..models import Issue
+from .pipeline import ComposedIssue
 
 GMAIL_CLIP_BYTES = 102 * 1024  # Gmail cuts messages whose HTML passes ~102 KB
 HTML_SIZE_WARNING = 90 * 1024

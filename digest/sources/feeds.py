@@ -18,9 +18,7 @@ import hashlib
 import html as htmlmod
 import io
 import json
-import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -33,8 +31,9 @@ import feedparser
 import feedparser.namespaces.mediarss as _mediarss
 import httpx
 
-from .errors import StoryError
-from .models import Image, Story
+from ..errors import StoryError
+from ..files import write_atomically
+from ..models import Image, Story
 from .plaintext import word_count
 from .sanitise import clean_html
 
@@ -183,16 +182,7 @@ def _save_cache(cache_dir: Path | None, url: str, etag: str | None, last_modifie
               "fetched": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
               "body": base64.b64encode(body).decode("ascii")}
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".feed-", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(record, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(target, json.dumps(record).encode("utf-8"))
 
 
 def fetch(source: FeedSource, cache_dir: Path | None) -> FetchResult:

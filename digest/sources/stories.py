@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
-from .errors import StoryError
+from ..errors import StoryError
+from ..models import Image, Story
 from .markup import markdown_to_html
-from .models import Image, Story
 from .plaintext import word_count
 from .sanitise import clean_html
 

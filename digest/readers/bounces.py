@@ -55,9 +55,9 @@ from mailbox import mbox
 from pathlib import Path
 from typing import Literal
 
+from ..errors import InputError
+from ..state.ledger import Ledger
 from .addresses import address_key
-from .errors import InputError
-from .ledger import Ledger
 
 Category = Literal["hard", "soft", "ignore"]
 Kind = Literal["dsn", "heuristic", "auto-reply", "unrecognised", "other"]

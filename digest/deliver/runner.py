@@ -17,16 +17,16 @@ from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 
-from .archive import public_page
-from .compose import compose
-from .errors import StoryError
-from .gathering import broken_story_rule, gather_stories
-from .ledger import IssueRecord, Ledger
+from ..compose.archive import public_page
+from ..compose.pipeline import compose
+from ..compose.planning import plan
+from ..errors import StoryError
+from ..models import Edition, Settings, SmtpSettings, Subscriber
+from ..readers.subscribers import RowProblem, iter_audience
+from ..sources.gathering import broken_story_rule, gather_stories
+from ..state.ledger import IssueRecord, Ledger
 from .locks import issue_lock
-from .models import Edition, Settings, SmtpSettings, Subscriber
-from .planning import plan
 from .send import Dispatcher, Notify, Progress, SendReport
-from .subscribers import RowProblem, iter_audience
 from .transport import Envelope, SmtpConnection, check_smtp_settings
 
 
