@@ -169,8 +169,10 @@ def _print_subscriber_lines(settings: Settings, subscribers: SubscriberLoad, edi
     """Where every line of subscribers.csv went, and the rows left out that each edition lost."""
     lines = subscribers.lines
     name = settings.paths.subscribers.name
+    left_out = f"{lines.skipped:,} left out" + (f" ({_rows(len(subscribers.errors))} with errors)"
+                                                  if len(subscribers.errors) != lines.skipped else "")
     console.line(f"{name}: {lines.total:,} lines: {lines.header} header, {lines.kept:,} kept, "
-                 f"{lines.skipped:,} skipped, {lines.blank:,} blank")
+                 f"{left_out}, {lines.blank:,} blank")
     for slug in editions:
         if subscribers.lost.get(slug):
             console.line(f"{name}: {_rows(subscribers.lost[slug])} for {slug} left out", "error")
@@ -287,7 +289,8 @@ def _summary(results: list[RenderResult]) -> None:
 
 def _warn_inputs(stories: StoryLoad, subscribers: SubscriberLoad) -> None:
     if subscribers.errors:
-        console.note(f"{len(subscribers.errors)} subscriber row(s) were left out; run `digest check` for details")
+        console.note(f"{_rows(len(subscribers.errors))} of the subscriber file could not be read, for all editions "
+                     "together; `digest check` names them and what each edition lost")
 
 
 @cli.command()
@@ -436,9 +439,10 @@ def _send_summary(edition: Edition, date: dt.date, report: SendReport) -> None:
 
 
 def _left_out_text(rows: tuple[tuple[int, str], ...] | list[tuple[int, str]]) -> str:
-    """'1 subscriber row left out (line 3)', naming at most ten lines."""
+    """'1 subscriber row meant for this edition left out (line 3)', naming at most ten lines."""
     lines = ", ".join(str(line) for line, _ in rows[:10]) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
-    return f"{_rows(len(rows)).replace('row', 'subscriber row', 1)} left out (line{'' if len(rows) == 1 else 's'} {lines})"
+    return (f"{_rows(len(rows)).replace('row', 'subscriber row', 1)} meant for this edition left out "
+            f"(line{'' if len(rows) == 1 else 's'} {lines})")
 
 
 def _send_tests(settings: Settings, edition: Edition, date: dt.date, to: list[str], as_reader: str | None) -> int:
@@ -483,7 +487,8 @@ def status(ctx: click.Context, edition: str, date: dt.date | None, export: Path 
             console.line(f"{ed.slug} {date}: MISSED by the scheduler ({missed[0][3]}); send it with "
                          f"`digest send {ed.slug} --date {date}`", "error")
         else:
-            console.line(f"{ed.slug} {date}: no issue recorded (not sent yet)", "warning")
+            where = settings.state_db if ledger is not None else f"{settings.state_db} (no such file yet)"
+            console.line(f"{ed.slug} {date}: no issue recorded in {where}: not sent yet with this state database", "warning")
         if ledger is not None:
             ledger.close()
         ctx.exit(1)
@@ -609,6 +614,9 @@ def demo(ctx: click.Context, date: dt.date | None) -> None:
 @click.pass_context
 def schedule(ctx: click.Context, show_list: bool, count: int, health: bool) -> None:
     """Run the scheduler daemon (or list upcoming sends)."""
+    if not show_list and ctx.get_parameter_source("count") is not click.core.ParameterSource.DEFAULT:
+        # Without --list the command starts the daemon, which sends: a stray --count must not do that.
+        raise click.UsageError("--count goes with --list; `digest schedule` alone starts the scheduler")
     settings = _settings(ctx)
     if health:
         alive, detail = scheduler_health(settings)
@@ -735,7 +743,7 @@ def subscribers_export(ctx: click.Context, dry_run: bool) -> None:
     settings = _settings(ctx)
     ledger = Ledger.read_only(settings.state_db)
     if ledger is None:
-        console.line("no state database yet: nothing to apply", "warning")
+        console.line(f"no state database at {settings.state_db} yet: nothing to apply", "warning")
         return
     with closing(ledger):
         result = export_subscribers(settings.paths.subscribers, ledger, write=not dry_run)

@@ -337,7 +337,7 @@ def scheduler_health(settings: Settings, now: dt.datetime | None = None) -> tupl
     """Whether a scheduler holds a live lease on this state database (for health checks)."""
     ledger = Ledger.read_only(settings.state_db)
     if ledger is None:
-        return False, "no state database yet"
+        return False, f"no state database at {settings.state_db} yet"
     with closing(ledger):
         try:
             lease = ledger.lease(LEASE)

@@ -161,7 +161,7 @@ def test_check_names_the_row_and_prints_what_each_edition_lost(tmp_path):
     assert "subscribers.csv:3" in out and "cannot be read" in out
     assert "5,001" in out or "5001" in out
     assert "1 row for am left out" in out
-    assert "5,004 lines" in out and "1 skipped" in out and "1 blank" in out
+    assert "5,004 lines" in out and "1 left out," in out and "1 blank" in out
 
 
 # --- send ----------------------------------------------------------------------------------------
@@ -200,7 +200,7 @@ def test_the_freeze_records_the_lost_row_and_a_fixed_row_is_added_later(capsys, 
 
         code, out, err = run(capsys, "--config", str(config), "status", "am", "--date", D)
         text = flat(out + err)
-        assert "frozen with 1 subscriber row left out" in text and "line 3" in text
+        assert "frozen with 1 subscriber row meant for this edition left out" in text and "line 3" in text
         assert code == 1
 
         # Sending again with the row still broken adds nobody and still says so.

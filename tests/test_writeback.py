@@ -88,3 +88,41 @@ def test_the_command(tmp_path: Path, monkeypatch, capsys, sample_settings) -> No
     assert main(["--config", str(tmp_path / "digest.toml"), "subscribers", "export"]) == 0
     assert ",unsubscribed," in (tmp_path / "subscribers.csv").read_text(encoding="utf-8").split("\n")[1]
     assert list(tmp_path.glob("subscribers.csv.*.bak"))
+
+
+def test_a_row_with_a_broken_quote_is_kept_as_it_is_and_the_rows_after_it_are_written_back(tmp_path) -> None:
+    """Found by a newcomer: one stray quote made `subscribers export` end in a Python traceback."""
+    text = ("email,name,editions,status\n"
+            "ana@example.com,Ana,am,active\n"
+            'broken@example.com,"Broken quote,am,active\n'
+            "bo@example.com,Bo,am,active\n")
+    path = tmp_path / "subscribers.csv"
+    path.write_text(text, encoding="utf-8")
+    ledger = Ledger(tmp_path / "state.db")
+    ledger.suppress("bo@example.com", "*", "bounced", "550 5.1.1")
+    result = export(path, ledger, now=dt.datetime(2026, 12, 2, tzinfo=dt.timezone.utc))
+    ledger.close()
+    assert [(line, email) for line, email, _, _ in result.changes] == [(4, "bo@example.com")]
+    assert path.read_text(encoding="utf-8") == text.replace("bo@example.com,Bo,am,active", "bo@example.com,Bo,am,bounced")
+
+
+def test_the_command_with_a_broken_row_is_a_table_not_a_traceback(tmp_path, monkeypatch, capsys, sample_settings) -> None:
+    import shutil
+
+    root = Path(__file__).resolve().parents[1]
+    folder = tmp_path / "newsroom"
+    folder.mkdir()
+    shutil.copy(root / "digest.toml", folder / "digest.toml")
+    shutil.copytree(root / "stories", folder / "stories")
+    (folder / "subscribers.csv").write_text('email,name,editions,status\nx@example.com,"Open,am,active\n'
+                                            "bo@example.com,Bo,am,active\n", encoding="utf-8")
+    state = tmp_path / "state.db"
+    ledger = Ledger(state)
+    ledger.suppress("bo@example.com", "*", "bounced")
+    ledger.close()
+    for name in [n for n in __import__("os").environ if n.startswith("DIGEST_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("DIGEST_STATE_URL", f"sqlite:///{state}")
+    code = main(["--config", str(folder / "digest.toml"), "subscribers", "export", "--dry-run"])
+    out = capsys.readouterr().out
+    assert code == 0 and "bo@example.com" in out and "-> bounced" in out

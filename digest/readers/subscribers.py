@@ -132,31 +132,16 @@ def read_rows(path: Path, known_editions: frozenset[str],
             raise SubscriberError(f"column '{repeated[0]}' appears twice in the header", file=path, line=1)
         lines.header = header_end
         seen: dict[str, int] = {}
-        start = header_end
-        while physical.has(start):
-            line = start + 1
-            end = physical.record_end(start)
-            row: list[str] | None = None
-            reason = ""
-            if end is None:
-                reason = ("a quoted field is still open at the end of the file" if not physical.has(start + MAX_RECORD_LINES)
-                          else f"a quoted field is still open after {MAX_RECORD_LINES} lines")
-            else:
-                try:
-                    row = _parse(physical.peek(start, end))
-                except csv.Error as exc:
-                    reason = str(exc)
-            if row is None:
+        for record in records_after(physical, header_end):
+            line = record.line
+            if record.fields is None:
                 # Unreadable: this line alone is left out and reading starts again at the next one.
                 lines.skipped += 1
-                lost, key = _guess(physical.take(start, start + 1)[0], columns, known_editions)
-                yield RowProblem(SubscriberError(f"row cannot be read: {reason}; row skipped", file=path, line=line),
+                lost, key = _guess(record.raw[0], columns, known_editions)
+                yield RowProblem(SubscriberError(f"row cannot be read: {record.reason}; row skipped", file=path, line=line),
                                  lost=lost, key=key)
-                start += 1
                 continue
-            physical.take(start, end)
-            span = end - start
-            start = end
+            row, span = record.fields, len(record.raw)
             if not row or all(not cell.strip() for cell in row):
                 lines.blank += span
                 continue
@@ -174,6 +159,47 @@ def read_rows(path: Path, known_editions: frozenset[str],
             else:
                 lines.skipped += span
         lines.total = physical.count
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One CSV record as the file holds it: where it starts, its physical lines, its fields.
+
+    ``fields`` is None for a line that cannot be read (``reason`` says why); reading goes on
+    with the next physical line, so a stray quote costs its own row only.
+    """
+
+    line: int  # first physical line, counting from 1
+    raw: list[str]  # the physical lines, exactly as in the file (line endings included)
+    fields: list[str] | None
+    reason: str = ""
+
+
+def records_after(physical: _Lines, start: int) -> Iterator[Record]:
+    """The records from physical line index ``start`` on, resynchronising after a bad one."""
+    while physical.has(start):
+        end = physical.record_end(start)
+        fields: list[str] | None = None
+        reason = ""
+        if end is None:
+            reason = ("a quoted field is still open at the end of the file" if not physical.has(start + MAX_RECORD_LINES)
+                      else f"a quoted field is still open after {MAX_RECORD_LINES} lines")
+        else:
+            try:
+                fields = _parse(physical.peek(start, end))
+            except csv.Error as exc:
+                reason = str(exc)
+        if fields is None:
+            yield Record(start + 1, physical.take(start, start + 1), None, reason)
+            start += 1
+        else:
+            yield Record(start + 1, physical.take(start, end), fields)
+            start = end
+
+
+def csv_records(lines: Iterable[str]) -> Iterator[Record]:
+    """Every record of a subscriber file's text (header first), read the way ``read_rows`` reads it."""
+    yield from records_after(_Lines(lines), 0)
 
 
 class _Lines:

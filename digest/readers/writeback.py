@@ -23,6 +23,7 @@ from ..errors import SubscriberError
 from ..files import write_atomically
 from ..state.ledger import Ledger
 from .addresses import address_key
+from .subscribers import csv_records
 
 
 @dataclass
@@ -41,16 +42,11 @@ def _suppressions(ledger: Ledger) -> dict[str, dict[str, str]]:
     return found
 
 
-def _records(text: str) -> list[tuple[int, str, list[str]]]:
-    """(first line number, raw text, fields) for each CSV record, raw text exactly as in the file."""
-    lines = text.splitlines(keepends=True)
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    records, start = [], 0
-    for fields in reader:
-        end = reader.line_num
-        records.append((start + 1, "".join(lines[start:end]), fields))
-        start = end
-    return records
+def _records(text: str) -> list[tuple[int, str, list[str] | None]]:
+    """(first line number, raw text, fields or None when unreadable) for each record, raw text exactly
+    as in the file. Records are split as ``subscribers`` splits them, so a row that ``check`` reports
+    as unreadable is kept here byte for byte and the rows after it are still written back."""
+    return [(r.line, "".join(r.raw), r.fields) for r in csv_records(io.StringIO(text, newline=""))]
 
 
 def export(path: Path, ledger: Ledger, *, write: bool = True, now: dt.datetime | None = None) -> WriteBack:
@@ -67,6 +63,8 @@ def export(path: Path, ledger: Ledger, *, write: bool = True, now: dt.datetime |
     records = _records(text)
     if not records:
         raise SubscriberError("file is empty", file=path, line=1)
+    if records[0][2] is None:
+        raise SubscriberError("header row cannot be read; export rewrites nothing until it is", file=path, line=1)
     header = [c.strip() for c in records[0][2]]
     if "email" not in header:
         raise SubscriberError("header row has no 'email' column", file=path, line=1)
@@ -76,7 +74,7 @@ def export(path: Path, ledger: Ledger, *, write: bool = True, now: dt.datetime |
     result = WriteBack()
     out = [records[0][1]]
     for line, raw_record, fields in records[1:]:
-        changed = _apply(fields, column, suppressed)
+        changed = None if fields is None else _apply(fields, column, suppressed)
         if changed is None:
             out.append(raw_record)
             continue

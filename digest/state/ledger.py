@@ -36,6 +36,21 @@ class StateError(DigestError):
     """The state database cannot be opened (exit 1): its path is named."""
 
 
+def check_state_path(path: Path) -> None:
+    """Refuse a state database path that can never hold one, naming it and why."""
+    if path.exists():
+        if not path.is_file():
+            raise StateError(f"{path}: the state database path is {'a folder' if path.is_dir() else 'not a regular file'}, "
+                             "not a database file; check [paths] state and DIGEST_STATE_URL")
+        return
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise StateError(f"{path}: {parent} is a file, not a folder, so no state database can be there; "
+                                 "check [paths] state and DIGEST_STATE_URL")
+            return
+
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS issues (
     id          INTEGER PRIMARY KEY,
@@ -179,6 +194,7 @@ class Ledger:
 
     def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
+        check_state_path(path)
         try:
             if create:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -197,6 +213,9 @@ class Ledger:
             # SQLite names no file and no errno; a read-only or full disk, or a folder in the way, lands here.
             raise StateError(f"{path}: cannot open the state database ({exc}); check that its folder "
                              "exists, is writable and has space") from None
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"{path}: is not a state database ({exc}); check [paths] state and DIGEST_STATE_URL, "
+                             "or restore the database from its backup") from None
         # A read-only look at a database from an older digest may lack the newer columns.
         self._first_name = "first_name" if self._has_column("deliveries", "first_name") else "NULL"
         self._failure = "failure" if self._has_column("deliveries", "failure") else "NULL"
@@ -216,7 +235,12 @@ class Ledger:
 
     @classmethod
     def read_only(cls, path: Path) -> Ledger | None:
-        """Open an existing database without writing to it; None when there is none yet."""
+        """Open an existing database without writing to it; None when there is none yet.
+
+        A path that cannot be a database (a folder, a device, a file where a folder should be) is
+        a ``StateError``, never "nothing sent yet": an operator told that might send again.
+        """
+        check_state_path(path)
         return cls(path, create=False) if path.exists() else None
 
     def close(self) -> None:
