@@ -260,3 +260,23 @@ def test_an_existing_database_is_upgraded_in_place(tmp_path):
         assert ledger.deliveries(1)[0].first_name is None
     finally:
         ledger.close()
+
+
+@pytest.mark.parametrize("name, code", [("Evil\x1b[2JName", "U+001B"), ("Bell\x07", "U+0007"),
+                                        ("abc\u202eevil", "U+202E"), ("Tab\tName", "U+0009"), ("C1\x9bx", "U+009B")])
+def test_a_control_character_in_a_name_is_a_finding_naming_line_and_field(tmp_path, name, code):
+    """Found by a newcomer: ESC, BEL and U+202E in a name passed without a word into To: and exports."""
+    path = tmp_path / "subscribers.csv"
+    path.write_text(HEADER + f"ok@example.com,Ok,am,active,X,2025-01-01\nbad@example.com,{name},am,active,X,2025-01-01\n",
+                    encoding="utf-8")
+    load = load_subscribers(path, set(EDITIONS))
+    assert [s.email for s in load.subscribers] == ["ok@example.com"]
+    [error] = load.errors
+    assert error.line == 3 and error.field == "name" and code in str(error)
+
+
+def test_right_to_left_marks_in_a_name_are_kept(tmp_path):
+    path = tmp_path / "subscribers.csv"
+    path.write_text(HEADER + "rtl@example.com,\u200fנועה כהן,am,active,X,2025-01-01\n", encoding="utf-8")
+    load = load_subscribers(path, set(EDITIONS))
+    assert not load.errors and load.subscribers[0].name == "\u200fנועה כהן"

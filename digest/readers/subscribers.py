@@ -202,6 +202,17 @@ def csv_records(lines: Iterable[str]) -> Iterator[Record]:
     yield from records_after(_Lines(lines), 0)
 
 
+# Bidirectional embeddings, overrides and isolates reorder what follows them on screen; the
+# marks U+200E/U+200F that right-to-left names may need are allowed.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _is_hidden_control(char: str) -> bool:
+    """A C0 or C1 control (a tab included), DEL, or a bidi control: nothing a name is written with."""
+    code = ord(char)
+    return code < 0x20 or 0x7F <= code <= 0x9F or char in _BIDI_CONTROLS
+
+
 class _Lines:
     """The file's physical lines, read lazily with a lookahead of at most ``MAX_RECORD_LINES``."""
 
@@ -381,6 +392,11 @@ def _check_row(path: Path, line: int, columns: list[str], row: list[str],
     for column, value in (("name", name), ("first_name", first)):
         if any(c in value for c in "\r\n\x00"):
             yield problem("contains a line break or NUL", column)
+            return
+        hidden = next((c for c in value if _is_hidden_control(c)), None)
+        if hidden is not None:
+            # It would reach the To header, the greeting and every export: ask for the name as meant.
+            yield problem(f"contains the control character U+{ord(hidden):04X}; row skipped", column)
             return
         if len(value) > _MAX_NAME:
             yield problem(f"is longer than {_MAX_NAME} characters", column)
