@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Iterator
+from typing import TextIO
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,6 +112,16 @@ def read_rows(path: Path, known_editions: frozenset[str],
         handle = path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
     except FileNotFoundError:
         raise SubscriberError("subscriber file not found", file=path) from None
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+    try:
+        yield from _read_open(handle, path, known_editions, lines)
+    except OSError as exc:  # a read that fails half way (a device, a network mount): name the file
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+
+
+def _read_open(handle: TextIO, path: Path, known_editions: frozenset[str],
+               lines: LineCount) -> Iterator[Subscriber | RowProblem]:
     with handle:
         physical = _Lines(handle)
         header_end = physical.record_end(0)

@@ -54,7 +54,8 @@ class StoryLoad:
 def load_folder(folder: Path) -> StoryLoad:
     """Read every ``*.md`` file in ``folder`` (sorted by name)."""
     if not folder.is_dir():
-        return StoryLoad((), (StoryError("story folder not found", file=folder),))
+        what = "is a file, not a folder of stories" if folder.exists() else "story folder not found"
+        return StoryLoad((), (StoryError(what, file=folder),))
     stories: list[Story] = []
     problems: list[StoryError] = []
     seen: dict[str, str] = {}
