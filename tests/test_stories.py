@@ -439,3 +439,12 @@ def test_malformed_front_matter_names_the_file_line_in_plain_words(tmp_path, lin
     (problem,) = result.problems
     assert problem.line == line, str(problem)
     assert words in problem.message, problem.message
+
+
+def test_a_stories_path_that_is_a_file_says_so(tmp_path):
+    from digest.sources.stories import load_folder
+
+    path = tmp_path / "stories.md"
+    path.write_text("not a folder", encoding="utf-8")
+    [problem] = load_folder(path).problems
+    assert "is a file, not a folder" in problem.message and problem.file == str(path)

@@ -297,3 +297,10 @@ def test_a_20000_row_file_loads(tmp_path):
     assert "line 9" in result.errors[0].message
     assert result.subscribers[-1].line == 20_001
     assert sum(len(result.audience(e)) for e in EDITIONS) == 18_000
+
+
+def test_a_file_that_fails_to_read_is_named(tmp_path):
+    """/proc/self/mem opens but every read fails (EIO): the error names the file, not only 'Input/output error'."""
+    with pytest.raises(OSError) as caught:
+        load_subscribers(Path("/proc/self/mem"), {"am"})
+    assert caught.value.filename == "/proc/self/mem"
