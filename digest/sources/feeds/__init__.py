@@ -5,9 +5,9 @@
                        -> Story, or the entry dropped with a reason
 
 values.py holds the values the rest of digest sees (FeedSource, FeedReport, ...); entry.py the
-format-neutral ``Entry``. httpx is imported only in fetch.py, feedparser only in rss.py. May
-import what sources/ may: the top-level models, errors and files, and sources' own sanitise and
-plaintext.
+format-neutral ``Entry``. httpx is imported only in fetch.py, feedparser only in rss.py.
+Imports the top-level models, errors and files (the cache's atomic write), and sources'
+sanitise and plaintext.
 """
 
 from .fetch import ACCEPT, USER_AGENT, fetch
