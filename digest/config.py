@@ -2,10 +2,15 @@
 
 Every problem is reported with the file and the key (``editions[2].timezone``) that caused it.
 Secrets are read from the environment only and never appear in a repr or an error message.
+
+Each table has its own small reader (``_newsroom``, ``_smtp``, ``_edition`` ...) over ``_Table``'s
+typed getters. A key left out takes the field default of the dataclass it fills (models.py, and
+``FeedSource`` for [[sources]]): defaults are written there only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import difflib
 import os
@@ -95,8 +100,27 @@ def parse_signing_keys(value: str) -> tuple[SigningKey, ...]:
     return tuple(keys)
 
 
+def _default(model: type, name: str) -> Any:
+    """A setting's default: the field default of the dataclass it fills (models.py, feeds' FeedSource).
+
+    The one place a default is written, so what digest.toml leaves out and what a ``Settings``
+    built in code gets cannot differ.
+    """
+    for item in dataclasses.fields(model):
+        if item.name == name:
+            if item.default is not dataclasses.MISSING:
+                return item.default
+            if item.default_factory is not dataclasses.MISSING:
+                return item.default_factory()
+    raise LookupError(f"{model.__name__}.{name} has no default")
+
+
 class _Reader:
-    """Walks the TOML document, remembering where each value came from."""
+    """The TOML document: its file, folder and environment, unknown-key checks and error locations.
+
+    Each table is read by its own function below (``_newsroom``, ``_smtp``, ``_edition`` ...),
+    through ``_Table``'s typed getters.
+    """
 
     def __init__(self, file: Path, raw: dict[str, Any], env: Mapping[str, str]) -> None:
         self.file = file
@@ -107,205 +131,13 @@ class _Reader:
     def fail(self, key: str, message: str) -> ConfigError:
         return ConfigError(message, file=self.file, field=key)
 
-    def table(self, name: str, known: set[str]) -> dict[str, Any]:
+    def table(self, name: str, known: set[str], model: type | None = None) -> _Table:
         """A top-level table (empty when absent), its keys checked against ``known``."""
         value = self.raw.get(name, {})
         if not isinstance(value, dict):
             raise self.fail(name, f"must be a table ([{name}]), not {_shown(value)}")
         self.reject_unknown(value, known, name)
-        return value
-
-    def text(self, table: Mapping[str, Any], key: str, where: str, *, default: str | None = None) -> str:
-        value = table.get(key, default)
-        if value is None:
-            raise self.fail(f"{where}.{key}", "is required")
-        if not isinstance(value, str) or (not value.strip() and default != ""):
-            raise self.fail(f"{where}.{key}", f"must be a non-empty string, not {_shown(value)}")
-        if "\r" in value or "\n" in value or "\x00" in value:
-            raise self.fail(f"{where}.{key}", "must be one line")
-        return value
-
-    def settings(self) -> Settings:
-        self.reject_unknown(self.raw, _TOP_LEVEL, "")
-        newsroom_t = self.table("newsroom", _NEWSROOM_KEYS)
-        newsroom = Newsroom(
-            name=self.text(newsroom_t, "name", "newsroom"),
-            domain=self.text(newsroom_t, "domain", "newsroom"),
-            postal_address=self.text(newsroom_t, "postal_address", "newsroom"),
-            words_per_minute=self.positive_int(newsroom_t, "words_per_minute", "newsroom", default=230),
-        )
-        web = self.table("web", _WEB_KEYS)
-        base_url = self.text(web, "base_url", "web").rstrip("/")
-        if not base_url.startswith(("https://", "http://")):
-            raise self.fail("web.base_url", f"{_shown(base_url)} must start with https:// (or http:// for local testing)")
-        defaults = self.table("defaults", _EDITION_KEYS)
-        editions_raw = self.raw.get("editions")
-        if not isinstance(editions_raw, list) or not editions_raw:
-            raise self.fail("editions", "at least one [[editions]] table is required")
-        editions = tuple(self.edition(i, e, defaults, newsroom) for i, e in enumerate(editions_raw))
-        seen: set[str] = set()
-        for i, edition in enumerate(editions):
-            if edition.slug in seen:
-                raise self.fail(f"editions[{i}] ({edition.slug}).slug", f"'{edition.slug}' is used by two editions")
-            seen.add(edition.slug)
-        demo_t = self.table("demo", _DEMO_KEYS)
-        demo_date = self.date(demo_t, "date", "demo") if "date" in demo_t else None
-        paths = self.paths()
-        return Settings(
-            config_file=self.file,
-            newsroom=newsroom,
-            base_url=base_url,
-            paths=paths,
-            editions=editions,
-            demo_date=demo_date,
-            state_db=state_path(self.env.get("DIGEST_STATE_URL"), paths.state / "digest.sqlite3"),
-            smtp=self.smtp(),
-            delivery=self.delivery(),
-            dkim=self.dkim(newsroom),
-            sources=self.sources(),
-            signing_keys=parse_signing_keys(self.env["DIGEST_SECRET_KEY"]) if self.env.get("DIGEST_SECRET_KEY") else (),
-        )
-
-    def paths(self) -> Paths:
-        table = self.table("paths", _PATHS_KEYS)
-
-        def path(key: str, default: str | None) -> Path | None:
-            value = table.get(key, default)
-            if value is None:
-                return None
-            if not isinstance(value, str) or not value:
-                raise self.fail(f"paths.{key}", f"must be a path, not {_shown(value)}")
-            return (self.base / value).resolve()
-
-        templates = path("templates", None)
-        return Paths(
-            stories=path("stories", "stories"),
-            subscribers=path("subscribers", "subscribers.csv"),
-            templates=templates if templates is not None and templates.is_dir() else None,
-            state=path("state", "state"),
-            out=path("out", "out"),
-            notes=path("notes", "notes"),
-        )
-
-    def smtp(self) -> SmtpSettings:
-        """[smtp] from digest.toml, overridden by DIGEST_SMTP_*; credentials from the environment only."""
-        table = self.table("smtp", _SMTP_KEYS | {"username", "password"})
-        for secret in ("username", "password"):
-            if secret in table:
-                raise self.fail(f"smtp.{secret}", f"credentials belong in the environment (DIGEST_SMTP_{secret.upper()}), not in digest.toml")
-        env = self.env
-        host = env.get("DIGEST_SMTP_HOST") or table.get("host", "localhost")
-        port_raw = env.get("DIGEST_SMTP_PORT") or table.get("port", 25)
-        try:
-            port = int(port_raw)
-            if not 0 < port < 65536:
-                raise ValueError
-        except (TypeError, ValueError):
-            raise self.fail("smtp.port / DIGEST_SMTP_PORT", f"'{port_raw}' is not a TCP port") from None
-        tls = env.get("DIGEST_SMTP_TLS") or table.get("tls", "starttls")
-        if tls not in ("starttls", "tls", "none"):
-            raise self.fail("smtp.tls / DIGEST_SMTP_TLS", f"{_shown(tls)} must be starttls, tls or none")
-        if not isinstance(host, str) or not host or any(c in host for c in " \r\n\x00"):
-            raise self.fail("smtp.host / DIGEST_SMTP_HOST", "must be a host name or address")
-        return SmtpSettings(
-            host=host,
-            port=port,
-            tls=tls,
-            username=env.get("DIGEST_SMTP_USERNAME") or None,
-            password=env.get("DIGEST_SMTP_PASSWORD") or None,
-            pool_size=self.positive_int(table, "pool_size", "smtp", default=4),
-            rate=self.number(table, "rate", "smtp", default=0.0, minimum=0.0),
-            timeout=self.number(table, "timeout", "smtp", default=30.0, minimum=0.001),
-            data_timeout=self.number(table, "data_timeout", "smtp", default=600.0, minimum=0.001),
-            allow_insecure=self.flag(table, "allow_insecure", "smtp"),
-            local_hostname=table.get("local_hostname"),
-            ca_file=(self.base / table["ca_file"]).resolve() if table.get("ca_file") else None,
-        )
-
-    def sources(self) -> tuple[FeedSource, ...]:
-        """[[sources]]: feeds the newsroom's CMS publishes (RSS, Atom, JSON Feed)."""
-        raw = self.raw.get("sources", [])
-        if not isinstance(raw, list):
-            raise self.fail("sources", "must be [[sources]] tables")
-        found: list[FeedSource] = []
-        for i, table in enumerate(raw):
-            where = f"sources[{i}]"
-            if not isinstance(table, dict):
-                raise self.fail(where, "must be a table")
-            if isinstance(table.get("name"), str):
-                where = f"sources[{i}] ({table['name']})"
-            self.reject_unknown(table, _SOURCE_KEYS, where)
-            name = self.text(table, "name", where)
-            if any(s.name == name for s in found):
-                raise self.fail(f"{where}.name", f"'{name}' is used by two sources")
-            url = self.text(table, "url", where)
-            if "://" in url and not url.startswith(("https://", "http://", "file://")):
-                raise self.fail(f"{where}.url", "must be http(s)://, file:// or a local path")
-            if "://" not in url:
-                url = str((self.base / url).resolve())
-            zone = table.get("default_timezone")
-            if zone is not None:
-                try:
-                    ZoneInfo(zone)
-                except (ZoneInfoNotFoundError, ValueError, TypeError):
-                    raise self.fail(f"{where}.default_timezone", f"'{zone}' is not an IANA time zone") from None
-            categories_as = table.get("categories_as", "tags")
-            if categories_as not in ("tags", "cities", "both"):
-                raise self.fail(f"{where}.categories_as", f"{_shown(categories_as)} must be tags, cities or both")
-            found.append(FeedSource(
-                name=name, url=url,
-                editions=tuple(sorted(self.labels(table, "editions", where))),
-                tags=tuple(sorted(self.labels(table, "tags", where))),
-                cities=tuple(sorted(self.labels(table, "cities", where))),
-                timeout=self.number(table, "timeout", where, default=10.0, minimum=0.1),
-                max_bytes=self.positive_int(table, "max_bytes", where, default=5_000_000),
-                max_redirects=self.positive_int(table, "max_redirects", where, default=5),
-                default_timezone=zone,
-                categories_as=categories_as,
-                priority=self.positive_int(table, "priority", where, default=5),
-            ))
-        return tuple(found)
-
-    def dkim(self, newsroom: Newsroom) -> DkimSettings:
-        """[dkim] selector and domain; signing is on only when DIGEST_DKIM_KEY_FILE is set."""
-        table = self.table("dkim", _DKIM_KEYS)
-        key_file = self.env.get("DIGEST_DKIM_KEY_FILE")
-        if not key_file:
-            return DkimSettings()
-        selector = table.get("selector")
-        if not isinstance(selector, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", selector):
-            raise self.fail("dkim.selector", "DIGEST_DKIM_KEY_FILE is set, so [dkim] selector must name the DNS selector")
-        domain = table.get("domain", newsroom.domain)
-        if not isinstance(domain, str) or not re.match(r"^[A-Za-z0-9.-]+$", domain):
-            raise self.fail("dkim.domain", "must be a domain name (the From addresses' domain, for alignment)")
-        return DkimSettings(Path(key_file), selector, domain)
-
-    def delivery(self) -> DeliverySettings:
-        table = self.table("delivery", _DELIVERY_KEYS)
-        uncertain = table.get("uncertain", "resend")
-        if uncertain not in ("resend", "hold"):
-            raise self.fail("delivery.uncertain", f"{_shown(uncertain)} must be 'resend' or 'hold'")
-        return DeliverySettings(
-            deadline_hours=self.number(table, "deadline_hours", "delivery", default=6.0, minimum=0.0),
-            max_attempts=self.positive_int(table, "max_attempts", "delivery", default=8),
-            retry_base=self.number(table, "retry_base", "delivery", default=60.0, minimum=0.0),
-            retry_cap=self.number(table, "retry_cap", "delivery", default=1800.0, minimum=0.0),
-            uncertain=uncertain,
-            breaker_min_rejections=self.positive_int(table, "breaker_min_rejections", "delivery", default=20),
-            breaker_ratio=self.number(table, "breaker_ratio", "delivery", default=0.05, minimum=0.0),
-        )
-
-    def number(self, table: Mapping[str, Any], key: str, where: str, *, default: float, minimum: float) -> float:
-        value = table.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-            raise self.fail(f"{where}.{key}", f"{_shown(value)} must be a number of at least {minimum:g}")
-        return float(value)
-
-    def flag(self, table: Mapping[str, Any], key: str, where: str) -> bool:
-        value = table.get(key, False)
-        if not isinstance(value, bool):
-            raise self.fail(f"{where}.{key}", f"{_shown(value)} must be true or false")
-        return value
+        return _Table(self, value, name, model)
 
     def reject_unknown(self, table: Mapping[str, Any], known: set[str], where: str) -> None:
         """A typo'd key or table would be silently ignored; name it, and the likely intended one.
@@ -322,104 +154,388 @@ class _Reader:
         hint = f"; did you mean '{by_fold[close[0]]}'?" if close else f" (known: {', '.join(sorted(known))})"
         raise self.fail(f"{where}.{key}" if where else key, f"unknown {what} '{key}'{hint}")
 
-    def positive_int(self, table: Mapping[str, Any], key: str, where: str, *, default: int) -> int:
-        value = table.get(key, default)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise self.fail(f"{where}.{key}", f"{_shown(value)} must be a positive whole number")
+    def settings(self) -> Settings:
+        """Every table read, in the order their errors are reported."""
+        self.reject_unknown(self.raw, _TOP_LEVEL, "")
+        newsroom = _newsroom(self)
+        base_url = _base_url(self)
+        editions = _editions(self, newsroom)
+        demo_date = _demo_date(self)
+        paths = _paths(self)
+        return Settings(
+            config_file=self.file,
+            newsroom=newsroom,
+            base_url=base_url,
+            paths=paths,
+            editions=editions,
+            demo_date=demo_date,
+            state_db=state_path(self.env.get("DIGEST_STATE_URL"), paths.state / "digest.sqlite3"),
+            smtp=_smtp(self),
+            delivery=_delivery(self),
+            dkim=_dkim(self, newsroom),
+            sources=_sources(self),
+            signing_keys=parse_signing_keys(self.env["DIGEST_SECRET_KEY"]) if self.env.get("DIGEST_SECRET_KEY") else (),
+        )
+
+
+class _Table:
+    """One table's values with typed getters: errors name ``where.key``; defaults come from ``model``."""
+
+    def __init__(self, doc: _Reader, values: Mapping[str, Any], where: str, model: type | None = None) -> None:
+        self.doc = doc
+        self.values = values
+        self.where = where
+        self.model = model
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.values
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def default(self, key: str, name: str | None = None) -> Any:
+        """The default of ``model``'s field ``name`` (``key`` when the two are spelt alike)."""
+        assert self.model is not None, "a table with defaults names its dataclass"
+        return _default(self.model, name or key)
+
+    def setting(self, key: str) -> Any:
+        """The value, else the model's default for it."""
+        return self.values[key] if key in self.values else self.default(key)
+
+    def fail(self, key: str, message: str) -> ConfigError:
+        return self.doc.fail(f"{self.where}.{key}", message)
+
+    def text(self, key: str, *, default: str | None = None) -> str:
+        value = self.values.get(key, default)
+        if value is None:
+            raise self.fail(key, "is required")
+        if not isinstance(value, str) or (not value.strip() and default != ""):
+            raise self.fail(key, f"must be a non-empty string, not {_shown(value)}")
+        if "\r" in value or "\n" in value or "\x00" in value:
+            raise self.fail(key, "must be one line")
         return value
 
-    def date(self, table: Mapping[str, Any], key: str, where: str) -> dt.date:
-        value = table[key]
+    def number(self, key: str, *, minimum: float) -> float:
+        value = self.setting(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+            raise self.fail(key, f"{_shown(value)} must be a number of at least {minimum:g}")
+        return float(value)
+
+    def positive_int(self, key: str) -> int:
+        value = self.setting(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise self.fail(key, f"{_shown(value)} must be a positive whole number")
+        return value
+
+    def flag(self, key: str) -> bool:
+        value = self.setting(key)
+        if not isinstance(value, bool):
+            raise self.fail(key, f"{_shown(value)} must be true or false")
+        return value
+
+    def one_of(self, key: str, choices: tuple[str, ...], said: str) -> Any:
+        """The value, else the default, refused unless it is one of ``choices`` (``said`` lists them)."""
+        value = self.setting(key)
+        if value not in choices:
+            raise self.fail(key, f"{_shown(value)} must be {said}")
+        return value
+
+    def labels(self, key: str) -> frozenset[str]:
+        value = self.values.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self.fail(key, f"{_shown(value)} must be a list of strings")
+        return frozenset(v.casefold() for v in value)
+
+    def date(self, key: str) -> dt.date:
+        value = self.values[key]
         if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
             return value
         try:
             return dt.date.fromisoformat(str(value))
         except ValueError:
-            raise self.fail(f"{where}.{key}", f"{_shown(value)} must be a date, YYYY-MM-DD") from None
+            raise self.fail(key, f"{_shown(value)} must be a date, YYYY-MM-DD") from None
 
-    def edition(self, index: int, table: Any, defaults: Mapping[str, Any], newsroom: Newsroom) -> Edition:
-        where = f"editions[{index}]"
-        if not isinstance(table, dict):
-            raise self.fail(where, "must be a table")
-        if isinstance(table.get("slug"), str):  # every error about an edition names it the same way
-            where = f"editions[{index}] ({table['slug']})"
-        self.reject_unknown(table, _EDITION_KEYS, where)
-        merged = {**defaults, **table}
-        slug = self.text(merged, "slug", where)
-        if not _SLUG.match(slug):
-            raise self.fail(f"{where}.slug", f"{_shown(slug)} must be lower-case letters, digits and '-'")
-        where = f"editions[{index}] ({slug})"
-        kind = self.text(merged, "kind", where)
-        if kind not in _KINDS:
-            raise self.fail(f"{where}.kind", f"{_shown(kind)} must be one of {', '.join(_KINDS)}")
-        zone = self.text(merged, "timezone", where)
+    def mailbox(self, key: str) -> tuple[str, str]:
+        try:
+            return parse_mailbox(self.text(key))
+        except (AddressError, HeaderInjectionError) as exc:
+            raise self.fail(key, str(exc)) from None
+
+
+# -- [newsroom], [web], [demo], [paths] ----------------------------------------------------------
+
+def _newsroom(doc: _Reader) -> Newsroom:
+    table = doc.table("newsroom", _NEWSROOM_KEYS, Newsroom)
+    return Newsroom(
+        name=table.text("name"),
+        domain=table.text("domain"),
+        postal_address=table.text("postal_address"),
+        words_per_minute=table.positive_int("words_per_minute"),
+    )
+
+
+def _base_url(doc: _Reader) -> str:
+    base_url = doc.table("web", _WEB_KEYS).text("base_url").rstrip("/")
+    if not base_url.startswith(("https://", "http://")):
+        raise doc.fail("web.base_url", f"{_shown(base_url)} must start with https:// (or http:// for local testing)")
+    return base_url
+
+
+def _demo_date(doc: _Reader) -> dt.date | None:
+    table = doc.table("demo", _DEMO_KEYS)
+    return table.date("date") if "date" in table else None
+
+
+def _paths(doc: _Reader) -> Paths:
+    table = doc.table("paths", _PATHS_KEYS, Paths)
+
+    def path(key: str) -> Path | None:
+        default = table.default(key)
+        value = table.get(key, None if default is None else str(default))
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise table.fail(key, f"must be a path, not {_shown(value)}")
+        return (doc.base / value).resolve()
+
+    templates = path("templates")
+    return Paths(
+        stories=path("stories"),
+        subscribers=path("subscribers"),
+        templates=templates if templates is not None and templates.is_dir() else None,
+        state=path("state"),
+        out=path("out"),
+        notes=path("notes"),
+    )
+
+
+# -- [smtp], [delivery], [dkim] ------------------------------------------------------------------
+
+def _smtp(doc: _Reader) -> SmtpSettings:
+    """[smtp] from digest.toml, overridden by DIGEST_SMTP_*; credentials from the environment only."""
+    table = doc.table("smtp", _SMTP_KEYS | {"username", "password"}, SmtpSettings)
+    for secret in ("username", "password"):
+        if secret in table:
+            raise table.fail(secret, f"credentials belong in the environment (DIGEST_SMTP_{secret.upper()}), not in digest.toml")
+    host, port, tls = _smtp_endpoint(doc, table)
+    return SmtpSettings(
+        host=host,
+        port=port,
+        tls=tls,
+        username=doc.env.get("DIGEST_SMTP_USERNAME") or None,
+        password=doc.env.get("DIGEST_SMTP_PASSWORD") or None,
+        pool_size=table.positive_int("pool_size"),
+        rate=table.number("rate", minimum=0.0),
+        timeout=table.number("timeout", minimum=0.001),
+        data_timeout=table.number("data_timeout", minimum=0.001),
+        allow_insecure=table.flag("allow_insecure"),
+        local_hostname=table.setting("local_hostname"),
+        ca_file=(doc.base / table.get("ca_file")).resolve() if table.get("ca_file") else None,
+    )
+
+
+def _smtp_endpoint(doc: _Reader, table: _Table) -> tuple[str, int, Any]:
+    """(host, port, tls): DIGEST_SMTP_* first, then [smtp]; errors name both places."""
+    env = doc.env
+    host = env.get("DIGEST_SMTP_HOST") or table.setting("host")
+    port_raw = env.get("DIGEST_SMTP_PORT") or table.setting("port")
+    try:
+        port = int(port_raw)
+        if not 0 < port < 65536:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise doc.fail("smtp.port / DIGEST_SMTP_PORT", f"'{port_raw}' is not a TCP port") from None
+    tls = env.get("DIGEST_SMTP_TLS") or table.setting("tls")
+    if tls not in ("starttls", "tls", "none"):
+        raise doc.fail("smtp.tls / DIGEST_SMTP_TLS", f"{_shown(tls)} must be starttls, tls or none")
+    if not isinstance(host, str) or not host or any(c in host for c in " \r\n\x00"):
+        raise doc.fail("smtp.host / DIGEST_SMTP_HOST", "must be a host name or address")
+    return host, port, tls
+
+
+def _delivery(doc: _Reader) -> DeliverySettings:
+    table = doc.table("delivery", _DELIVERY_KEYS, DeliverySettings)
+    uncertain = table.one_of("uncertain", ("resend", "hold"), "'resend' or 'hold'")
+    return DeliverySettings(
+        deadline_hours=table.number("deadline_hours", minimum=0.0),
+        max_attempts=table.positive_int("max_attempts"),
+        retry_base=table.number("retry_base", minimum=0.0),
+        retry_cap=table.number("retry_cap", minimum=0.0),
+        uncertain=uncertain,
+        breaker_min_rejections=table.positive_int("breaker_min_rejections"),
+        breaker_ratio=table.number("breaker_ratio", minimum=0.0),
+    )
+
+
+def _dkim(doc: _Reader, newsroom: Newsroom) -> DkimSettings:
+    """[dkim] selector and domain; signing is on only when DIGEST_DKIM_KEY_FILE is set."""
+    table = doc.table("dkim", _DKIM_KEYS)
+    key_file = doc.env.get("DIGEST_DKIM_KEY_FILE")
+    if not key_file:
+        return DkimSettings()
+    selector = table.get("selector")
+    if not isinstance(selector, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", selector):
+        raise doc.fail("dkim.selector", "DIGEST_DKIM_KEY_FILE is set, so [dkim] selector must name the DNS selector")
+    domain = table.get("domain", newsroom.domain)
+    if not isinstance(domain, str) or not re.match(r"^[A-Za-z0-9.-]+$", domain):
+        raise doc.fail("dkim.domain", "must be a domain name (the From addresses' domain, for alignment)")
+    return DkimSettings(Path(key_file), selector, domain)
+
+
+# -- [[sources]] ---------------------------------------------------------------------------------
+
+def _sources(doc: _Reader) -> tuple[FeedSource, ...]:
+    """[[sources]]: feeds the newsroom's CMS publishes (RSS, Atom, JSON Feed)."""
+    raw = doc.raw.get("sources", [])
+    if not isinstance(raw, list):
+        raise doc.fail("sources", "must be [[sources]] tables")
+    found: list[FeedSource] = []
+    for i, table in enumerate(raw):
+        found.append(_source(doc, i, table, found))
+    return tuple(found)
+
+
+def _source(doc: _Reader, index: int, raw: Any, earlier: list[FeedSource]) -> FeedSource:
+    where = f"sources[{index}]"
+    if not isinstance(raw, dict):
+        raise doc.fail(where, "must be a table")
+    if isinstance(raw.get("name"), str):
+        where = f"sources[{index}] ({raw['name']})"
+    doc.reject_unknown(raw, _SOURCE_KEYS, where)
+    table = _Table(doc, raw, where, FeedSource)
+    name = table.text("name")
+    if any(s.name == name for s in earlier):
+        raise table.fail("name", f"'{name}' is used by two sources")
+    url = table.text("url")
+    if "://" in url and not url.startswith(("https://", "http://", "file://")):
+        raise table.fail("url", "must be http(s)://, file:// or a local path")
+    if "://" not in url:
+        url = str((doc.base / url).resolve())
+    zone = table.setting("default_timezone")
+    if zone is not None:
         try:
             ZoneInfo(zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise self.fail(f"{where}.timezone", f"'{zone}' is not an IANA time zone (e.g. America/Denver)") from None
-        send_at_text = self.text(merged, "send_at", where)
-        try:
-            send_at = dt.time.fromisoformat(send_at_text)
-        except ValueError:
-            raise self.fail(f"{where}.send_at", f"{_shown(send_at_text)} must be a local time HH:MM") from None
-        if send_at.tzinfo is not None:
-            raise self.fail(f"{where}.send_at", f"{_shown(send_at_text)} must be a local time without an offset; "
-                            "the edition's timezone says where")
-        days_raw = merged.get("days", list(WEEKDAYS))
-        if not isinstance(days_raw, list) or not days_raw or any(d not in WEEKDAYS for d in days_raw):
-            bad = [d for d in days_raw if d not in WEEKDAYS] if isinstance(days_raw, list) and days_raw else days_raw
-            raise self.fail(f"{where}.days", f"{_shown(bad)}: must be a non-empty list of {', '.join(WEEKDAYS)}")
-        sender_name, sender_addr = self.mailbox(merged, "from", where)
-        reply_to = merged.get("reply_to")
-        if reply_to is not None:
-            reply_to = self.mailbox(merged, "reply_to", where)[1]
-        on_empty = merged.get("on_empty", "skip")
-        if on_empty not in ("skip", "fail"):
-            raise self.fail(f"{where}.on_empty", f"{_shown(on_empty)} must be 'skip' or 'fail'")
-        on_broken_story = merged.get("on_broken_story", "skip")
-        if on_broken_story not in ("skip", "fail"):
-            raise self.fail(f"{where}.on_broken_story", f"{_shown(on_broken_story)} must be 'skip' or 'fail'")
-        curator = None
-        if merged.get("curator") is not None:
-            c = merged["curator"]
-            if not isinstance(c, dict):
-                raise self.fail(f"{where}.curator", f"must be a table with name and title, not {_shown(c)}")
-            self.reject_unknown(c, _CURATOR_KEYS, f"{where}.curator")
-            curator = Curator(self.text(c, "name", f"{where}.curator"), self.text(c, "title", f"{where}.curator", default=""))
-        return Edition(
-            slug=slug,
-            name=self.text(merged, "name", where),
-            kind=kind,  # type: ignore[arg-type]
-            tagline=self.text(merged, "tagline", where, default=""),
-            timezone=zone,
-            send_at=send_at,
-            days=frozenset(WEEKDAYS.index(d) for d in days_raw),
-            sender=Mailbox(sender_name or self.text(merged, "name", where), sender_addr),
-            reply_to=reply_to,
-            list_id=self.text(merged, "list_id", where, default=f"{slug}.{newsroom.domain}"),
-            subject=self.text(merged, "subject", where),
-            preheader=self.text(merged, "preheader", where, default=""),
-            greeting=self.text(merged, "greeting", where, default="Hello"),
-            reading_minutes=self.positive_int(merged, "reading_minutes", where, default=5),
-            tags=self.labels(merged, "tags", where),
-            cities=self.labels(merged, "cities", where),
-            curator=curator,
-            on_empty=on_empty,
-            grace_minutes=self.positive_int(merged, "grace_minutes", where, default=120),
-            on_broken_story=on_broken_story,
-        )
+        except (ZoneInfoNotFoundError, ValueError, TypeError):
+            raise table.fail("default_timezone", f"'{zone}' is not an IANA time zone") from None
+    categories_as = table.one_of("categories_as", ("tags", "cities", "both"), "tags, cities or both")
+    return FeedSource(
+        name=name, url=url,
+        editions=tuple(sorted(table.labels("editions"))),
+        tags=tuple(sorted(table.labels("tags"))),
+        cities=tuple(sorted(table.labels("cities"))),
+        timeout=table.number("timeout", minimum=0.1),
+        max_bytes=table.positive_int("max_bytes"),
+        max_redirects=table.positive_int("max_redirects"),
+        default_timezone=zone,
+        categories_as=categories_as,
+        priority=table.positive_int("priority"),
+    )
 
-    def mailbox(self, table: Mapping[str, Any], key: str, where: str) -> tuple[str, str]:
-        try:
-            return parse_mailbox(self.text(table, key, where))
-        except (AddressError, HeaderInjectionError) as exc:
-            raise self.fail(f"{where}.{key}", str(exc)) from None
 
-    def labels(self, table: Mapping[str, Any], key: str, where: str) -> frozenset[str]:
-        value = table.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise self.fail(f"{where}.{key}", f"{_shown(value)} must be a list of strings")
-        return frozenset(v.casefold() for v in value)
+# -- [defaults] and [[editions]] -----------------------------------------------------------------
+
+def _editions(doc: _Reader, newsroom: Newsroom) -> tuple[Edition, ...]:
+    """Every [[editions]] table over [defaults]; at least one, each slug once."""
+    defaults = doc.table("defaults", _EDITION_KEYS).values
+    editions_raw = doc.raw.get("editions")
+    if not isinstance(editions_raw, list) or not editions_raw:
+        raise doc.fail("editions", "at least one [[editions]] table is required")
+    editions = tuple(_edition(doc, i, e, defaults, newsroom) for i, e in enumerate(editions_raw))
+    seen: set[str] = set()
+    for i, edition in enumerate(editions):
+        if edition.slug in seen:
+            raise doc.fail(f"editions[{i}] ({edition.slug}).slug", f"'{edition.slug}' is used by two editions")
+        seen.add(edition.slug)
+    return editions
+
+
+def _edition(doc: _Reader, index: int, raw: Any, defaults: Mapping[str, Any], newsroom: Newsroom) -> Edition:
+    table = _edition_table(doc, index, raw, defaults)
+    slug = table.text("slug")
+    if not _SLUG.match(slug):
+        raise table.fail("slug", f"{_shown(slug)} must be lower-case letters, digits and '-'")
+    table.where = f"editions[{index}] ({slug})"
+    kind = table.text("kind")
+    if kind not in _KINDS:
+        raise table.fail("kind", f"{_shown(kind)} must be one of {', '.join(_KINDS)}")
+    zone, send_at, days = _edition_schedule(table)
+    sender_name, sender_addr = table.mailbox("from")
+    reply_to = table.mailbox("reply_to")[1] if table.get("reply_to") is not None else None
+    on_empty = table.one_of("on_empty", ("skip", "fail"), "'skip' or 'fail'")
+    on_broken_story = table.one_of("on_broken_story", ("skip", "fail"), "'skip' or 'fail'")
+    curator = _curator(doc, table)
+    return Edition(
+        slug=slug,
+        name=table.text("name"),
+        kind=kind,  # type: ignore[arg-type]
+        tagline=table.text("tagline", default=table.default("tagline")),
+        timezone=zone,
+        send_at=send_at,
+        days=days,
+        sender=Mailbox(sender_name or table.text("name"), sender_addr),
+        reply_to=reply_to,
+        list_id=table.text("list_id", default=f"{slug}.{newsroom.domain}"),
+        subject=table.text("subject"),
+        preheader=table.text("preheader", default=table.default("preheader")),
+        greeting=table.text("greeting", default=table.default("greeting")),
+        reading_minutes=table.positive_int("reading_minutes"),
+        tags=table.labels("tags"),
+        cities=table.labels("cities"),
+        curator=curator,
+        on_empty=on_empty,
+        grace_minutes=table.positive_int("grace_minutes"),
+        on_broken_story=on_broken_story,
+    )
+
+
+def _edition_table(doc: _Reader, index: int, raw: Any, defaults: Mapping[str, Any]) -> _Table:
+    """An [[editions]] table merged over [defaults], named ``editions[i] (slug)`` in every error."""
+    where = f"editions[{index}]"
+    if not isinstance(raw, dict):
+        raise doc.fail(where, "must be a table")
+    if isinstance(raw.get("slug"), str):  # every error about an edition names it the same way
+        where = f"editions[{index}] ({raw['slug']})"
+    doc.reject_unknown(raw, _EDITION_KEYS, where)
+    return _Table(doc, {**defaults, **raw}, where, Edition)
+
+
+def _edition_schedule(table: _Table) -> tuple[str, dt.time, frozenset[int]]:
+    """(timezone, send_at, days): an IANA zone, a local HH:MM without offset, weekday names."""
+    zone = table.text("timezone")
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise table.fail("timezone", f"'{zone}' is not an IANA time zone (e.g. America/Denver)") from None
+    send_at_text = table.text("send_at")
+    try:
+        send_at = dt.time.fromisoformat(send_at_text)
+    except ValueError:
+        raise table.fail("send_at", f"{_shown(send_at_text)} must be a local time HH:MM") from None
+    if send_at.tzinfo is not None:
+        raise table.fail("send_at", f"{_shown(send_at_text)} must be a local time without an offset; "
+                         "the edition's timezone says where")
+    return zone, send_at, _edition_days(table)
+
+
+def _edition_days(table: _Table) -> frozenset[int]:
+    """``days``: weekday names (mon ... sun) -> weekday numbers; every day when left out."""
+    days_raw = table.get("days", [WEEKDAYS[d] for d in sorted(table.default("days"))])
+    if not isinstance(days_raw, list) or not days_raw or any(d not in WEEKDAYS for d in days_raw):
+        bad = [d for d in days_raw if d not in WEEKDAYS] if isinstance(days_raw, list) and days_raw else days_raw
+        raise table.fail("days", f"{_shown(bad)}: must be a non-empty list of {', '.join(WEEKDAYS)}")
+    return frozenset(WEEKDAYS.index(d) for d in days_raw)
+
+
+def _curator(doc: _Reader, table: _Table) -> Curator | None:
+    raw = table.get("curator")
+    if raw is None:
+        return None
+    where = f"{table.where}.curator"
+    if not isinstance(raw, dict):
+        raise doc.fail(where, f"must be a table with name and title, not {_shown(raw)}")
+    doc.reject_unknown(raw, _CURATOR_KEYS, where)
+    curator = _Table(doc, raw, where)
+    return Curator(curator.text("name"), curator.text("title", default=""))
 
 
 def _shown(value: Any) -> str:

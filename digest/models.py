@@ -30,24 +30,27 @@ class Mailbox:
     address: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Edition:
-    """One newsletter: what goes in it, when it goes out, and who it comes from."""
+    """One newsletter: what goes in it, when it goes out, and who it comes from.
+
+    The field defaults are digest.toml's defaults too (config.py reads them from here).
+    """
 
     slug: str
     name: str
     kind: EditionKind
-    tagline: str
+    tagline: str = ""
     timezone: str
     send_at: dt.time
-    days: frozenset[int]  # 0 = Monday, as datetime.weekday()
+    days: frozenset[int] = frozenset(range(7))  # 0 = Monday, as datetime.weekday()
     sender: Mailbox
-    reply_to: str | None
-    list_id: str
+    reply_to: str | None = None
+    list_id: str  # digest.toml's default is "<slug>.<newsroom domain>"
     subject: str  # Jinja2 source, trusted (it comes from digest.toml)
-    preheader: str
-    greeting: str
-    reading_minutes: int
+    preheader: str = ""
+    greeting: str = "Hello"
+    reading_minutes: int = 5
     tags: frozenset[str] = frozenset()
     cities: frozenset[str] = frozenset()
     curator: Curator | None = None
@@ -65,17 +68,19 @@ class Newsroom:
     name: str
     domain: str
     postal_address: str
-    words_per_minute: int
+    words_per_minute: int = 230
 
 
 @dataclass(frozen=True, slots=True)
 class Paths:
-    stories: Path
-    subscribers: Path
-    templates: Path | None
-    state: Path
-    out: Path
-    notes: Path | None = None  # issue notes: <notes>/<edition>/<YYYY-MM-DD>.md
+    """Where the newsroom's files are. The defaults are digest.toml's, relative to its folder."""
+
+    stories: Path = Path("stories")
+    subscribers: Path = Path("subscribers.csv")
+    templates: Path | None = None
+    state: Path = Path("state")
+    out: Path = Path("out")
+    notes: Path | None = Path("notes")  # issue notes: <notes>/<edition>/<YYYY-MM-DD>.md
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +93,14 @@ class SigningKey:
 
 @dataclass(frozen=True, slots=True)
 class SmtpSettings:
-    """Where and how to hand messages over. The password comes from the environment only."""
+    """Where and how to hand messages over. The password comes from the environment only.
 
-    host: str
-    port: int
-    tls: Literal["starttls", "tls", "none"]
+    The field defaults are digest.toml's defaults too (config.py reads them from here).
+    """
+
+    host: str = "localhost"
+    port: int = 25
+    tls: Literal["starttls", "tls", "none"] = "starttls"
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     pool_size: int = 4
@@ -106,7 +114,7 @@ class SmtpSettings:
 
 @dataclass(frozen=True, slots=True)
 class DeliverySettings:
-    """Retries, the issue deadline, uncertain copies and the policy circuit breaker."""
+    """Retries, the issue deadline, uncertain copies and the policy circuit breaker (defaults: config.py's too)."""
 
     deadline_hours: float = 6.0  # after the issue's send time, deferred copies stop being retried
     max_attempts: int = 8
@@ -137,7 +145,7 @@ class Settings:
     editions: tuple[Edition, ...]
     demo_date: dt.date | None
     state_db: Path
-    smtp: SmtpSettings = SmtpSettings("localhost", 25, "none")
+    smtp: SmtpSettings = SmtpSettings(tls="none")  # for Settings built in code (tests); digest.toml's is starttls
     delivery: DeliverySettings = DeliverySettings()
     dkim: DkimSettings = DkimSettings()
     sources: tuple = ()  # feeds.FeedSource values from [[sources]]

@@ -476,3 +476,41 @@ def test_cli_check_reports_a_table_name_typo(tmp_path):
     assert done.returncode == 2
     assert "delivry" in done.stderr and "did you mean 'delivery'" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+# --- one set of defaults --------------------------------------------------------------------------
+
+
+def _declared_defaults(model) -> dict:
+    """A dataclass's fields that have a default, with it."""
+    found = {}
+    for item in dataclasses.fields(model):
+        if item.default is not dataclasses.MISSING:
+            found[item.name] = item.default
+        elif item.default_factory is not dataclasses.MISSING:
+            found[item.name] = item.default_factory()
+    return found
+
+
+def test_every_key_left_out_of_digest_toml_takes_the_default_its_dataclass_declares(tmp_path):
+    # BASE leaves out [smtp], [delivery], [paths] and every optional key, so each value read here
+    # is a default: config.py must have taken it from the dataclass, not from a second copy.
+    from digest.models import DeliverySettings, Edition, Newsroom, Paths, SmtpSettings
+    from digest.sources.feeds import FeedSource
+
+    text = BASE + '\n[[sources]]\nname = "wire"\nurl = "https://cms.example.org/feed.xml"\n'
+    settings = load_settings(write_config(tmp_path, text), environ={})
+    read = {
+        DeliverySettings: settings.delivery,
+        SmtpSettings: settings.smtp,
+        Newsroom: settings.newsroom,
+        Edition: settings.editions[0],
+        FeedSource: settings.sources[0],
+    }
+    set_by_base = {"reply_to"}  # BASE's [defaults] names one
+    for model, value in read.items():
+        defaults = {k: v for k, v in _declared_defaults(model).items() if k not in set_by_base}
+        assert defaults, model
+        assert {k: getattr(value, k) for k in defaults} == defaults, model.__name__
+    paths = {k: (tmp_path / v).resolve() if v is not None else None for k, v in _declared_defaults(Paths).items()}
+    assert dataclasses.asdict(settings.paths) == paths

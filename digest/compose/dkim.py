@@ -202,6 +202,42 @@ def _fold(pieces: Iterable[tuple[bytes, bytes]], start: bytes) -> list[bytes]:
     return lines
 
 
+def _head_end(message: bytes) -> int:
+    """Where the header block ends (the blank line's first CRLF); refuses what cannot be signed."""
+    head_end = message.find(b"\r\n\r\n")
+    if head_end < 0:
+        raise MessageIntegrityError("cannot DKIM-sign: the message has no end of headers")
+    if not message.isascii():
+        raise MessageIntegrityError("cannot DKIM-sign 8-bit bytes: a relay without 8BITMIME would "
+                                    "re-encode them and break the signature")
+    # CRLF-only is message.py's guarantee (check_structure: every header block, and the whole
+    # message once per issue); scanning 40 KB for bare CR/LF again would cost a fifth of a signature.
+    return head_end
+
+
+def _body_hash(message: bytes, start: int) -> bytes:
+    """``bh=``: base64 SHA-256 of the body from ``start``, simple canonicalization (RFC 6376 3.4.3).
+
+    Empty lines at the end are dropped, and a body that does not end with CRLF (or is empty)
+    gets one. The message is hashed in place, not copied.
+    """
+    end = len(message)
+    while (end > start and message[end - 2:end] == b"\r\n"
+           and (end - 2 == start or message[end - 4:end - 2] == b"\r\n")):
+        end -= 2
+    body_hash = hashlib.sha256(memoryview(message)[start:end])
+    if end == start or message[end - 2:end] != b"\r\n":
+        body_hash.update(b"\r\n")
+    return base64.b64encode(body_hash.digest())
+
+
+def _folded_signature(signature: bytes, last_line: int) -> bytes:
+    """The ``b=`` value: what fits on the last tag line, then continuation lines of 78."""
+    room = max(FOLD_AT - last_line, 0)
+    chunks = [signature[:room]] + [signature[i:i + FOLD_AT - 1] for i in range(room, len(signature), FOLD_AT - 1)]
+    return b"\r\n ".join(chunks)
+
+
 class DkimSigner:
     """Signs finished messages for one signing domain (``d=``) and selector (``s=``).
 
@@ -267,17 +303,22 @@ class DkimSigner:
         end, 8-bit bytes, a required header missing, a signed header twice, or a DKIM-Signature
         already present. Line ends must be CRLF only, as message.py builds them.
         """
-        head_end = message.find(b"\r\n\r\n")
-        if head_end < 0:
-            raise MessageIntegrityError("cannot DKIM-sign: the message has no end of headers")
-        if not message.isascii():
-            raise MessageIntegrityError("cannot DKIM-sign 8-bit bytes: a relay without 8BITMIME would "
-                                        "re-encode them and break the signature")
-        # CRLF-only is message.py's guarantee (check_structure: every header block, and the whole
-        # message once per issue); scanning 40 KB for bare CR/LF again would cost a fifth of a signature.
+        head_end = _head_end(message)
+        fields = self._signed_fields(message[:head_end])
+        present = tuple(n for n in self.headers if n in fields)
+        lines = _fold(self._tag_pieces(present, _body_hash(message, head_end + 4)), b"DKIM-Signature:")
+        unsigned = b"\r\n".join(lines)
+        # Header hash (relaxed): the signed headers in h= order (an oversigned name has no further
+        # instance and adds nothing), then this header with an empty b= and no final CRLF.
+        data = b"".join([n + b":" + _relaxed(fields[n]) + b"\r\n" for n in present]
+                        + [b"dkim-signature:" + _relaxed(unsigned[len(b"DKIM-Signature:"):])])
+        signature = base64.b64encode(self._key.sign(data, self._padding, self._hash))
+        return b"".join((unsigned, _folded_signature(signature, len(lines[-1])), b"\r\n", message))
 
+    def _signed_fields(self, head: bytes) -> dict[bytes, bytes]:
+        """The signed headers' values by lower-case name; refuses a repeat, a DKIM-Signature or a missing one."""
         fields: dict[bytes, bytes] = {}
-        for field in _FIELD_START.split(message[:head_end]):
+        for field in _FIELD_START.split(head):
             name, colon, value = field.partition(b":")
             if not colon:
                 raise MessageIntegrityError(f"cannot DKIM-sign: header line without a colon: {field[:40]!r}")
@@ -291,37 +332,16 @@ class DkimSigner:
         for key in self._required:
             if key not in fields:
                 raise MessageIntegrityError(f"cannot DKIM-sign: the message has no {key.decode()} header")
+        return fields
 
-        # Body hash, simple canonicalization (RFC 6376 3.4.3): empty lines at the end are
-        # dropped, and a body that does not end with CRLF (or is empty) gets one.
-        start = head_end + 4
-        end = len(message)
-        while (end > start and message[end - 2:end] == b"\r\n"
-               and (end - 2 == start or message[end - 4:end - 2] == b"\r\n")):
-            end -= 2
-        body_hash = hashlib.sha256(memoryview(message)[start:end])
-        if end == start or message[end - 2:end] != b"\r\n":
-            body_hash.update(b"\r\n")
-        bh = base64.b64encode(body_hash.digest())
-
-        present = tuple(n for n in self.headers if n in fields)
+    def _tag_pieces(self, present: tuple[bytes, ...], bh: bytes) -> list[tuple[bytes, bytes]]:
+        """The DKIM-Signature tags as fold pieces, ending with an empty ``b=``."""
         pieces = list(self._fixed)
         if self._timestamp:
             pieces.append((b" ", b"t=%d;" % int(self._clock())))
         pieces += self._h_tag(present)
         pieces += [(b" ", b"bh=" + bh + b";"), (b" ", b"b=")]
-        lines = _fold(pieces, b"DKIM-Signature:")
-        unsigned = b"\r\n".join(lines)
-
-        # Header hash (relaxed): the signed headers in h= order (an oversigned name has no further
-        # instance and adds nothing), then this header with an empty b= and no final CRLF.
-        data = b"".join([n + b":" + _relaxed(fields[n]) + b"\r\n" for n in present]
-                        + [b"dkim-signature:" + _relaxed(unsigned[len(b"DKIM-Signature:"):])])
-        signature = base64.b64encode(self._key.sign(data, self._padding, self._hash))
-
-        room = max(FOLD_AT - len(lines[-1]), 0)
-        chunks = [signature[:room]] + [signature[i:i + FOLD_AT - 1] for i in range(room, len(signature), FOLD_AT - 1)]
-        return b"".join((unsigned, b"\r\n ".join(chunks), b"\r\n", message))
+        return pieces
 
     def check_alignment(self, from_address: str) -> None:
         """Refuse (``DkimError``) a From address whose domain DMARC would not see aligned with ``d=``.
