@@ -339,6 +339,9 @@ def _smtp_endpoint(doc: _Reader, table: _Table) -> tuple[str, int, Any]:
     env = doc.env
     host = env.get("DIGEST_SMTP_HOST") or table.setting("host")
     port_raw = env.get("DIGEST_SMTP_PORT") or table.setting("port")
+    if "DIGEST_SMTP_PORT" not in env and (not isinstance(port_raw, int) or isinstance(port_raw, bool)):
+        # In digest.toml a port is a number; "587" in quotes is a typo worth naming, not guessing at.
+        raise doc.fail("smtp.port", f"{_shown(port_raw)} must be a number without quotes (port = 587)")
     try:
         port = int(port_raw)
         if not 0 < port < 65536:
@@ -440,6 +443,7 @@ def _editions(doc: _Reader, newsroom: Newsroom) -> tuple[Edition, ...]:
     editions_raw = doc.raw.get("editions")
     if not isinstance(editions_raw, list) or not editions_raw:
         raise doc.fail("editions", "at least one [[editions]] table is required")
+    _check_defaults(doc, defaults)
     editions = tuple(_edition(doc, i, e, defaults, newsroom) for i, e in enumerate(editions_raw))
     seen: set[str] = set()
     for i, edition in enumerate(editions):
@@ -447,6 +451,21 @@ def _editions(doc: _Reader, newsroom: Newsroom) -> tuple[Edition, ...]:
             raise doc.fail(f"editions[{i}] ({edition.slug}).slug", f"'{edition.slug}' is used by two editions")
         seen.add(edition.slug)
     return editions
+
+
+def _check_defaults(doc: _Reader, defaults: Mapping[str, Any]) -> None:
+    """A bad value in [defaults] is named there even while every edition overrides it: it is
+    latent until the next edition that leaves the key out."""
+    table = _Table(doc, defaults, "defaults", Edition)
+    if "timezone" in defaults or "send_at" in defaults:
+        probe = _Table(doc, {"timezone": "UTC", "send_at": "00:00", **defaults}, "defaults", Edition)
+        _edition_schedule(probe)
+    for key in ("on_empty", "on_broken_story"):
+        if key in defaults:
+            table.one_of(key, ("skip", "fail"), "'skip' or 'fail'")
+    for key in ("reading_minutes", "grace_minutes"):
+        if key in defaults:
+            table.positive_int(key)
 
 
 def _edition(doc: _Reader, index: int, raw: Any, defaults: Mapping[str, Any], newsroom: Newsroom) -> Edition:

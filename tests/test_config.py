@@ -514,3 +514,25 @@ def test_every_key_left_out_of_digest_toml_takes_the_default_its_dataclass_decla
         assert {k: getattr(value, k) for k in defaults} == defaults, model.__name__
     paths = {k: (tmp_path / v).resolve() if v is not None else None for k, v in _declared_defaults(Paths).items()}
     assert dataclasses.asdict(settings.paths) == paths
+
+
+@pytest.mark.parametrize("line, field", [
+    ('send_at = "6am"', "defaults.send_at"),
+    ('timezone = "Mars/Olympus"', "defaults.timezone"),
+    ('on_empty = "maybe"', "defaults.on_empty"),
+    ("reading_minutes = 0", "defaults.reading_minutes"),
+])
+def test_a_bad_value_in_defaults_is_named_even_while_every_edition_overrides_it(tmp_path, line, field):
+    """Found by a newcomer: `[defaults] send_at = "6am"` was accepted, latent until an edition left it out."""
+    err = load_error(tmp_path, BASE.replace("[defaults]\n", f"[defaults]\n{line}\n"))
+    assert err.field == field
+
+
+def test_a_quoted_smtp_port_is_named_not_guessed(tmp_path):
+    err = load_error(tmp_path, BASE + '\n[smtp]\nport = "587"\n')
+    assert err.field == "smtp.port" and "'587'" in str(err) and "without quotes" in str(err)
+
+
+def test_the_port_from_the_environment_is_text_and_is_read(tmp_path):
+    settings = load_settings(write_config(tmp_path, BASE + '\n[smtp]\nport = "587"\n'), environ={"DIGEST_SMTP_PORT": "2525"})
+    assert settings.smtp.port == 2525
