@@ -53,7 +53,7 @@ _SMTP_KEYS = {"host", "port", "tls", "pool_size", "rate", "timeout", "data_timeo
               "local_hostname", "ca_file"}
 _DELIVERY_KEYS = {"deadline_hours", "max_attempts", "retry_base", "retry_cap", "uncertain",
                   "breaker_min_rejections", "breaker_ratio"}
-_NEWSROOM_KEYS = {"name", "domain", "postal_address", "words_per_minute"}
+_NEWSROOM_KEYS = {"name", "domain", "postal_address", "words_per_minute", "signup_url"}
 _WEB_KEYS = {"base_url"}
 _PATHS_KEYS = {"stories", "subscribers", "templates", "state", "out", "notes"}
 _DEMO_KEYS = {"date"}
@@ -271,7 +271,18 @@ def _newsroom(doc: _Reader) -> Newsroom:
         domain=table.text("domain"),
         postal_address=table.text("postal_address"),
         words_per_minute=table.positive_int("words_per_minute"),
+        signup_url=_signup_url(table),
     )
+
+
+def _signup_url(table: _Table) -> str | None:
+    """An absolute https URL (it goes into public pages as a link), or None when not set."""
+    if "signup_url" not in table:
+        return None
+    url = table.text("signup_url")
+    if not url.startswith(("https://", "http://")) or any(c.isspace() or c in "\"'<>" for c in url):
+        raise table.fail("signup_url", f"{_shown(url)} must be an https:// URL without spaces or quotes")
+    return url
 
 
 def _base_url(doc: _Reader) -> str:

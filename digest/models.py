@@ -69,6 +69,7 @@ class Newsroom:
     domain: str
     postal_address: str
     words_per_minute: int = 230
+    signup_url: str | None = None  # where a reader of a public archive page signs up; None: no link
 
 
 @dataclass(frozen=True, slots=True)

@@ -202,7 +202,8 @@ def test_archive_page_has_a_public_footer(browser, settings):
             assert reader_part not in body, reader_part
         links = {a.text: a.get_attribute("href") for a in foot.find_elements(By.TAG_NAME, "a")}
         assert links == {"Past issues of Northline AM": f"{settings.base_url}/i/am",
-                         "Northline News": f"https://{settings.newsroom.domain}/"}
+                         "Northline News": f"https://{settings.newsroom.domain}/",
+                         "Sign up for Northline AM": settings.newsroom.signup_url}
         assert all(a.get_attribute("href") not in ("", "#") and not a.get_attribute("href").endswith("#")
                    for a in browser.find_elements(By.TAG_NAME, "a"))
         assert "Good morning." in body and ANA not in body

@@ -536,3 +536,15 @@ def test_a_quoted_smtp_port_is_named_not_guessed(tmp_path):
 def test_the_port_from_the_environment_is_text_and_is_read(tmp_path):
     settings = load_settings(write_config(tmp_path, BASE + '\n[smtp]\nport = "587"\n'), environ={"DIGEST_SMTP_PORT": "2525"})
     assert settings.smtp.port == 2525
+
+
+@pytest.mark.parametrize("value", ['"javascript:alert(1)"', '"https://x.example/a b"', '"https://x.example/\\"q"'])
+def test_a_signup_url_that_is_not_a_plain_https_url_is_refused(tmp_path, value):
+    err = load_error(tmp_path, BASE.replace("[web]\n", f"[web]\n").replace(
+        'postal_address = "1 Main Street, Town, ST 00000"\n',
+        f'postal_address = "1 Main Street, Town, ST 00000"\nsignup_url = {value}\n'))
+    assert err.field == "newsroom.signup_url"
+
+
+def test_no_signup_url_means_no_link(tmp_path):
+    assert load_settings(write_config(tmp_path, BASE), environ={}).newsroom.signup_url is None

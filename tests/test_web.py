@@ -618,6 +618,7 @@ def test_archive_page_footer_is_public_not_a_readers(settings, server):
     links = dict((page_text(label), href) for href, label in re.findall(r'<a href="([^"]+)"[^>]*>(.*?)</a>', body, re.S))
     assert links["Past issues of Northline AM"] == f"{settings.base_url}/i/am"
     assert links["Northline News"] == f"https://{settings.newsroom.domain}/"
+    assert links["Sign up for Northline AM"] == settings.newsroom.signup_url == "https://northline.example.org/newsletters"
     assert settings.newsroom.postal_address in text
 
 
