@@ -7,17 +7,18 @@ in one place. Errors carry the data needed to act on them (file, line, field), n
     ├── InputError                 exit 2: bad input the operator must fix (file, line, field)
     │   ├── ConfigError            digest.toml or DIGEST_* environment
     │   ├── StoryError             one story file
-    │   │   └── BrokenStories      unreadable stories, with on_broken_story = "fail" (gathering.py)
+    │   │   └── BrokenStories      unreadable stories, with on_broken_story = "fail" (sources/gathering.py)
     │   ├── SubscriberError        one row of subscribers.csv
-    │   └── TemplateError          a template or a subject/preheader template
+    │   ├── TemplateError          a template or a subject/preheader template
+    │   └── NotAFile               a path to write is a device, pipe or socket (files.py)
     ├── HeaderValueError           a value cannot go in a header as it is (exit 2)
     │   └── HeaderInjectionError   ... because it carries CR, LF or NUL
     ├── MessageIntegrityError      serialised bytes do not parse back to the intended headers
-    ├── DkimError                  a DKIM key or setting cannot be used (exit 2; dkim.py)
-    ├── DryRunFolderError          --out holds files digest did not write (exit 2; transport.py)
-    ├── StateError                 the state database cannot be opened; its path named (ledger.py)
-    ├── SmtpSetupError             the relay cannot be used safely: TLS, STARTTLS, AUTH (transport.py)
-    └── AlreadyRunning             another process sends this issue or runs the scheduler (locks.py)
+    ├── DkimError                  a DKIM key or setting cannot be used (exit 2; compose/dkim.py)
+    ├── DryRunFolderError          --out holds files digest did not write (exit 2; deliver/eml.py)
+    ├── StateError                 the state database cannot be opened; its path named (state/)
+    ├── SmtpSetupError             the relay cannot be used safely: TLS, STARTTLS, AUTH (deliver/transport.py)
+    └── AlreadyRunning             another process sends this issue or runs the scheduler (deliver/locks.py)
 
 tests/test_errors.py compares this drawing with the real subclasses: add a new error here.
 """
