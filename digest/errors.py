@@ -15,7 +15,8 @@ in one place. Errors carry the data needed to act on them (file, line, field), n
     ├── MessageIntegrityError      serialised bytes do not parse back to the intended headers
     ├── DkimError                  a DKIM key or setting cannot be used (exit 2; dkim.py)
     ├── DryRunFolderError          --out holds files digest did not write (exit 2; transport.py)
-    ├── StateError                 the state database cannot be opened; its path named (ledger.py)
+    ├── StateError                 the state database cannot be opened; its path named (state/)
+    │   └── StateQueryError        ... or cannot answer a query (an older database, read only)
     ├── SmtpSetupError             the relay cannot be used safely: TLS, STARTTLS, AUTH (transport.py)
     └── AlreadyRunning             another process sends this issue or runs the scheduler (locks.py)
 
@@ -105,6 +106,15 @@ class HeaderInjectionError(HeaderValueError):
     """A value bound for a header holds a line break or NUL."""
 
     reason = "contains a line break or NUL and cannot go in a header"
+
+
+class StateError(DigestError):
+    """The state database cannot be opened (exit 1): its path is named."""
+
+
+class StateQueryError(StateError):
+    """The state database cannot answer a query: a table an older digest did not have, opened read
+    only, or the database busy beyond its timeout. The driver's own error stays inside state/."""
 
 
 class MessageIntegrityError(DigestError):

@@ -24,13 +24,12 @@ from ..compose.pipeline import ComposedIssue
 from ..models import DeliverySettings, SmtpSettings
 from ..outcomes import SmtpReply, Verdict, classify
 from ..readers.addresses import address_key
-from ..state.ledger import Delivery, IssueRecord, Ledger
+from ..state.ledger import HELD, Delivery, IssueRecord, Ledger
 from .ratelimit import TokenBucket
 from .transport import Envelope, RelayUnreachable, SmtpConnection, SmtpSetupError
 
 ConnectionFactory = Callable[[], SmtpConnection]
 STOP_GRACE = 10.0  # seconds in-flight copies get to finish after SIGINT/SIGTERM
-HELD = float("inf")  # next_at of an uncertain copy that is no longer resent automatically
 Progress = Callable[[dict[str, int], int], None]  # (outcomes this run, copies due at the start)
 NOTICE_EVERY = 600.0  # seconds before an unchanged notice is repeated
 
