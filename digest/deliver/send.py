@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from ..compose.pipeline import ComposedIssue
 from ..models import DeliverySettings, SmtpSettings
-from ..outcomes import SmtpReply, Verdict, classify
+from ..outcomes import SmtpReply, Verdict, classify_reply
 from ..readers.addresses import address_key
 from ..state.ledger import HELD, Delivery, IssueRecord, Ledger
 from .ratelimit import TokenBucket
@@ -283,7 +283,7 @@ class Dispatcher:
             if reply is None:
                 self._count("suppressed")
                 return
-            verdict = classify(reply)
+            verdict = classify_reply(reply)
             if verdict.reconnect:
                 connection.drop()  # the next message opens a new session
             if not verdict.retry_fresh:

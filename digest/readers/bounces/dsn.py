@@ -1,7 +1,9 @@
 """One delivery status notification (RFC 3464, or a plain-text bounce) read into reports, one per recipient.
 
-Only the standard library's ``email`` reads the messages. Most of this module gives way to a
-maintained DSN library in a later issue; until then it is kept as it was written.
+Only the standard library's ``email`` reads the messages; the SMTP codes they quote are parsed
+by ``outcomes.parse_reply``, the parser send-time classification uses too, and only what a
+parsed code means for a bounce is decided here (``classify_report``). Most of this module gives
+way to a maintained DSN library in a later issue; until then it is kept as it was written.
 
 How a report is classified (the enhanced status code, RFC 3463, is what counts; a ``Status`` of
 ``X.0.0`` gives way to a more precise code quoted in the ``Diagnostic-Code``)::
@@ -34,6 +36,7 @@ from email.message import Message
 from email.parser import BytesHeaderParser, HeaderParser
 from typing import Literal
 
+from ...outcomes import ReplyCode, parse_reply
 from ..addresses import address_key
 
 Category = Literal["hard", "soft", "ignore"]
@@ -41,12 +44,6 @@ Kind = Literal["dsn", "heuristic", "auto-reply", "unrecognised", "other"]
 
 VERP_PREFIX = "bounces"  # the local part before '+' of a VERP return path: bounces+TOKEN@domain
 
-_ENHANCED = re.compile(r"(?<![\w.])([245])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
-_REPLY = re.compile(r"(?<![\w.])([245]\d\d)(?:-|\s+)([245]\.\d{1,3}\.\d{1,3})(?!\.?\d)")
-# A failure quoted in a plain-text bounce: 4xx/5xx with an enhanced code of the same class (a
-# transcript's earlier "250 2.1.0 Ok" lines are not the failure).
-_FAILURE = re.compile(r"(?<![\w.])(?P<code>(?P<klass>[45])\d\d)(?:-|\s+)(?P<status>(?P=klass)\.\d{1,3}\.\d{1,3})(?!\.?\d)")
-_BASIC = re.compile(r"^\s*([245]\d\d)\b")
 _ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
 _MESSAGE_ID_LINE = re.compile(r"^[ \t>]*Message-ID:[ \t]*\n?[ \t]*(<[^<>\s]+@[^<>\s]+>)", re.IGNORECASE | re.MULTILINE)
 _MESSAGE_ID = re.compile(r"<[^<>\s]+@[^<>\s]+>")
@@ -94,8 +91,7 @@ class BounceReport:
     @property
     def smtp_code(self) -> int | None:
         """The basic SMTP reply code the remote server gave (550), when the report quotes one."""
-        match = _BASIC.match(self.diagnostic or "")
-        return int(match[1]) if match else None
+        return _basic_code(self.diagnostic)
 
     @property
     def addresses(self) -> frozenset[str]:
@@ -104,8 +100,11 @@ class BounceReport:
         return frozenset(address_key(a) for a in found if a)
 
 
-def classify(action: str | None, status: str | None, diagnostic: str | None = None) -> tuple[Category, str]:
-    """hard | soft | ignore for one recipient, and the reason in words (see the module's table)."""
+def classify_report(action: str | None, status: str | None, diagnostic: str | None = None) -> tuple[Category, str]:
+    """hard | soft | ignore for one recipient, and the reason in words (see the module's table).
+
+    The codes are parsed by ``outcomes.parse_reply``; what they mean for a bounce is decided here.
+    """
     action = (action or "").strip().lower()
     said = f": {diagnostic}" if diagnostic else ""
     if action in ("delivered", "relayed", "expanded"):
@@ -117,12 +116,16 @@ def classify(action: str | None, status: str | None, diagnostic: str | None = No
         if action == "failed":
             return "soft", f"failed without a status code; reader kept{said}"
         return "ignore", "no action or status"
-    klass, subject, detail = enhanced
-    if klass == 2:
+    if enhanced[0] == 2:
         return "ignore", f"success status {status}"
-    if klass == 4:
+    if enhanced[0] == 4:
         return "soft", f"temporary failure ({status}){said}"
-    code = _basic_code(diagnostic)
+    return _permanent(enhanced, status, _basic_code(diagnostic), said)
+
+
+def _permanent(enhanced: tuple[int, int, int], status: str | None, code: int | None, said: str) -> tuple[Category, str]:
+    """The verdict on a 5.x.x status: hard only when it is about the reader's address."""
+    _, subject, detail = enhanced
     if subject == 7:
         return "soft", f"policy rejection ({status}); reader kept{said}"
     if (subject, detail) == (2, 2) or (subject == 0 and code == 552):
@@ -194,7 +197,7 @@ def _report_from_block(block: dict[str, str], per_message: dict[str, str], messa
     action = (block.get("action") or "").strip().lower() or None
     if action is None and status is not None:
         action = {"5": "failed", "4": "delayed", "2": "delivered"}[status[0]]
-    category, reason = classify(action, status, diagnostic)
+    category, reason = classify_report(action, status, diagnostic)
     return BounceReport(
         category, reason, "dsn",
         recipient=_address(block.get("final-recipient")),
@@ -214,20 +217,30 @@ def _heuristic(msg: Message, parts: list[Message], original_id: str | None, comm
     if not (_BOUNCE_SENDER.search(sender) or _BOUNCE_SUBJECT.search(subject) or null_sender):
         return []
     text = _body_text(parts)
-    reply = _FAILURE.search(text)
+    reply = _quoted_failure(text)
     if reply is None:
         return []
     own = {address_key(a) for a in _ADDRESS.findall(sender + " " + (_header(msg, "To") or ""))}
     failed = [a.strip() for a in (_header(msg, "X-Failed-Recipients") or "").split(",") if "@" in a]
     recipients = failed or [r for r in [_address_near(text, reply, own)] if r]
-    diagnostic = _clean_diagnostic(text[reply.start():_line_end(text, reply.end())])
-    status = reply["status"]
+    diagnostic = _clean_diagnostic(text[reply.start:_line_end(text, reply.end)])
+    status = reply.status
     action = "failed" if status[0] == "5" else "delayed"
-    category, reason = classify(action, status, diagnostic)
+    category, reason = classify_report(action, status, diagnostic)
     message_id = original_id or _quoted_message_id(text) or _fallback_message_id(msg)
     return [BounceReport(category, reason, "heuristic", recipient=r, action=action, status=status,
                          diagnostic=diagnostic, message_id=message_id, **common)
             for r in (recipients or [None])]
+
+
+def _quoted_failure(text: str) -> ReplyCode | None:
+    """The first failure a plain-text bounce quotes: 4xx/5xx with an enhanced code of the same class
+    (a transcript's earlier "250 2.1.0 Ok" lines are not the failure)."""
+    found = parse_reply(text, search=True)
+    while found is not None and not (found.code is not None and str(found.code)[0] in "45"
+                                     and found.status is not None and found.status[0] == str(found.code)[0]):
+        found = parse_reply(text, found.end, search=True)
+    return found
 
 
 def _line_end(text: str, at: int) -> int:
@@ -241,15 +254,15 @@ def _line_end(text: str, at: int) -> int:
     return len(text) if end < 0 else end
 
 
-def _address_near(text: str, reply: re.Match[str], own: set[str]) -> str | None:
+def _address_near(text: str, reply: ReplyCode, own: set[str]) -> str | None:
     """The address a plain-text bounce blames: RCPT TO:<...>, else on the reply's line, else just before."""
     rcpt = _RCPT_TO.search(text)
     if rcpt and address_key(rcpt[1]) not in own:
         return rcpt[1]
-    line_start = text.rfind("\n", 0, reply.start()) + 1
-    line_end = text.find("\n", reply.end())
+    line_start = text.rfind("\n", 0, reply.start) + 1
+    line_end = text.find("\n", reply.end)
     line_end = len(text) if line_end < 0 else line_end
-    after = [a for a in _ADDRESS.findall(text[reply.end():line_end]) if address_key(a) not in own]
+    after = [a for a in _ADDRESS.findall(text[reply.end:line_end]) if address_key(a) not in own]
     if after:
         return after[0]
     window_start = line_start
@@ -257,7 +270,7 @@ def _address_near(text: str, reply: re.Match[str], own: set[str]) -> str | None:
         window_start = text.rfind("\n", 0, max(window_start - 1, 0)) + 1
         if window_start == 0:
             break
-    before = [a for a in _ADDRESS.findall(text[window_start:reply.start()]) if address_key(a) not in own]
+    before = [a for a in _ADDRESS.findall(text[window_start:reply.start]) if address_key(a) not in own]
     return before[-1] if before else None
 
 
@@ -399,20 +412,22 @@ def _address(value: str | None) -> str | None:
 
 
 def _enhanced(status: str | None) -> tuple[int, int, int] | None:
-    match = _ENHANCED.search(status or "")
-    return (int(match[1]), int(match[2]), int(match[3])) if match else None
+    """The enhanced code a Status field (or any field) carries, wherever it sits in it."""
+    found = parse_reply(status, search=True)
+    return found.enhanced if found is not None else None
 
 
 def _basic_code(diagnostic: str | None) -> int | None:
-    match = _BASIC.match(diagnostic or "")
-    return int(match[1]) if match else None
+    """The basic reply code a diagnostic starts with (550), if it starts with one."""
+    found = parse_reply(diagnostic)
+    return found.code if found is not None else None
 
 
 def _best_status(status: str | None, diagnostic: str | None) -> str | None:
     """The Status field's code, unless it is X.0.0 and the diagnostic quotes a precise one of the same class."""
     own = _enhanced(status)
-    quoted = _REPLY.search(diagnostic or "") or _ENHANCED.match((diagnostic or "").lstrip())
-    quoted_code = _enhanced(quoted[0]) if quoted else None
+    quoted = _quoted_reply(diagnostic) or parse_reply(diagnostic)
+    quoted_code = quoted.enhanced if quoted else None
     if own is None:
         return ".".join(map(str, quoted_code)) if quoted_code else None
     if own[1:] == (0, 0) and quoted_code and quoted_code[0] == own[0] and quoted_code[1:] != (0, 0):
@@ -420,15 +435,23 @@ def _best_status(status: str | None, diagnostic: str | None) -> str | None:
     return ".".join(map(str, own))
 
 
+def _quoted_reply(text: str | None) -> ReplyCode | None:
+    """The first full reply (basic and enhanced code, "550 5.1.1") quoted anywhere in ``text``."""
+    found = parse_reply(text, search=True)
+    while found is not None and found.code is None:
+        found = parse_reply(text, found.end, search=True)
+    return found
+
+
 def _clean_diagnostic(text: str | None) -> str | None:
     """One line; a multi-line reply's repeated ``550-5.1.1`` prefixes dropped."""
     if not text:
         return None
     text = " ".join(text.split())
-    first = _REPLY.match(text)
-    if first:
-        prefix = re.compile(rf"\s{first[1]}[ -]{re.escape(first[2])}\s+")
-        text = text[:first.end()] + prefix.sub(" ", text[first.end():])
+    first = parse_reply(text)
+    if first is not None and first.code is not None and first.status is not None:
+        prefix = re.compile(rf"\s{first.code}[ -]{re.escape(first.status)}\s+")
+        text = text[:first.end] + prefix.sub(" ", text[first.end:])
         text = re.sub(r"^(\d{3})-", r"\1 ", text)
     text = " ".join(text.split())
     return text[:500]
