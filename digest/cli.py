@@ -482,7 +482,7 @@ def status(ctx: click.Context, edition: str, date: dt.date | None, export: Path 
     date = date or today_in(ed)
     record, ledger = find_issue(settings, ed, date)
     if record is None or ledger is None:
-        missed = [m for m in (ledger.missed(ed.slug) if ledger is not None and _has_table(ledger, "missed_sends") else []) if m[1] == date]
+        missed = [m for m in (ledger.missed(ed.slug) if ledger is not None and ledger.has_table("missed_sends") else []) if m[1] == date]
         if missed:
             console.line(f"{ed.slug} {date}: MISSED by the scheduler ({missed[0][3]}); send it with "
                          f"`digest send {ed.slug} --date {date}`", "error")
@@ -649,7 +649,7 @@ def _schedule_list(settings: Settings, count: int) -> None:
                 rows.append((edition.slug if n == 0 else "", f"{when:%a %Y-%m-%d %H:%M %Z}",
                              f"{when.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M} UTC", state))
         console.table("Sends per edition", ["edition", "local time", "UTC", "issue"], rows)
-        missed = ledger.missed() if ledger is not None and _has_table(ledger, "missed_sends") else []
+        missed = ledger.missed() if ledger is not None and ledger.has_table("missed_sends") else []
         for slug, date, when, detail in missed:
             console.line(f"missed: {slug} {date} (due {when}): {detail}. Send it with `digest send {slug} --date {date}`", "error")
         alive, detail = scheduler_health(settings, now)
@@ -673,13 +673,9 @@ def _schedule_rows(ledger: Ledger | None, edition: Edition, now: dt.datetime,
     return rows
 
 
-def _has_table(ledger: Ledger, name: str) -> bool:
-    return ledger.db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)).fetchone() is not None
-
-
 def _today_state(ledger: Ledger | None, edition: Edition, today: dt.date, now: dt.datetime) -> str:
     due = send_time(edition, today)
-    if ledger is not None and _has_table(ledger, "deliveries"):
+    if ledger is not None and ledger.has_table("deliveries"):
         record = ledger.find_issue(edition.slug, today)
         if record is not None:
             counts = ledger.counts(record.id)

@@ -17,6 +17,7 @@ in one place. Errors carry the data needed to act on them (file, line, field), n
     ├── DkimError                  a DKIM key or setting cannot be used (exit 2; compose/dkim.py)
     ├── DryRunFolderError          --out holds files digest did not write (exit 2; deliver/eml.py)
     ├── StateError                 the state database cannot be opened; its path named (state/)
+    │   └── StateQueryError        ... or cannot answer a query (an older database, read only)
     ├── SmtpSetupError             the relay cannot be used safely: TLS, STARTTLS, AUTH (deliver/transport.py)
     └── AlreadyRunning             another process sends this issue or runs the scheduler (deliver/locks.py)
 
@@ -106,6 +107,15 @@ class HeaderInjectionError(HeaderValueError):
     """A value bound for a header holds a line break or NUL."""
 
     reason = "contains a line break or NUL and cannot go in a header"
+
+
+class StateError(DigestError):
+    """The state database cannot be opened (exit 1): its path is named."""
+
+
+class StateQueryError(StateError):
+    """The state database cannot answer a query: a table an older digest did not have, opened read
+    only, or the database busy beyond its timeout. The driver's own error stays inside state/."""
 
 
 class MessageIntegrityError(DigestError):

@@ -22,12 +22,10 @@ import datetime as dt
 import logging
 import os
 import socket
-import sqlite3
 from collections.abc import Awaitable, Callable
 from contextlib import closing
 
 from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
@@ -36,10 +34,10 @@ from .compose.editions import next_sends
 from .deliver.locks import AlreadyRunning, ProcessLock
 from .deliver.runner import EmptyIssue, send_issue
 from .deliver.send import Notice
-from .errors import DigestError
+from .errors import DigestError, StateQueryError
 from .events import event
 from .models import Edition, Settings
-from .state.ledger import Ledger
+from .state.ledger import Ledger, job_store
 
 LEASE = "scheduler"
 LAST_SEEN = "scheduler.last_seen"
@@ -242,7 +240,7 @@ class Scheduler:
             if holder is not None:
                 raise AlreadyRunning(f"digest schedule is already running for this state database ({holder})")
             scheduler = AsyncIOScheduler(timezone=dt.timezone.utc,
-                                         jobstores={"default": SQLAlchemyJobStore(url=f"sqlite:///{state_db}")})
+                                         jobstores={"default": job_store(state_db)})
             _ACTIVE = self
             try:
                 await self.catch_up()
@@ -341,7 +339,7 @@ def scheduler_health(settings: Settings, now: dt.datetime | None = None) -> tupl
     with closing(ledger):
         try:
             lease = ledger.lease(LEASE)
-        except sqlite3.OperationalError:
+        except StateQueryError:
             return False, "no scheduler has run here"
     now = now or dt.datetime.now(dt.timezone.utc)
     if lease is None:

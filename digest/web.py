@@ -162,8 +162,7 @@ def create_app(settings: Settings) -> Starlette:
             return False, False
         with closing(ledger):
             key = address_key(email)
-            every = ledger.db.execute("SELECT 1 FROM suppressions WHERE key = ? AND edition = '*'", (key,)).fetchone()
-            return ledger.is_suppressed(key, edition.slug), every is not None
+            return ledger.is_suppressed(key, edition.slug), ledger.suppression_reason(key, "*") is not None
 
     def leave(email: str, edition: Edition, scope: str) -> None:
         with closing(Ledger(settings.state_db)) as ledger:

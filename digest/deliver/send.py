@@ -22,15 +22,14 @@ from dataclasses import dataclass, field
 
 from ..compose.pipeline import ComposedIssue
 from ..models import DeliverySettings, SmtpSettings
-from ..outcomes import SmtpReply, Verdict, classify
+from ..outcomes import SmtpReply, Verdict, classify_reply
 from ..readers.addresses import address_key
-from ..state.ledger import Delivery, IssueRecord, Ledger
+from ..state.ledger import HELD, Delivery, IssueRecord, Ledger
 from .ratelimit import TokenBucket
 from .transport import Envelope, RelayUnreachable, SmtpConnection, SmtpSetupError
 
 ConnectionFactory = Callable[[], SmtpConnection]
 STOP_GRACE = 10.0  # seconds in-flight copies get to finish after SIGINT/SIGTERM
-HELD = float("inf")  # next_at of an uncertain copy that is no longer resent automatically
 Progress = Callable[[dict[str, int], int], None]  # (outcomes this run, copies due at the start)
 NOTICE_EVERY = 600.0  # seconds before an unchanged notice is repeated
 
@@ -284,7 +283,7 @@ class Dispatcher:
             if reply is None:
                 self._count("suppressed")
                 return
-            verdict = classify(reply)
+            verdict = classify_reply(reply)
             if verdict.reconnect:
                 connection.drop()  # the next message opens a new session
             if not verdict.retry_fresh:

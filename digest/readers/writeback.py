@@ -37,7 +37,7 @@ class WriteBack:
 def _suppressions(ledger: Ledger) -> dict[str, dict[str, str]]:
     """key -> {edition or '*': reason}."""
     found: dict[str, dict[str, str]] = {}
-    for key, edition, reason in ledger.db.execute("SELECT key, edition, reason FROM suppressions"):
+    for key, edition, reason in ledger.suppressions():
         found.setdefault(key, {})[edition] = reason
     return found
 

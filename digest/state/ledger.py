@@ -1,7 +1,8 @@
 """The state database: issues, their stories, one delivery row per issue x reader, suppressions.
 
 SQLite by default (``DIGEST_STATE_URL``, else ``state/digest.sqlite3`` beside digest.toml),
-written only through this module, in short transactions, so another backend can take its place.
+read and written only through ``Ledger``'s named methods, in short transactions, so another
+backend can take its place (the tables and opening a database: schema.py).
 An issue is created once per (edition, date) and its story list is frozen when it is created;
 asking again returns the issue as it was first recorded. The audience is frozen when the issue is created. A dry run reads this
 database and never writes it.
@@ -24,123 +25,21 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError, DigestError
+from ..errors import ConfigError, StateError, StateQueryError
 from ..outcomes import failure_of_record
+from .schema import SCHEMA, UPGRADES, check_state_path, connect, has_column, has_table
 
-
-class StateError(DigestError):
-    """The state database cannot be opened (exit 1): its path is named."""
-
-
-def check_state_path(path: Path) -> None:
-    """Refuse a state database path that can never hold one, naming it and why."""
-    if path.exists():
-        if not path.is_file():
-            raise StateError(f"{path}: the state database path is {'a folder' if path.is_dir() else 'not a regular file'}, "
-                             "not a database file; check [paths] state and DIGEST_STATE_URL")
-        return
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise StateError(f"{path}: {parent} is a file, not a folder, so no state database can be there; "
-                                 "check [paths] state and DIGEST_STATE_URL")
-            return
-
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS issues (
-    id          INTEGER PRIMARY KEY,
-    edition     TEXT NOT NULL,
-    issue_date  TEXT NOT NULL,            -- YYYY-MM-DD in the edition's zone
-    send_time   TEXT NOT NULL,            -- ISO 8601 with offset
-    created_at  TEXT NOT NULL,
-    status      TEXT NOT NULL DEFAULT 'open',   -- open | paused | done
-    note        TEXT,
-    UNIQUE (edition, issue_date)
-);
-CREATE TABLE IF NOT EXISTS deliveries (
-    id          INTEGER PRIMARY KEY,
-    issue_id    INTEGER NOT NULL REFERENCES issues(id),
-    email       TEXT NOT NULL,
-    name        TEXT NOT NULL,
-    key         TEXT NOT NULL,            -- casefolded address
-    state       TEXT NOT NULL,
-    attempts    INTEGER NOT NULL DEFAULT 0,
-    next_at     REAL,                     -- epoch seconds before which a deferred copy waits
-    message_id  TEXT,
-    last_code   INTEGER,
-    last_text   TEXT,
-    updated_at  TEXT NOT NULL,
-    failure     TEXT,                     -- why a failed copy failed: outcomes.FAILURE_CLASSES
-    UNIQUE (issue_id, key)
-);
-CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries(issue_id, state);
-CREATE TABLE IF NOT EXISTS missed_sends (
-    edition     TEXT NOT NULL,
-    issue_date  TEXT NOT NULL,
-    send_time   TEXT NOT NULL,
-    noticed_at  TEXT NOT NULL,
-    detail      TEXT NOT NULL,
-    PRIMARY KEY (edition, issue_date)
-);
-CREATE TABLE IF NOT EXISTS marks (
-    name        TEXT PRIMARY KEY,         -- e.g. 'scheduler.last_seen'
-    value       REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS leases (
-    name        TEXT PRIMARY KEY,         -- e.g. 'scheduler'
-    owner       TEXT NOT NULL,            -- host:pid
-    expires_at  REAL NOT NULL             -- epoch seconds; renewed while the owner lives
-);
-CREATE TABLE IF NOT EXISTS suppressions (
-    key         TEXT NOT NULL,            -- casefolded address
-    edition     TEXT NOT NULL,            -- a slug, or '*' for every edition
-    reason      TEXT NOT NULL,            -- unsubscribed | bounced | complaint | ...
-    detail      TEXT,
-    created_at  TEXT NOT NULL,
-    PRIMARY KEY (key, edition)
-);
-CREATE TABLE IF NOT EXISTS issue_stories (
-    issue_id    INTEGER NOT NULL REFERENCES issues(id),
-    position    INTEGER NOT NULL,
-    story_id    TEXT NOT NULL,
-    PRIMARY KEY (issue_id, position),
-    UNIQUE (issue_id, story_id)
-);
-CREATE INDEX IF NOT EXISTS issue_stories_story ON issue_stories(story_id);
-CREATE TABLE IF NOT EXISTS left_out_rows (  -- subscriber rows that could not be used when the audience was frozen
-    issue_id    INTEGER NOT NULL REFERENCES issues(id),
-    line        INTEGER NOT NULL,         -- line of subscribers.csv at the time
-    key         TEXT,                     -- casefolded address, when it could be read
-    reason      TEXT NOT NULL,
-    added_at    TEXT,                     -- when the reader, row fixed, was added to the issue
-    PRIMARY KEY (issue_id, line)
-);
-CREATE TABLE IF NOT EXISTS archive_pages (   -- added later: an older database gains it when opened
-    issue_id    INTEGER PRIMARY KEY REFERENCES issues(id),
-    html        TEXT NOT NULL,            -- the public "view in browser" page, as the issue was sent
-    stored_at   TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS issue_notes (     -- added later: an older database gains it when opened
-    issue_id    INTEGER PRIMARY KEY REFERENCES issues(id),
-    source      TEXT NOT NULL,            -- the note file it was read from
-    markdown    TEXT NOT NULL             -- its text when the issue was created: every copy shows this
-);
-"""
-# Columns added to tables of an existing database when it is opened (name, table, declaration).
-UPGRADES = (
-    ("deliveries", "first_name", "TEXT"),  # what the greeting calls the reader; NULL: derive from name
-    ("issues", "deadline", "REAL"),  # epoch seconds from `send --deadline`; NULL: send time + deadline_hours
-    ("deliveries", "failure", "TEXT"),  # failed copies: a key of outcomes.FAILURE_CLASSES; NULL: derive from the reply
-)
-
+__all__ = ["FINAL", "HELD", "SCHEMA", "STATES", "UPGRADES", "BounceChange", "Delivery", "IssueRecord", "Ledger",
+           "SentCopy", "StateError", "StateQueryError", "check_state_path", "job_store", "state_path"]
 
 STATES = ("pending", "sending", "sent", "deferred", "failed", "uncertain", "suppressed")
 FINAL = ("sent", "failed", "suppressed")
+HELD = float("inf")  # next_at of an uncertain copy that is no longer resent automatically: a person decides
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +69,31 @@ class Delivery:
     failure: str | None = None  # failed copies: a key of outcomes.FAILURE_CLASSES (derived for old rows)
 
 
+@dataclass(frozen=True, slots=True)
+class SentCopy:
+    """A copy a bounce report may be about: the reader's address and the issue it belonged to."""
+
+    id: int
+    email: str
+    key: str
+    state: str
+    message_id: str | None
+    edition: str
+    issue_date: str
+
+
+@dataclass(frozen=True, slots=True)
+class BounceChange:
+    """What ``Ledger.apply_bounce`` did (or, not writing, would do)."""
+
+    suppressed: bool = False            # the reader is suppressed for every edition from now on
+    earlier_reason: str | None = None   # why they already were, when they were
+    failed: bool = False                # the copy is marked failed
+
+
+_BATCH = 500  # values per IN (...) list: SQLite allows 32,766 parameters, other backends fewer
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
@@ -189,49 +113,24 @@ def state_path(url: str | None, default: Path) -> Path:
     return Path(url)
 
 
+def job_store(state_db: Path) -> dict[str, str]:
+    """The scheduler's job store, kept in the state database, as APScheduler's configuration by
+    plugin name: the scheduler builds it, so apscheduler stays imported in schedule.py alone and
+    only this package knows which driver the database speaks. A new dict each call (APScheduler
+    consumes it)."""
+    return {"type": "sqlalchemy", "url": f"sqlite:///{state_db}"}
+
+
 class Ledger:
     """A connection to the state database."""
 
     def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
         check_state_path(path)
-        try:
-            if create:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
-                self.db.execute("PRAGMA journal_mode=WAL")
-                # NORMAL in WAL mode survives a killed process (what a crash of digest is); only a
-                # power cut can lose the last commits, and then a copy is resent with its Message-ID.
-                self.db.execute("PRAGMA synchronous=NORMAL")
-                self.db.executescript(SCHEMA)
-                self._upgrade()
-            else:
-                self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=30)
-                self.db.execute("SELECT 1 FROM sqlite_master LIMIT 1")  # fail here, naming the file, not at a query
-            self.db.execute("PRAGMA foreign_keys=ON")
-        except sqlite3.OperationalError as exc:
-            # SQLite names no file and no errno; a read-only or full disk, or a folder in the way, lands here.
-            raise StateError(f"{path}: cannot open the state database ({exc}); check that its folder "
-                             "exists, is writable and has space") from None
-        except sqlite3.DatabaseError as exc:
-            raise StateError(f"{path}: is not a state database ({exc}); check [paths] state and DIGEST_STATE_URL, "
-                             "or restore the database from its backup") from None
+        self.db = connect(path, create=create)
         # A read-only look at a database from an older digest may lack the newer columns.
-        self._first_name = "first_name" if self._has_column("deliveries", "first_name") else "NULL"
-        self._failure = "failure" if self._has_column("deliveries", "failure") else "NULL"
-
-    def _has_column(self, table: str, column: str) -> bool:
-        return any(row[1] == column for row in self.db.execute(f"PRAGMA table_info({table})"))
-
-    def _upgrade(self) -> None:
-        """Add the columns a database created by an older digest lacks; its rows stay as they are."""
-        for table, column, declaration in UPGRADES:
-            if not self._has_column(table, column):
-                try:
-                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
-                except sqlite3.OperationalError as exc:  # another process upgraded it a moment ago
-                    if "duplicate column" not in str(exc):
-                        raise
+        self._first_name = "first_name" if has_column(self.db, "deliveries", "first_name") else "NULL"
+        self._failure = "failure" if has_column(self.db, "deliveries", "failure") else "NULL"
 
     @classmethod
     def read_only(cls, path: Path) -> Ledger | None:
@@ -245,6 +144,22 @@ class Ledger:
 
     def close(self) -> None:
         self.db.close()
+
+    def has_table(self, name: str) -> bool:
+        """Whether the database has this table: one an older digest left, opened read only, may lack
+        the newer ones (and a file that is not ours has none)."""
+        return has_table(self.db, name)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction, taken at once (so two senders do not both read and then write)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     def used_story_ids(self, edition: str, before: dt.date) -> frozenset[str]:
         """Stories carried by issues of ``edition`` dated before ``before``."""
@@ -280,11 +195,9 @@ class Ledger:
         (a duplicate) is not recorded.
         """
         now = now or dt.datetime.now(dt.timezone.utc)
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             existing = self.find_issue(edition, date)
             if existing is not None:
-                self.db.execute("COMMIT")
                 return existing, False
             cursor = self.db.execute(
                 "INSERT INTO issues (edition, issue_date, send_time, created_at) VALUES (?, ?, ?, ?)",
@@ -314,10 +227,6 @@ class Ledger:
                                                   (issue_id, key)).fetchone() is None:
                     self.db.execute("INSERT OR IGNORE INTO left_out_rows (issue_id, line, key, reason) VALUES (?, ?, ?, ?)",
                                     (issue_id, line, key, reason))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return IssueRecord(cursor.lastrowid, edition, date, ids), True
 
     def issue_note(self, issue_id: int) -> tuple[str, str] | None:
@@ -325,7 +234,7 @@ class Ledger:
 
         An issue created before notes were kept had none (digest showed no notes then).
         """
-        if not self._has_table("issue_notes"):
+        if not self.has_table("issue_notes"):
             return None
         row = self.db.execute("SELECT source, markdown FROM issue_notes WHERE issue_id = ?", (issue_id,)).fetchone()
         return (row[0], row[1]) if row is not None else None
@@ -335,7 +244,7 @@ class Ledger:
 
         ``pending_only``: only those whose reader has not been added since.
         """
-        if not self._has_table("left_out_rows"):
+        if not self.has_table("left_out_rows"):
             return []
         query = "SELECT line, key, reason, added_at FROM left_out_rows WHERE issue_id = ?"
         if pending_only:
@@ -354,8 +263,7 @@ class Ledger:
             return 0
         stamp = _now()
         added = 0
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             for reader in readers:
                 key = reader[2]
                 if key not in waiting:
@@ -372,14 +280,7 @@ class Ledger:
                 "UPDATE deliveries SET state = 'suppressed', last_text = 'suppressed before the reader was added' "
                 "WHERE issue_id = ? AND state = 'pending' AND updated_at = ? AND key IN "
                 "(SELECT key FROM suppressions WHERE edition IN (?, '*'))", (issue_id, stamp, edition))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return added
-
-    def _has_table(self, name: str) -> bool:
-        return self.db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)).fetchone() is not None
 
     # --- deliveries -------------------------------------------------------------------------
 
@@ -407,7 +308,7 @@ class Ledger:
         """When the earliest deferred (and, if asked, uncertain but not held) copy may be tried again."""
         states = "('deferred', 'uncertain')" if include_uncertain else "('deferred')"
         row = self.db.execute(f"SELECT MIN(next_at) FROM deliveries WHERE issue_id = ? AND state IN {states} "
-                              "AND next_at < 9e999", (issue_id,)).fetchone()
+                              "AND next_at < ?", (issue_id, HELD)).fetchone()
         return row[0]
 
     def mark_sending(self, delivery_id: int, message_id: str, key: str, edition: str) -> bool:
@@ -501,8 +402,73 @@ class Ledger:
             "ON CONFLICT (key, edition) DO NOTHING", (key, edition, reason, detail, _now()))
 
     def is_suppressed(self, key: str, edition: str) -> bool:
+        """Whether this address is suppressed for ``edition``, by itself or by every edition (``'*'``)."""
         row = self.db.execute("SELECT 1 FROM suppressions WHERE key = ? AND edition IN (?, '*') LIMIT 1", (key, edition)).fetchone()
         return row is not None
+
+    def suppression_reason(self, key: str, edition: str) -> str | None:
+        """Why this address is suppressed for exactly ``edition`` (``'*'``: every edition), or None."""
+        row = self.db.execute("SELECT reason FROM suppressions WHERE key = ? AND edition = ?", (key, edition)).fetchone()
+        return row[0] if row is not None else None
+
+    def suppressions(self) -> list[tuple[str, str, str]]:
+        """Every suppression as (key, edition or ``'*'``, reason), in the order they were recorded."""
+        return list(self.db.execute("SELECT key, edition, reason FROM suppressions"))
+
+    # --- bounces ----------------------------------------------------------------------------
+
+    def copies_by_message_id(self, message_ids: Iterable[str]) -> dict[str, list[SentCopy]]:
+        """The copies that carried each of these Message-IDs, newest issue first."""
+        return self._copies("message_id", message_ids)
+
+    def copies_to_addresses(self, keys: Iterable[str]) -> dict[str, list[SentCopy]]:
+        """The copies attempted to each of these addresses (casefolded keys), newest issue first."""
+        return self._copies("key", keys)
+
+    def _copies(self, column: str, values: Iterable[str]) -> dict[str, list[SentCopy]]:
+        # A few scans in batches of _BATCH values, not one query per bounce report.
+        found: dict[str, list[SentCopy]] = {}
+        wanted = sorted(set(values))
+        extra = " AND d.message_id IS NOT NULL" if column == "key" else ""
+        for start in range(0, len(wanted), _BATCH):
+            chunk = wanted[start:start + _BATCH]
+            rows = self.db.execute(
+                "SELECT d.id, d.email, d.key, d.state, d.message_id, i.edition, i.issue_date "
+                f"FROM deliveries d JOIN issues i ON i.id = d.issue_id WHERE d.{column} IN ({','.join('?' * len(chunk))})"
+                f"{extra} ORDER BY i.issue_date DESC, d.id DESC", chunk)
+            for row in rows:
+                copy = SentCopy(*row)
+                found.setdefault(getattr(copy, column), []).append(copy)
+        return found
+
+    def apply_bounce(self, copy: SentCopy, *, suppress: str | None, fail: tuple[int | None, str] | None,
+                     write: bool = True) -> BounceChange:
+        """Act on a bounce matched to ``copy``, in one transaction.
+
+        ``suppress`` (a detail): suppress the reader for every edition, reason ``bounced``, unless
+        they already are. ``fail`` (code, text): mark the copy failed, if the ledger still has it
+        as ``sent`` or ``uncertain``. With ``write=False`` nothing is written and the change says
+        what would have been done.
+        """
+        if suppress is None and fail is None:
+            return BounceChange()
+        if not write:
+            return self._bounce_change(copy, suppress, fail)
+        with self._transaction():
+            change = self._bounce_change(copy, suppress, fail)
+            if change.suppressed:
+                self.suppress(copy.key, "*", "bounced", suppress)
+            if change.failed and fail is not None:
+                self.mark(copy.id, "failed", fail[0], fail[1])
+        return change
+
+    def _bounce_change(self, copy: SentCopy, suppress: str | None, fail: tuple[int | None, str] | None) -> BounceChange:
+        earlier = self.suppression_reason(copy.key, "*") if suppress is not None else None
+        failed = False
+        if fail is not None:
+            row = self.db.execute("SELECT state FROM deliveries WHERE id = ?", (copy.id,)).fetchone()
+            failed = row is not None and row[0] in ("sent", "uncertain")
+        return BounceChange(suppressed=suppress is not None and earlier is None, earlier_reason=earlier, failed=failed)
 
 
     # --- the public archive -----------------------------------------------------------------
@@ -523,24 +489,20 @@ class Ledger:
             (edition, date.isoformat())).fetchone()
         if row is None:
             return False, None
-        if not self._has_archive_table():
+        if not self.has_table("archive_pages"):
             return True, None
         page = self.db.execute("SELECT html FROM archive_pages WHERE issue_id = ?", (row[0],)).fetchone()
         return True, page[0] if page else None
 
     def public_dates(self, edition: str, limit: int = 1000) -> list[dt.date]:
         """Dates of the edition's issues the archive can show (a copy sent, a page kept), newest first."""
-        if not self._has_archive_table():
+        if not self.has_table("archive_pages"):
             return []
         rows = self.db.execute(
             "SELECT i.issue_date FROM issues i JOIN archive_pages a ON a.issue_id = i.id WHERE i.edition = ? AND "
             "EXISTS (SELECT 1 FROM deliveries d WHERE d.issue_id = i.id AND d.state = 'sent') "
             "ORDER BY i.issue_date DESC LIMIT ?", (edition, limit))
         return [dt.date.fromisoformat(row[0]) for row in rows]
-
-    def _has_archive_table(self) -> bool:
-        # A read-only connection to a database no newer digest has opened for writing yet.
-        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'archive_pages'").fetchone() is not None
 
     # --- the scheduler's records ------------------------------------------------------------
 
@@ -568,8 +530,8 @@ class Ledger:
         rows = self.db.execute(
             "SELECT i.edition, i.issue_date FROM issues i WHERE i.status = 'open' AND EXISTS "
             "(SELECT 1 FROM deliveries d WHERE d.issue_id = i.id AND (d.state IN ('pending', 'sending', 'deferred') "
-            "OR (d.state = 'uncertain' AND (d.next_at IS NULL OR d.next_at < 9e999))))"  # held copies wait for a person
-            " ORDER BY i.issue_date")
+            "OR (d.state = 'uncertain' AND (d.next_at IS NULL OR d.next_at < ?))))"  # held copies wait for a person
+            " ORDER BY i.issue_date", (HELD,))
         return [(e, dt.date.fromisoformat(d)) for e, d in rows]
 
     def acquire_lease(self, name: str, owner: str, ttl: float, now: float, stale_prefix: str | None = None) -> str | None:
@@ -578,27 +540,25 @@ class Ledger:
         A lease whose owner starts with ``stale_prefix`` is taken over even if unexpired (the
         caller knows that owner is dead).
         """
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             row = self.db.execute("SELECT owner, expires_at FROM leases WHERE name = ?", (name,)).fetchone()
             stale = row is not None and stale_prefix is not None and row[0].startswith(stale_prefix)
             if row is not None and row[0] != owner and row[1] > now and not stale:
-                self.db.execute("COMMIT")
                 return row[0]
             self.db.execute("INSERT INTO leases (name, owner, expires_at) VALUES (?, ?, ?) ON CONFLICT (name) "
                             "DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at", (name, owner, now + ttl))
-            self.db.execute("COMMIT")
             return None
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
 
     def release_lease(self, name: str, owner: str) -> None:
         self.db.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
 
     def lease(self, name: str) -> tuple[str, float] | None:
-        """(owner, expires_at) of a lease, if any."""
-        row = self.db.execute("SELECT owner, expires_at FROM leases WHERE name = ?", (name,)).fetchone()
+        """(owner, expires_at) of a lease, if any; StateQueryError when the database cannot say
+        (one no scheduler has written, opened read only, has no leases table)."""
+        try:
+            row = self.db.execute("SELECT owner, expires_at FROM leases WHERE name = ?", (name,)).fetchone()
+        except sqlite3.OperationalError as exc:
+            raise StateQueryError(f"{self.path}: cannot read the lease '{name}' ({exc})") from exc
         return (row[0], row[1]) if row else None
 
     def set_mark(self, name: str, value: float) -> None:
