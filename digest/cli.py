@@ -21,7 +21,7 @@ import click
 from . import console
 from .compose.editions import next_sends, send_time, sends_on, today_in
 from .compose.pipeline import ComposedIssue, compose, default_out_dir, issue_out_dir
-from .compose.planning import plan
+from .compose.planning import plan_issue
 from .compose.preflight import Finding, check_plan, check_rendered
 from .compose.render import Renderer
 from .config import DEMO_SECRET, load_settings, parse_signing_keys
@@ -198,7 +198,7 @@ def check(ctx: click.Context, edition: str | None, date: dt.date | None) -> None
     rows = []
     for ed in chosen:
         issue_date = date or today_in(ed)
-        issue = plan(settings, ed, issue_date, stories.stories)
+        issue = plan_issue(settings, ed, issue_date, stories.stories)
         if issue.note_problem is not None:  # the story files' own errors are listed once, above
             fate = ("on_broken_story = \"fail\" refuses the issue" if ed.on_broken_story == "fail"
                     else "the issue goes out without this note")
@@ -263,7 +263,7 @@ def _render_issue(settings: Settings, issue: Issue, audience: list[Subscriber], 
 
 def _render_one(settings: Settings, edition: Edition, date: dt.date, out: Path | None,
                 stories: StoryLoad, subscribers: SubscriberLoad, renderer: Renderer) -> RenderResult:
-    issue = plan(settings, edition, date, stories.stories)
+    issue = plan_issue(settings, edition, date, stories.stories)
     for problem in broken_story_rule(edition, date, stories, note=issue.note_problem):  # as send and the scheduler
         console.line(f"warning: {problem}; left out of this issue", "warning")
     folder = issue_out_dir(out, issue) if out is not None else default_out_dir(settings, issue)
@@ -564,7 +564,7 @@ def demo(ctx: click.Context, date: dt.date | None) -> None:
     stories, subscribers = _load_inputs(settings)
     _warn_inputs(stories, subscribers)
     dates = {ed.slug: date or settings.demo_date or today_in(ed) for ed in settings.editions}
-    folders = {ed.slug: default_out_dir(settings, plan(settings, ed, dates[ed.slug], stories.stories)) for ed in settings.editions}
+    folders = {ed.slug: default_out_dir(settings, plan_issue(settings, ed, dates[ed.slug], stories.stories)) for ed in settings.editions}
     for folder in folders.values():  # before anything is sent: a folder of the user's stops the demo
         claim_dry_run_folder(folder)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from ..compose.archive import public_page
 from ..compose.pipeline import compose
-from ..compose.planning import plan
+from ..compose.planning import plan_issue
 from ..errors import StoryError
 from ..models import Edition, Settings, SmtpSettings, Subscriber
 from ..readers.subscribers import RowProblem, iter_audience
@@ -64,7 +64,7 @@ async def send_issue(settings: Settings, edition: Edition, date: dt.date, *,
     stories = gather_stories(settings)
     with issue_lock(settings.state_db, edition.slug, date.isoformat()), closing(Ledger(settings.state_db)) as ledger:
         record = ledger.find_issue(edition.slug, date)
-        issue = plan(settings, edition, date, stories.stories, ledger)  # a created issue: its kept note
+        issue = plan_issue(settings, edition, date, stories.stories, ledger)  # a created issue: its kept note
         for problem in broken_story_rule(edition, date, stories, note=issue.note_problem):  # as check and render
             if warn is not None:
                 warn(f"{problem}; left out of this issue")
@@ -114,7 +114,7 @@ async def send_test_copies(settings: Settings, edition: Edition, date: dt.date, 
     """
     connect = connect or connection_factory(settings.smtp)
     stories = gather_stories(settings)
-    issue = plan(settings, edition, date, stories.stories)
+    issue = plan_issue(settings, edition, date, stories.stories)
     for problem in broken_story_rule(edition, date, stories, note=issue.note_problem, log=False):
         if warn is not None:
             warn(problem)
