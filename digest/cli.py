@@ -236,6 +236,11 @@ def _summary(results: list[DryRun]) -> None:
             console.line(f"{r.issue.edition.slug} {r.issue.date.isoformat()}: {r.written} .eml file(s) and index.html in {r.folder}")
 
 
+def _warning_line(text: str) -> None:
+    """A warning from a running command (a story left out), on its own line in the output."""
+    console.line(f"warning: {text}", "warning")
+
+
 def _warn_inputs(stories: StoryLoad, subscribers: SubscriberLoad) -> None:
     if subscribers.errors:
         console.note(f"{len(subscribers.errors)} subscriber row(s) were left out; run `digest check` for details")
@@ -262,7 +267,7 @@ def render(ctx: click.Context, edition: str, date: dt.date | None, out: Path | N
     stories, subscribers = _load_inputs(settings)
     _warn_inputs(stories, subscribers)
     result = dry_run(settings, ed, date, out, stories, subscribers, Renderer(settings.paths.templates),
-                     warn=lambda text: console.line(f"warning: {text}", "warning"), progress=console.progress)
+                     warn=_warning_line, progress=console.progress)
     _summary([result])
     if result.folder is None and ed.on_empty == "fail":
         ctx.exit(1)
@@ -351,7 +356,7 @@ def _run_send(settings: Settings, edition: Edition, date: dt.date, *, wait: bool
         with console.live_counts(f"{edition.slug} {date}") as update:
             return await send_issue(settings, edition, date, stop=stop, progress=update, wait_for_retries=wait,
                                     notify=tell, deadline=deadline,
-                                    warn=lambda text: console.line(f"warning: {text}", "warning"))
+                                    warn=_warning_line)
 
     return asyncio.run(run())
 
@@ -515,7 +520,7 @@ def demo(ctx: click.Context, date: dt.date | None) -> None:
         console.note("DIGEST_SECRET_KEY is not set: signing with the built-in demo key (fine for a demo, never for real sends)")
     stories, subscribers = _load_inputs(settings)
     _warn_inputs(stories, subscribers)
-    rows = run_demo(settings, date, stories, warn=lambda text: console.line(f"warning: {text}", "warning"))
+    rows = run_demo(settings, date, stories, warn=_warning_line)
     console.table("Demo: every edition sent over SMTP to a capture server on 127.0.0.1",
                   list(DEMO_COLUMNS), rows)
     console.line(f"Open {settings.paths.out}/<edition>/<date>/index.html to browse what the server received "

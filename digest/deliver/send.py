@@ -249,6 +249,7 @@ class Dispatcher:
             await connection.close()
 
     async def _deliver(self, connection: SmtpConnection, copy: Copy[Delivery]) -> None:
+        """Hand one copy to the relay on ``connection``; what the relay (not the reader) got wrong is retried here."""
         delivery, data = copy.reader, copy.data
         key = address_key(delivery.email)
         message_id = copy.recipient.message_id
@@ -302,6 +303,10 @@ class Dispatcher:
                                 f"{reply.text.strip()}); readers stay pending, run the same command again to resume")
                 return
             fresh = True
+        self._settle(connection, delivery, reply, verdict)
+
+    def _settle(self, connection: SmtpConnection, delivery: Delivery, reply: SmtpReply, verdict: Verdict) -> None:
+        """Record the relay's final word on one copy, or stop the send when it speaks about us."""
         if verdict.halt:
             connection.drop()
             self.stopped = f"{verdict.reason}: {reply.code} {reply.text}".strip()
