@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 from digest.compose.inline import inline_css  # noqa: E402
 from digest.compose.personalise import Placeholders  # noqa: E402
-from digest.compose.pipeline import compose, plan_issue  # noqa: E402
+from digest.compose.pipeline import compose  # noqa: E402
+from digest.compose.planning import choose_stories  # noqa: E402
 from digest.compose.render import Renderer  # noqa: E402
 from digest.config import load_settings, parse_signing_keys  # noqa: E402
 from digest.models import Subscriber  # noqa: E402
@@ -61,7 +62,7 @@ def main() -> None:
     settings = dataclasses.replace(settings, signing_keys=parse_signing_keys("bench:bench-signing-key-0123456789"))
     stories = load_folder(settings.paths.stories).stories
     edition = settings.edition(args.edition)
-    issue = plan_issue(settings, edition, settings.demo_date, stories)
+    issue = choose_stories(edition, settings.demo_date, stories, words_per_minute=settings.newsroom.words_per_minute)
     audience = readers(args.readers, edition.slug)
     renderer = Renderer(settings.paths.templates)
 

@@ -92,11 +92,12 @@ def bench_settings(workdir: Path, label: str, port: int, pool: int, dkim: bool =
 
 
 def composed_issue(settings, slug: str):
-    from digest.compose.pipeline import compose, plan_issue
+    from digest.compose.pipeline import compose
+    from digest.compose.planning import choose_stories
     from digest.sources.stories import load_folder
 
     edition = settings.edition(slug)
-    issue = plan_issue(settings, edition, settings.demo_date, load_folder(settings.paths.stories).stories)
+    issue = choose_stories(edition, settings.demo_date, load_folder(settings.paths.stories).stories, words_per_minute=settings.newsroom.words_per_minute)
     return edition, compose(settings, issue)
 
 

@@ -12,28 +12,28 @@ import errno
 import re
 import signal
 import sys
-import tempfile
 from contextlib import closing
 from pathlib import Path
 
 import click
 
 from . import console
-from .compose.editions import next_sends, send_time, sends_on, today_in
-from .compose.pipeline import ComposedIssue, compose, default_out_dir, issue_out_dir
-from .compose.planning import plan
+from .compose.editions import next_sends, sends_on, today_in
+from .compose.pipeline import compose
+from .compose.planning import plan_issue
 from .compose.preflight import Finding, check_plan, check_rendered
 from .compose.render import Renderer
 from .config import DEMO_SECRET, load_settings, parse_signing_keys
-from .deliver.capture import CaptureServer
-from .deliver.eml import EmlDirectory, claim_dry_run_folder, clear_dry_run
+from .deliver.demo import COLUMNS as DEMO_COLUMNS
+from .deliver.demo import run_demo
+from .deliver.dryrun import DryRun, dry_run
 from .deliver.runner import EmptyIssue, find_issue, send_issue, send_test_copies
 from .deliver.send import Notice, SendReport
-from .deliver.transport import Envelope, check_smtp_settings
+from .deliver.transport import check_smtp_settings
 from .errors import ConfigError, DigestError
 from .events import log_to_stderr
 from .files import write_atomically
-from .models import Edition, Issue, Settings, SmtpSettings, Subscriber
+from .models import Edition, Settings, Subscriber
 from .outcomes import FAILURE_CLASSES
 from .readers.addresses import AddressError, check_address
 from .readers.bounces import Summary as BounceSummary
@@ -41,7 +41,7 @@ from .readers.bounces import process as process_bounces
 from .readers.export import deliveries_csv
 from .readers.subscribers import SubscriberLoad, load_subscribers
 from .readers.writeback import export as export_subscribers
-from .schedule import Scheduler, fire_times, scheduler_health
+from .schedule import Scheduler, scheduler_health, send_listing
 from .sources.gathering import BrokenStories, broken_story_rule, gather_stories
 from .sources.notes import note_path
 from .sources.stories import StoryLoad
@@ -200,7 +200,7 @@ def check(ctx: click.Context, edition: str | None, date: dt.date | None) -> None
     rows = []
     for ed in chosen:
         issue_date = date or today_in(ed)
-        issue = plan(settings, ed, issue_date, stories.stories)
+        issue = plan_issue(settings, ed, issue_date, stories.stories)
         if issue.note_problem is not None:  # the story files' own errors are listed once, above
             fate = ("on_broken_story = \"fail\" refuses the issue" if ed.on_broken_story == "fail"
                     else "the issue goes out without this note")
@@ -231,60 +231,16 @@ def check(ctx: click.Context, edition: str | None, date: dt.date | None) -> None
         ctx.exit(2)
 
 
-@dataclasses.dataclass
-class RenderResult:
-    issue: Issue
-    written: int
-    folder: Path | None
-    message_bytes: int
-
-
-def _render_issue(settings: Settings, issue: Issue, audience: list[Subscriber], folder: Path,
-                  renderer: Renderer, show_progress: bool = True) -> RenderResult:
-    composed: ComposedIssue = compose(settings, issue, renderer)
-    transport = EmlDirectory(folder, f"{issue.edition.name}, {issue.date.isoformat()}: {composed.rendered.subject}")
-    total = 0
-
-    async def run(advance) -> None:
-        nonlocal total
-        for subscriber in audience:
-            recipient = composed.recipient(subscriber)
-            data = composed.message(recipient)
-            await transport.deliver(Envelope(issue.edition.sender.address, subscriber.email), data)
-            total += len(data)
-            advance(1)
-        await transport.close()
-
-    if show_progress:
-        with console.progress(f"{issue.edition.slug} {issue.date.isoformat()}", len(audience)) as advance:
-            asyncio.run(run(advance))
-    else:
-        asyncio.run(run(lambda n=1: None))
-    return RenderResult(issue, len(audience), folder, total)
-
-
-def _render_one(settings: Settings, edition: Edition, date: dt.date, out: Path | None,
-                stories: StoryLoad, subscribers: SubscriberLoad, renderer: Renderer) -> RenderResult:
-    issue = plan(settings, edition, date, stories.stories)
-    for problem in broken_story_rule(edition, date, stories, note=issue.note_problem):  # as send and the scheduler
-        console.line(f"warning: {problem}; left out of this issue", "warning")
-    folder = issue_out_dir(out, issue) if out is not None else default_out_dir(settings, issue)
-    if issue.is_empty:
-        clear_dry_run(folder)  # an earlier run's files must not pass for this (empty) issue
-        return RenderResult(issue, 0, None, 0)
-    return _render_issue(settings, issue, subscribers.audience(edition.slug), folder, renderer)
-
-
-def _summary(results: list[RenderResult]) -> None:
-    rows = []
-    for r in results:
-        outcome = "rendered" if r.folder else f"empty: not sent ({r.issue.edition.on_empty})"
-        rows.append((r.issue.edition.slug, r.issue.date.isoformat(), len(r.issue.stories),
-                     r.issue.reading_minutes or "-", r.written, outcome))
-    console.table("Dry run", ["edition", "date", "stories", "minutes", ".eml files", "outcome"], rows)
+def _summary(results: list[DryRun]) -> None:
+    console.table("Dry run", list(DryRun.COLUMNS), [r.row() for r in results])
     for r in results:  # a line of its own: a long path is never wrapped inside a table cell
         if r.folder:
             console.line(f"{r.issue.edition.slug} {r.issue.date.isoformat()}: {r.written} .eml file(s) and index.html in {r.folder}")
+
+
+def _warning_line(text: str) -> None:
+    """A warning from a running command (a story left out), on its own line in the output."""
+    console.line(f"warning: {text}", "warning")
 
 
 def _warn_inputs(stories: StoryLoad, subscribers: SubscriberLoad) -> None:
@@ -313,7 +269,8 @@ def render(ctx: click.Context, edition: str, date: dt.date | None, out: Path | N
         console.note(f"{ed.slug} does not normally go out on {date:%A}s; rendering anyway")
     stories, subscribers = _load_inputs(settings)
     _warn_inputs(stories, subscribers)
-    result = _render_one(settings, ed, date, out, stories, subscribers, Renderer(settings.paths.templates))
+    result = dry_run(settings, ed, date, out, stories, subscribers, Renderer(settings.paths.templates),
+                     warn=_warning_line, progress=console.progress)
     _summary([result])
     if result.folder is None and ed.on_empty == "fail":
         ctx.exit(1)
@@ -402,7 +359,7 @@ def _run_send(settings: Settings, edition: Edition, date: dt.date, *, wait: bool
         with console.live_counts(f"{edition.slug} {date}") as update:
             return await send_issue(settings, edition, date, stop=stop, progress=update, wait_for_retries=wait,
                                     notify=tell, deadline=deadline,
-                                    warn=lambda text: console.line(f"warning: {text}", "warning"))
+                                    warn=_warning_line)
 
     return asyncio.run(run())
 
@@ -568,40 +525,9 @@ def demo(ctx: click.Context, date: dt.date | None) -> None:
         console.note("DIGEST_SECRET_KEY is not set: signing with the built-in demo key (fine for a demo, never for real sends)")
     stories, subscribers = _load_inputs(settings)
     _warn_inputs(stories, subscribers)
-    dates = {ed.slug: date or settings.demo_date or today_in(ed) for ed in settings.editions}
-    folders = {ed.slug: default_out_dir(settings, plan(settings, ed, dates[ed.slug], stories.stories)) for ed in settings.editions}
-    for folder in folders.values():  # before anything is sent: a folder of the user's stops the demo
-        claim_dry_run_folder(folder)
-
-    async def run(state: Path) -> list[tuple]:
-        rows = []
-        async with CaptureServer() as server:
-            demo_settings = dataclasses.replace(
-                settings, state_db=state / "digest.sqlite3",
-                smtp=SmtpSettings("127.0.0.1", server.port, "none", pool_size=4))
-            for ed in settings.editions:
-                issue_date = dates[ed.slug]
-                before = len(server.handler.received)
-                outcome = await send_issue(demo_settings, ed, issue_date,
-                                           warn=lambda text: console.line(f"warning: {text}", "warning"))
-                received = server.handler.received[before:]
-                folder = folders[ed.slug]
-                clear_dry_run(folder)
-                writer = EmlDirectory(folder, f"{ed.name}, {issue_date}: as received by the capture server")
-                for message in received:
-                    await writer.deliver(Envelope(message.sender, message.recipients[0]), message.data)
-                await writer.close()
-                if isinstance(outcome, EmptyIssue):
-                    rows.append((ed.slug, issue_date, 0, "-", "-", "empty: not sent", ""))
-                else:
-                    rows.append((ed.slug, issue_date, len(outcome.issue.story_ids), outcome.counts["sent"],
-                                 len(received), "sent" if outcome.ok else "incomplete", folder))
-        return rows
-
-    with tempfile.TemporaryDirectory(prefix="digest-demo-") as state:  # every demo is a fresh newsroom day
-        rows = asyncio.run(run(Path(state)))
+    rows = run_demo(settings, date, stories, warn=_warning_line)
     console.table("Demo: every edition sent over SMTP to a capture server on 127.0.0.1",
-                  ["edition", "date", "stories", "sent", "received", "outcome", "saved as .eml in"], rows)
+                  list(DEMO_COLUMNS), rows)
     console.line(f"Open {settings.paths.out}/<edition>/<date>/index.html to browse what the server received "
                  "(only digest's own earlier files there are replaced).")
 
@@ -642,13 +568,10 @@ def schedule(ctx: click.Context, show_list: bool, count: int, health: bool) -> N
 def _schedule_list(settings: Settings, count: int) -> None:
     now = dt.datetime.now(dt.timezone.utc)
     ledger = Ledger.read_only(settings.state_db)
-    rows = []
     try:
-        for edition in settings.editions:
-            for n, (when, state) in enumerate(_schedule_rows(ledger, edition, now, count)):
-                rows.append((edition.slug if n == 0 else "", f"{when:%a %Y-%m-%d %H:%M %Z}",
-                             f"{when.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M} UTC", state))
-        console.table("Sends per edition", ["edition", "local time", "UTC", "issue"], rows)
+        recorded = ledger if ledger is not None and ledger.has_table("deliveries") else None
+        console.table("Sends per edition", ["edition", "local time", "UTC", "issue"],
+                      send_listing(settings.editions, recorded, now, count))
         missed = ledger.missed() if ledger is not None and ledger.has_table("missed_sends") else []
         for slug, date, when, detail in missed:
             console.line(f"missed: {slug} {date} (due {when}): {detail}. Send it with `digest send {slug} --date {date}`", "error")
@@ -659,33 +582,6 @@ def _schedule_list(settings: Settings, count: int) -> None:
             ledger.close()
 
 
-def _schedule_rows(ledger: Ledger | None, edition: Edition, now: dt.datetime,
-                   count: int) -> list[tuple[dt.datetime, str]]:
-    """Today's send (already due or not) with its outcome, then the upcoming sends, each on its own row."""
-    today = today_in(edition, now)
-    upcoming = fire_times(edition, now, count)
-    rows: list[tuple[dt.datetime, str]] = []
-    if sends_on(edition, today) and all(when.astimezone(edition.zone).date() != today for when in upcoming):
-        rows.append((send_time(edition, today), _today_state(ledger, edition, today, now)))
-    for when in upcoming:
-        issue_day = when.astimezone(edition.zone).date()
-        rows.append((when, _today_state(ledger, edition, today, now) if issue_day == today else "upcoming"))
-    return rows
-
-
-def _today_state(ledger: Ledger | None, edition: Edition, today: dt.date, now: dt.datetime) -> str:
-    due = send_time(edition, today)
-    if ledger is not None and ledger.has_table("deliveries"):
-        record = ledger.find_issue(edition.slug, today)
-        if record is not None:
-            counts = ledger.counts(record.id)
-            shown = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
-            return f"{record.status}: {shown}"
-        if any(d == today for _, d, _, _ in ledger.missed(edition.slug)):
-            return "MISSED"
-    if not sends_on(edition, today):
-        return "no issue today"
-    return f"due {due:%H:%M %Z}" if due > now else "not sent"
 
 
 @cli.command()

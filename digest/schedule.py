@@ -22,7 +22,7 @@ import datetime as dt
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import closing
 
 from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
@@ -30,7 +30,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from .compose.editions import next_sends
+from .compose.editions import next_sends, send_time, sends_on, today_in
 from .deliver.locks import AlreadyRunning, ProcessLock
 from .deliver.runner import EmptyIssue, send_issue
 from .deliver.send import Notice
@@ -97,6 +97,52 @@ def issue_date(edition: Edition, send: dt.datetime) -> dt.date:
 
 
 SendFunction = Callable[..., Awaitable[object]]
+
+
+# --- `digest schedule --list` -------------------------------------------------------------------
+
+
+def send_listing(editions: Iterable[Edition], ledger: Ledger | None, now: dt.datetime,
+                 count: int) -> list[tuple[str, str, str, str]]:
+    """(edition, local time, UTC, issue) rows: per edition, today's send with its outcome, then the next ``count``.
+
+    ``ledger`` is None when there is no state database, or one that has recorded no issue yet.
+    """
+    rows = []
+    for edition in editions:
+        for n, (when, state) in enumerate(_send_rows(ledger, edition, now, count)):
+            rows.append((edition.slug if n == 0 else "", f"{when:%a %Y-%m-%d %H:%M %Z}",
+                         f"{when.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M} UTC", state))
+    return rows
+
+
+def _send_rows(ledger: Ledger | None, edition: Edition, now: dt.datetime,
+               count: int) -> list[tuple[dt.datetime, str]]:
+    """Today's send (already due or not) with its outcome, then the upcoming sends, each on its own row."""
+    today = today_in(edition, now)
+    upcoming = fire_times(edition, now, count)
+    rows: list[tuple[dt.datetime, str]] = []
+    if sends_on(edition, today) and all(when.astimezone(edition.zone).date() != today for when in upcoming):
+        rows.append((send_time(edition, today), _today_state(ledger, edition, today, now)))
+    for when in upcoming:
+        issue_day = when.astimezone(edition.zone).date()
+        rows.append((when, _today_state(ledger, edition, today, now) if issue_day == today else "upcoming"))
+    return rows
+
+
+def _today_state(ledger: Ledger | None, edition: Edition, today: dt.date, now: dt.datetime) -> str:
+    due = send_time(edition, today)
+    if ledger is not None:
+        record = ledger.find_issue(edition.slug, today)
+        if record is not None:
+            counts = ledger.counts(record.id)
+            shown = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+            return f"{record.status}: {shown}"
+        if any(d == today for _, d, _, _ in ledger.missed(edition.slug)):
+            return "MISSED"
+    if not sends_on(edition, today):
+        return "no issue today"
+    return f"due {due:%H:%M %Z}" if due > now else "not sent"
 
 
 def _notice_logger(fields: dict[str, str]) -> Callable[[Notice], None]:

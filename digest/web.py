@@ -33,6 +33,7 @@ import logging
 import re
 import socket
 from contextlib import closing
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -52,7 +53,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .compose.personalise import verify_token
 from .compose.render import date_label, render_page
 from .errors import ConfigError, DigestError
-from .models import Edition, Settings
+from .models import Edition, Settings, SigningKey
 from .readers.addresses import address_key
 from .state.ledger import Ledger
 
@@ -127,176 +128,236 @@ def _too_large() -> HTMLResponse:
     return _error_page(413, "Request too large", "This request is too large.", close=True)
 
 
+def _bad_request() -> HTMLResponse:
+    return _error_page(400, "Bad request", "This request could not be read.")
+
+
 def _not_found() -> HTMLResponse:
     return _error_page(404, "Page not found", "There is no page at this address.")
 
 
-# --- the app ---------------------------------------------------------------------------------------
+# --- the state the handlers share ------------------------------------------------------------------
 
 
-def create_app(settings: Settings) -> Starlette:
-    """The ASGI app for ``settings``. Needs at least one signing key (DIGEST_SECRET_KEY)."""
-    if not settings.signing_keys:
-        raise ConfigError("digest serve needs DIGEST_SECRET_KEY to check unsubscribe links", field="DIGEST_SECRET_KEY")
-    keys = settings.signing_keys
-    editions = {e.slug: e for e in settings.editions}
-    newsroom = settings.newsroom
+@dataclass(frozen=True)
+class WebState:
+    """What every handler reads: the settings, the keys that verify tokens, and the ledger access.
 
-    def reader_of(request: Request) -> tuple[str, Edition] | None:
+    Each request opens the state database for its own read or write and closes it: the web
+    process holds no connection between requests, so the senders' writes are never blocked by it.
+    """
+
+    settings: Settings
+    keys: tuple[SigningKey, ...]
+    editions: dict[str, Edition]
+
+    @classmethod
+    def of(cls, settings: Settings) -> WebState:
+        if not settings.signing_keys:
+            raise ConfigError("digest serve needs DIGEST_SECRET_KEY to check unsubscribe links", field="DIGEST_SECRET_KEY")
+        return cls(settings, settings.signing_keys, {e.slug: e for e in settings.editions})
+
+    def reader_of(self, request: Request) -> tuple[str, Edition] | None:
+        """(address, edition) the request's token lets leave, or None for a token not ours."""
         token = request.path_params["token"]
         if len(token) > MAX_TOKEN_CHARS:
             return None
-        verified = verify_token(keys, token)
+        verified = verify_token(self.keys, token)
         if verified is None:
             return None
         email, slug = verified
-        edition = editions.get(slug)
+        edition = self.editions.get(slug)
         if edition is None or not email:
             return None
         return email, edition
 
-    def already_left(email: str, edition: Edition) -> tuple[bool, bool]:
+    def already_left(self, email: str, edition: Edition) -> tuple[bool, bool]:
         """(left this edition?, left every edition?), read without writing anything."""
-        ledger = Ledger.read_only(settings.state_db)
+        ledger = Ledger.read_only(self.settings.state_db)
         if ledger is None:
             return False, False
         with closing(ledger):
             key = address_key(email)
             return ledger.is_suppressed(key, edition.slug), ledger.suppression_reason(key, "*") is not None
 
-    def leave(email: str, edition: Edition, scope: str) -> None:
-        with closing(Ledger(settings.state_db)) as ledger:
+    def leave(self, email: str, edition: Edition, scope: str) -> None:
+        """Suppress ``email`` for ``edition``, or for every edition when ``scope`` is ``all``."""
+        with closing(Ledger(self.settings.state_db)) as ledger:
             ledger.suppress(address_key(email), "*" if scope == "all" else edition.slug, "unsubscribed",
                             "one-click unsubscribe" if scope == "one-click" else f"unsubscribe page ({scope})")
 
-    async def unsubscribe_page(request: Request) -> Response:
-        reader = reader_of(request)
-        if reader is None:
-            return _invalid_link()
-        email, edition = reader
-        left_edition, left_all = await run_in_threadpool(already_left, email, edition)
-        return _page("unsubscribe.html", newsroom=newsroom, edition=edition, email=email,
-                     left_edition=left_edition, left_all=left_all)
-
-    async def unsubscribe(request: Request) -> Response:
-        reader = reader_of(request)
-        if reader is None:
-            return _invalid_link()
-        email, edition = reader
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_FORM_BYTES):
-            return _too_large()
-        try:
-            body = await _read_body(request, MAX_FORM_BYTES, REQUEST_SECONDS)
-        except (TimeoutError, ClientDisconnect):
-            return _error_page(408, "Request timeout", "This request took too long.", close=True)
-        if body is None:  # chunked, or a Content-Length that lied
-            return _too_large()
-        try:
-            form = await _replayed(request, body).form(max_files=0, max_fields=8)
-        except Exception:  # malformed multipart or urlencoded body
-            return _error_page(400, "Bad request", "This request could not be read.")
-        scope = form.get("scope")
-        one_click = form.get(_ONE_CLICK[0]) == _ONE_CLICK[1]
-        if scope is None:
-            if not one_click:
-                # RFC 8058 names the one body that unsubscribes; anything else may be a probe or a mistake.
-                return _error_page(400, "Bad request", "This request could not be read.")
-            await run_in_threadpool(leave, email, edition, "one-click")
-            log.info("unsubscribed one reader from %s (one-click)", edition.slug)
-            return PlainTextResponse(f"Unsubscribed from {edition.name}.\n")
-        if scope not in ("edition", "all"):
-            return _error_page(400, "Bad request", "This request could not be read.")
-        await run_in_threadpool(leave, email, edition, scope)
-        log.info("unsubscribed one reader from %s", edition.slug if scope == "edition" else "every edition")
-        if one_click:
-            return PlainTextResponse(f"Unsubscribed from {edition.name if scope == 'edition' else 'every edition'}.\n")
-        return _page("unsubscribed.html", newsroom=newsroom, edition=edition, email=email, scope=scope)
-
-    async def unsubscribe_link(request: Request) -> Response:
-        # One route for both methods, so a PUT gets 405 with "Allow: GET, HEAD, POST".
-        if request.method == "POST":
-            return await unsubscribe(request)
-        return await unsubscribe_page(request)
-
-    def issue_page(edition: Edition, date: dt.date) -> tuple[bool, str | None]:
-        ledger = Ledger.read_only(settings.state_db)
+    def issue_page(self, edition: Edition, date: dt.date) -> tuple[bool, str | None]:
+        """(sent to anyone?, the kept archive page or None)."""
+        ledger = Ledger.read_only(self.settings.state_db)
         if ledger is None:
             return False, None
         with closing(ledger):
             return ledger.public_issue(edition.slug, date)
 
-    async def archive_issue(request: Request) -> Response:
-        edition = editions.get(request.path_params["edition"])
-        text = request.path_params["date"]
-        if edition is None or not _DATE.match(text):
-            return _not_found()
-        try:
-            date = dt.date.fromisoformat(text)
-        except ValueError:
-            return _not_found()
-        sent, page = await run_in_threadpool(issue_page, edition, date)
-        if not sent:  # no such issue, or no reader has been sent it (yet)
-            return _not_found()
-        if page is None:
-            return _error_page(410, "Not in the archive",
-                               "This issue was sent before the archive kept copies of issues, so it cannot be shown here.")
-        return HTMLResponse(page, headers={"cache-control": "public, max-age=300"})
-
-    async def without_slash(request: Request) -> Response:
-        # Built from base_url and known values only: a Host header never reaches a Location.
-        edition = editions.get(request.path_params["edition"])
-        date = request.path_params.get("date")
-        if edition is None or (date is not None and not _DATE.match(date)):
-            return _not_found()
-        target = f"{settings.base_url}/i/{edition.slug}" + (f"/{date}" if date else "")
-        return RedirectResponse(target, status_code=308)
-
-    def past_issues(edition: Edition) -> list[dict[str, str]]:
-        ledger = Ledger.read_only(settings.state_db)
+    def past_issues(self, edition: Edition) -> list[dict[str, str]]:
+        """The edition's public issues, newest first, as the archive list shows them."""
+        ledger = Ledger.read_only(self.settings.state_db)
         if ledger is None:
             return []
         with closing(ledger):
             dates = ledger.public_dates(edition.slug)
         return [{"href": f"{edition.slug}/{d.isoformat()}", "label": date_label(d), "iso": d.isoformat()} for d in dates]
 
-    async def archive_list(request: Request) -> Response:
-        edition = editions.get(request.path_params["edition"])
-        if edition is None:
-            return _not_found()
-        issues = await run_in_threadpool(past_issues, edition)
-        return _page("archive.html", newsroom=newsroom, edition=edition, issues=issues)
 
-    async def http_error(request: Request, exc: Exception) -> Response:
-        status = getattr(exc, "status_code", 500)
-        if status == 404:
-            return _not_found()
-        if status == 405:
-            response = _error_page(405, "Method not allowed", "This page cannot be used that way.")
-            allow = getattr(exc, "headers", None) or {}
-            if "Allow" in allow:
-                response.headers["Allow"] = allow["Allow"]
-            return response
-        return _error_page(status, "Bad request", "This request could not be handled.")
+def _state(request: Request) -> WebState:
+    return request.app.state.digest
 
-    async def server_error(request: Request, exc: Exception) -> Response:
-        # Sent by the outermost middleware, past SecurityHeaders: add the headers here too.
-        path = "/u/<token>" if request.url.path.startswith("/u/") else request.url.path  # no reader data in logs
-        log.error("error serving %s %s: %s", request.method, path, type(exc).__name__)
-        response = _error_page(500, "Something went wrong", "Something went wrong on our side. Please try again later.")
-        response.raw_headers[:] = _with_security_headers(list(response.raw_headers),
-                                                          request.url.path.startswith("/u/"))
+
+# --- the handlers ----------------------------------------------------------------------------------
+
+
+async def unsubscribe_link(request: Request) -> Response:
+    """GET or POST /u/<token>."""
+    # One route for both methods, so a PUT gets 405 with "Allow: GET, HEAD, POST".
+    if request.method == "POST":
+        return await unsubscribe(request)
+    return await unsubscribe_page(request)
+
+
+async def unsubscribe_page(request: Request) -> Response:
+    """GET /u/<token>: which edition and which address, with the two buttons. Changes nothing."""
+    state = _state(request)
+    reader = state.reader_of(request)
+    if reader is None:
+        return _invalid_link()
+    email, edition = reader
+    left_edition, left_all = await run_in_threadpool(state.already_left, email, edition)
+    return _page("unsubscribe.html", newsroom=state.settings.newsroom, edition=edition, email=email,
+                 left_edition=left_edition, left_all=left_all)
+
+
+async def unsubscribe(request: Request) -> Response:
+    """POST /u/<token>: RFC 8058 one-click, or the page's buttons (``scope=edition`` / ``scope=all``)."""
+    state = _state(request)
+    reader = state.reader_of(request)
+    if reader is None:
+        return _invalid_link()
+    email, edition = reader
+    form = await _small_form(request)
+    if isinstance(form, Response):
+        return form
+    scope = form.get("scope")
+    one_click = form.get(_ONE_CLICK[0]) == _ONE_CLICK[1]
+    if scope is None:
+        if not one_click:
+            # RFC 8058 names the one body that unsubscribes; anything else may be a probe or a mistake.
+            return _bad_request()
+        await run_in_threadpool(state.leave, email, edition, "one-click")
+        log.info("unsubscribed one reader from %s (one-click)", edition.slug)
+        return PlainTextResponse(f"Unsubscribed from {edition.name}.\n")
+    if scope not in ("edition", "all"):
+        return _bad_request()
+    await run_in_threadpool(state.leave, email, edition, scope)
+    log.info("unsubscribed one reader from %s", edition.slug if scope == "edition" else "every edition")
+    if one_click:
+        return PlainTextResponse(f"Unsubscribed from {edition.name if scope == 'edition' else 'every edition'}.\n")
+    return _page("unsubscribed.html", newsroom=state.settings.newsroom, edition=edition, email=email, scope=scope)
+
+
+async def _small_form(request: Request) -> Any:
+    """The request's form, read within ``MAX_FORM_BYTES`` and ``REQUEST_SECONDS``, or the error response."""
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > MAX_FORM_BYTES):
+        return _too_large()
+    try:
+        body = await _read_body(request, MAX_FORM_BYTES, REQUEST_SECONDS)
+    except (TimeoutError, ClientDisconnect):
+        return _error_page(408, "Request timeout", "This request took too long.", close=True)
+    if body is None:  # chunked, or a Content-Length that lied
+        return _too_large()
+    try:
+        return await _replayed(request, body).form(max_files=0, max_fields=8)
+    except Exception:  # malformed multipart or urlencoded body
+        return _bad_request()
+
+
+async def archive_issue(request: Request) -> Response:
+    """GET /i/<edition>/<date>: the page kept when the issue was sent."""
+    state = _state(request)
+    edition = state.editions.get(request.path_params["edition"])
+    text = request.path_params["date"]
+    if edition is None or not _DATE.match(text):
+        return _not_found()
+    try:
+        date = dt.date.fromisoformat(text)
+    except ValueError:
+        return _not_found()
+    sent, page = await run_in_threadpool(state.issue_page, edition, date)
+    if not sent:  # no such issue, or no reader has been sent it (yet)
+        return _not_found()
+    if page is None:
+        return _error_page(410, "Not in the archive",
+                           "This issue was sent before the archive kept copies of issues, so it cannot be shown here.")
+    return HTMLResponse(page, headers={"cache-control": "public, max-age=300"})
+
+
+async def archive_list(request: Request) -> Response:
+    """GET /i/<edition>: the edition's past issues, newest first."""
+    state = _state(request)
+    edition = state.editions.get(request.path_params["edition"])
+    if edition is None:
+        return _not_found()
+    issues = await run_in_threadpool(state.past_issues, edition)
+    return _page("archive.html", newsroom=state.settings.newsroom, edition=edition, issues=issues)
+
+
+async def without_slash(request: Request) -> Response:
+    """GET .../ : the same page without the slash, under ``[web] base_url``."""
+    # Built from base_url and known values only: a Host header never reaches a Location.
+    state = _state(request)
+    edition = state.editions.get(request.path_params["edition"])
+    date = request.path_params.get("date")
+    if edition is None or (date is not None and not _DATE.match(date)):
+        return _not_found()
+    target = f"{state.settings.base_url}/i/{edition.slug}" + (f"/{date}" if date else "")
+    return RedirectResponse(target, status_code=308)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's HTTP errors (404, 405, ...) as our own pages."""
+    status = getattr(exc, "status_code", 500)
+    if status == 404:
+        return _not_found()
+    if status == 405:
+        response = _error_page(405, "Method not allowed", "This page cannot be used that way.")
+        allow = getattr(exc, "headers", None) or {}
+        if "Allow" in allow:
+            response.headers["Allow"] = allow["Allow"]
         return response
+    return _error_page(status, "Bad request", "This request could not be handled.")
 
-    routes = [
-        Route("/u/{token}", unsubscribe_link, methods=["GET", "POST"]),
-        Route("/i/{edition}", archive_list, methods=["GET"]),
-        Route("/i/{edition}/{date}", archive_issue, methods=["GET"]),
-        Route("/i/{edition}/", without_slash, methods=["GET"]),
-        Route("/i/{edition}/{date}/", without_slash, methods=["GET"]),
-    ]
-    app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)],
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    """Anything unexpected: a plain 500 page, and a log line with no reader's data."""
+    # Sent by the outermost middleware, past SecurityHeaders: add the headers here too.
+    path = "/u/<token>" if request.url.path.startswith("/u/") else request.url.path  # no reader data in logs
+    log.error("error serving %s %s: %s", request.method, path, type(exc).__name__)
+    response = _error_page(500, "Something went wrong", "Something went wrong on our side. Please try again later.")
+    response.raw_headers[:] = _with_security_headers(list(response.raw_headers),
+                                                      request.url.path.startswith("/u/"))
+    return response
+
+
+ROUTES = (
+    Route("/u/{token}", unsubscribe_link, methods=["GET", "POST"]),
+    Route("/i/{edition}", archive_list, methods=["GET"]),
+    Route("/i/{edition}/{date}", archive_issue, methods=["GET"]),
+    Route("/i/{edition}/", without_slash, methods=["GET"]),
+    Route("/i/{edition}/{date}/", without_slash, methods=["GET"]),
+)
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The ASGI app for ``settings``. Needs at least one signing key (DIGEST_SECRET_KEY)."""
+    state = WebState.of(settings)
+    app = Starlette(routes=list(ROUTES), middleware=[Middleware(SecurityHeaders)],
                     exception_handlers={HTTPException: http_error, Exception: server_error})
+    app.state.digest = state
     app.router.redirect_slashes = False  # Starlette's would build the Location from the Host header
     return app
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from digest.compose.pipeline import ComposedIssue, compose
-from digest.compose.planning import new_issue
+from digest.compose.planning import plan_issue
 from digest.config import load_settings, parse_signing_keys
 from digest.models import Settings
 from digest.readers.subscribers import SubscriberLoad, load_subscribers
@@ -42,7 +42,7 @@ def composed_sample(sample_settings: Settings, sample_stories: StoryLoad):
     def get(slug: str) -> ComposedIssue:
         if slug not in cache:
             edition = sample_settings.edition(slug)
-            issue = new_issue(sample_settings, edition, sample_settings.demo_date, sample_stories.stories)
+            issue = plan_issue(sample_settings, edition, sample_settings.demo_date, sample_stories.stories, fresh=True)
             cache[slug] = compose(sample_settings, issue)
         return cache[slug]
 

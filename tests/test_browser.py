@@ -133,9 +133,9 @@ def test_unsubscribe_page_click_leave_all_then_archive(browser, settings):
         link.click()
         _wait(browser, lambda d: d.current_url == f"{server.url}/i/am/{DATE.isoformat()}"
               and d.execute_script("return document.readyState") == "complete")
-        from digest.compose.pipeline import plan_issue
+        from digest.compose.planning import choose_stories
         from digest.sources.stories import load_folder
-        lead = plan_issue(settings, settings.edition("am"), DATE, load_folder(settings.paths.stories).stories).stories[0]
+        lead = choose_stories(settings.edition("am"), DATE, load_folder(settings.paths.stories).stories, words_per_minute=settings.newsroom.words_per_minute).stories[0]
         # The headline element itself (not <title>, not a hidden preheader), visible on the page.
         matches = browser.find_elements(By.XPATH, f"//body//*[normalize-space()={_xpath_string(lead.headline)}]")
         assert any(m.is_displayed() and m.size["height"] > 0 for m in matches), lead.headline

@@ -32,7 +32,8 @@ from digest.compose.dkim import (
     verify,
     zone_entry,
 )
-from digest.compose.pipeline import compose, plan_issue
+from digest.compose.pipeline import compose
+from digest.compose.planning import choose_stories
 from digest.deliver.capture import CaptureServer
 from digest.deliver.transport import Envelope, SmtpConnection
 from digest.errors import DigestError, MessageIntegrityError
@@ -138,7 +139,7 @@ def test_signature_covers_the_unsubscribe_headers_and_the_identity(samples, sign
 def test_a_test_copy_with_an_unsigned_extra_header_verifies(sample_settings, sample_stories, sample_subscribers,
                                                             signer, dns):
     edition = sample_settings.edition("am")
-    issue = plan_issue(sample_settings, edition, sample_settings.demo_date, sample_stories.stories)
+    issue = choose_stories(edition, sample_settings.demo_date, sample_stories.stories, words_per_minute=sample_settings.newsroom.words_per_minute)
     composed = compose(sample_settings, issue, test_copy=True)
     message = composed.message(composed.recipient(sample_subscribers.audience("am")[0]))
     assert b"\r\nX-Digest-Test: " in message

@@ -10,7 +10,6 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from digest.compose.editions import (
-    assemble,
     is_eligible,
     next_sends,
     previous_send,
@@ -19,6 +18,7 @@ from digest.compose.editions import (
     sends_on,
     today_in,
 )
+from digest.compose.planning import choose_stories
 from digest.config import load_settings
 from digest.models import Edition, Mailbox, Story
 from digest.sources.stories import load_folder, parse_story
@@ -58,7 +58,7 @@ def ids(stories) -> list[str]:
 
 
 def test_am_window_for_the_sample_day():
-    issue = assemble(make_edition(), SAMPLE_DATE, [], words_per_minute=230)
+    issue = choose_stories(make_edition(), SAMPLE_DATE, [], words_per_minute=230)
     assert issue.window_start == dt.datetime(2026, 11, 30, 6, 0, tzinfo=NY)
     assert issue.send_time == dt.datetime(2026, 12, 1, 6, 0, tzinfo=NY)
     assert issue.window_start.astimezone(UTC) == dt.datetime(2026, 11, 30, 11, 0, tzinfo=UTC)
@@ -76,7 +76,7 @@ def test_window_boundaries_start_excluded_send_time_included():
         make_story("just-after-send", "2026-12-01T11:00:01+00:00"),
         make_story("day-before", "2026-11-29T12:00:00-05:00"),
     ]
-    issue = assemble(make_edition(), SAMPLE_DATE, stories, words_per_minute=230)
+    issue = choose_stories(make_edition(), SAMPLE_DATE, stories, words_per_minute=230)
     assert sorted(ids(issue.stories)) == ["at-send-time", "just-after-start", "mid-window-other-offset"]
 
 
@@ -84,7 +84,7 @@ def test_consecutive_windows_meet_without_gap_or_overlap():
     edition = make_edition()
     for day in range(1, 31):
         date = dt.date(2026, 11, day)
-        nxt = assemble(edition, date + dt.timedelta(days=1), [], words_per_minute=230)
+        nxt = choose_stories(edition, date + dt.timedelta(days=1), [], words_per_minute=230)
         assert nxt.window_start == send_time(edition, date)
 
 
@@ -101,10 +101,10 @@ def test_weekday_only_edition_on_monday_covers_the_weekend():
         make_story("sun", "2026-11-29T23:00:00-08:00", tags=["climate"]),
         make_story("mon-early", "2026-11-30T06:30:00-08:00", tags=["climate"]),
     ]
-    issue = assemble(climate, monday, stories, words_per_minute=230)
+    issue = choose_stories(climate, monday, stories, words_per_minute=230)
     assert issue.window_start == dt.datetime(2026, 11, 27, 7, 0, tzinfo=LA)
     assert sorted(ids(issue.stories)) == ["fri-after-send", "mon-early", "sat", "sun"]
-    tuesday = assemble(climate, monday + dt.timedelta(days=1), stories, words_per_minute=230)
+    tuesday = choose_stories(climate, monday + dt.timedelta(days=1), stories, words_per_minute=230)
     assert tuesday.window_start == dt.datetime(2026, 11, 30, 7, 0, tzinfo=LA)
     assert previous_send(climate, monday) == dt.datetime(2026, 11, 27, 7, 0, tzinfo=LA)
     assert [sends_on(climate, monday + dt.timedelta(days=i)) for i in range(7)] == [True] * 5 + [False] * 2
@@ -259,7 +259,7 @@ def test_eligibility_by_slug_tag_or_city_is_case_insensitive(tmp_path):
     assert [is_eligible(climate, s) for s in (by_slug, by_tag, by_city, nothing)] == [True, False, False, False]
     assert [is_eligible(am, s) for s in (by_slug, by_tag, by_city, nothing)] == [False, True, False, False]
     assert [is_eligible(denver, s) for s in (by_slug, by_tag, by_city, nothing)] == [False, False, True, False]
-    issue = assemble(am, dt.date(2026, 12, 1), [by_slug, by_tag, by_city, nothing], words_per_minute=230)
+    issue = choose_stories(am, dt.date(2026, 12, 1), [by_slug, by_tag, by_city, nothing], words_per_minute=230)
     assert ids(issue.stories) == ["by-tag"]
 
 
@@ -277,9 +277,9 @@ def test_order_is_priority_then_newest_first():
         make_story("p1-new", "2026-12-01T04:00:00-05:00", priority=1),
         make_story("p2", "2026-11-30T09:00:00-05:00", priority=2),
     ]
-    issue = assemble(make_edition(), SAMPLE_DATE, stories, words_per_minute=230)
+    issue = choose_stories(make_edition(), SAMPLE_DATE, stories, words_per_minute=230)
     assert ids(issue.stories) == ["p1-new", "p1-old", "p2", "p3-new", "p3-old"]
-    reverse = assemble(make_edition(), SAMPLE_DATE, list(reversed(stories)), words_per_minute=230)
+    reverse = choose_stories(make_edition(), SAMPLE_DATE, list(reversed(stories)), words_per_minute=230)
     assert ids(reverse.stories) == ids(issue.stories)
 
 
@@ -295,7 +295,7 @@ def test_budget_holds_over_what_does_not_fit_but_smaller_later_stories_may_fit()
         make_story("over-again", "2026-12-01T05:00:00-05:00", priority=4, words=30),  # 210 > 200
         make_story("exactly", "2026-12-01T05:00:00-05:00", priority=5, words=20),     # 200 fits
     ]
-    issue = assemble(edition, SAMPLE_DATE, stories, words_per_minute=100)
+    issue = choose_stories(edition, SAMPLE_DATE, stories, words_per_minute=100)
     assert ids(issue.stories) == ["lead", "fits", "exactly"]
     assert ids(issue.held_over_budget) == ["too-long", "over-again"]
     assert issue.reading_minutes == 2
@@ -307,7 +307,7 @@ def test_the_lead_is_always_admitted_even_over_budget():
         make_story("huge-lead", "2026-12-01T05:00:00-05:00", priority=1, words=950),
         make_story("small", "2026-12-01T05:00:00-05:00", priority=2, words=10),
     ]
-    issue = assemble(edition, SAMPLE_DATE, stories, words_per_minute=230)
+    issue = choose_stories(edition, SAMPLE_DATE, stories, words_per_minute=230)
     assert ids(issue.stories) == ["huge-lead"]
     assert ids(issue.held_over_budget) == ["small"]
     assert issue.reading_minutes == 5  # ceil(950 / 230)
@@ -317,19 +317,19 @@ def test_the_lead_is_always_admitted_even_over_budget():
 def test_reading_minutes_rounds_up(words, minutes):
     assert reading_minutes(words, 230) == minutes
     story = make_story("only", "2026-12-01T05:00:00-05:00", words=words)
-    assert assemble(make_edition(reading_minutes=9), SAMPLE_DATE, [story], words_per_minute=230).reading_minutes == minutes
+    assert choose_stories(make_edition(reading_minutes=9), SAMPLE_DATE, [story], words_per_minute=230).reading_minutes == minutes
 
 
 def test_already_used_stories_are_left_out():
     stories = [make_story(f"s{i}", f"2026-12-01T0{i}:00:00-05:00") for i in range(1, 5)]
-    issue = assemble(make_edition(), SAMPLE_DATE, stories, words_per_minute=230, already_used=frozenset({"s2", "s4"}))
+    issue = choose_stories(make_edition(), SAMPLE_DATE, stories, words_per_minute=230, already_used=frozenset({"s2", "s4"}))
     assert sorted(ids(issue.stories)) == ["s1", "s3"]
     assert issue.held_over_budget == ()
 
 
 def test_an_empty_window_gives_an_empty_issue_not_an_exception():
     late = make_story("next-week", "2026-12-08T05:00:00-05:00")
-    issue = assemble(make_edition(), SAMPLE_DATE, [late], words_per_minute=230)
+    issue = choose_stories(make_edition(), SAMPLE_DATE, [late], words_per_minute=230)
     assert issue.is_empty
     assert issue.stories == () and issue.held_over_budget == ()
     assert issue.reading_minutes == 0
@@ -338,8 +338,8 @@ def test_an_empty_window_gives_an_empty_issue_not_an_exception():
 
 def test_assemble_is_pure():
     stories = (make_story("a", "2026-12-01T05:00:00-05:00"), make_story("b", "2026-11-30T09:00:00-05:00"))
-    one = assemble(make_edition(), SAMPLE_DATE, stories, words_per_minute=230)
-    two = assemble(make_edition(), SAMPLE_DATE, iter(stories), words_per_minute=230)
+    one = choose_stories(make_edition(), SAMPLE_DATE, stories, words_per_minute=230)
+    two = choose_stories(make_edition(), SAMPLE_DATE, iter(stories), words_per_minute=230)
     assert one == two
     assert dataclasses.is_dataclass(one)
 
@@ -353,7 +353,7 @@ def sample_issues():
     stories = load_folder(settings.paths.stories)
     assert stories.problems == ()
     issues = {
-        e.slug: assemble(e, SAMPLE_DATE, stories.stories, words_per_minute=settings.newsroom.words_per_minute)
+        e.slug: choose_stories(e, SAMPLE_DATE, stories.stories, words_per_minute=settings.newsroom.words_per_minute)
         for e in settings.editions
     }
     return stories.stories, issues
@@ -386,7 +386,7 @@ def test_sample_day_stories_outside_every_window(sample_issues):
     assert late.published.astimezone(UTC) == dt.datetime(2026, 12, 1, 23, 30, tzinfo=UTC)
     # ...but the late one belongs to the next climate issue.
     climate = issues["climate"].edition
-    nxt = assemble(climate, SAMPLE_DATE + dt.timedelta(days=1), stories, words_per_minute=230)
+    nxt = choose_stories(climate, SAMPLE_DATE + dt.timedelta(days=1), stories, words_per_minute=230)
     assert late.id in ids(nxt.stories)
 
 

@@ -18,7 +18,7 @@ from xml.sax.saxutils import escape
 import pytest
 from test_security import XSS_CORPUS, _Audit
 
-from digest.compose.editions import assemble
+from digest.compose.planning import choose_stories
 from digest.compose.pipeline import compose
 from digest.errors import StoryError
 from digest.sources.feeds import FeedSource, fetch, gather, parse
@@ -376,7 +376,7 @@ def test_composed_issue_from_feeds(server, tmp_path, sample_settings) -> None:
                      _src("error", f"{base}/error")], settings.paths.state / "feeds")
     edition = settings.edition("am")
     date = dt.date(2026, 12, 1)
-    issue = assemble(edition, date, report.stories, words_per_minute=settings.newsroom.words_per_minute)
+    issue = choose_stories(edition, date, report.stories, words_per_minute=settings.newsroom.words_per_minute)
     assert issue.window_start == dt.datetime(2026, 11, 30, 11, tzinfo=UTC)
     assert issue.send_time == dt.datetime(2026, 12, 1, 11, tzinfo=UTC)
     # tagged national / economy: in; "Plain text item" has no tag of the edition: out

@@ -47,10 +47,11 @@ def test_golden_eml(kind: str, slug: str, composed_sample, sample_subscribers) -
 
 def test_compose_is_deterministic(sample_settings, sample_stories, sample_subscribers) -> None:
     """The same issue composed twice gives the same bytes: a dry run shows what a send will send."""
-    from digest.compose.pipeline import compose, plan_issue
+    from digest.compose.pipeline import compose
+    from digest.compose.planning import choose_stories
 
     edition = sample_settings.edition("twin-cities")
-    issue = plan_issue(sample_settings, edition, sample_settings.demo_date, sample_stories.stories)
+    issue = choose_stories(edition, sample_settings.demo_date, sample_stories.stories, words_per_minute=sample_settings.newsroom.words_per_minute)
     reader = sample_subscribers.audience("twin-cities")[0]
     first, second = compose(sample_settings, issue), compose(sample_settings, issue)
     assert first.message(first.recipient(reader)) == second.message(second.recipient(reader))

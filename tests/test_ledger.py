@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from digest.cli import main
-from digest.compose.planning import plan
+from digest.compose.planning import plan_issue
 from digest.errors import ConfigError, StoryError
 from digest.state.ledger import Ledger, state_path
 
@@ -47,21 +47,21 @@ def test_a_second_connection_sees_the_same_single_issue(settings) -> None:
 
 def test_planning_skips_stories_an_earlier_issue_carried(settings, sample_stories) -> None:
     edition = settings.edition("am")
-    fresh = plan(settings, edition, DATE, sample_stories.stories)
+    fresh = plan_issue(settings, edition, DATE, sample_stories.stories)
     assert len(fresh.stories) == 6
     carried = fresh.stories[0].id
     Ledger(settings.state_db).create_issue("am", DATE - dt.timedelta(days=1), fresh.send_time, [carried])
-    again = plan(settings, edition, DATE, sample_stories.stories)
+    again = plan_issue(settings, edition, DATE, sample_stories.stories)
     assert carried not in {s.id for s in again.stories}
     assert len(again.stories) == 5
 
 
 def test_planning_reuses_a_recorded_issue_in_its_recorded_order(settings, sample_stories) -> None:
     edition = settings.edition("am")
-    fresh = plan(settings, edition, DATE, sample_stories.stories)
+    fresh = plan_issue(settings, edition, DATE, sample_stories.stories)
     chosen = [fresh.stories[2].id, fresh.stories[0].id]
     Ledger(settings.state_db).create_issue("am", DATE, fresh.send_time, chosen)
-    recorded = plan(settings, edition, DATE, sample_stories.stories)
+    recorded = plan_issue(settings, edition, DATE, sample_stories.stories)
     assert [s.id for s in recorded.stories] == chosen
 
 
@@ -69,7 +69,7 @@ def test_a_recorded_story_that_vanished_is_an_error_not_a_different_issue(settin
     edition = settings.edition("am")
     Ledger(settings.state_db).create_issue("am", DATE, dt.datetime(2026, 12, 1, 11, tzinfo=dt.timezone.utc), ["gone-story"])
     with pytest.raises(StoryError, match="gone-story"):
-        plan(settings, edition, DATE, sample_stories.stories)
+        plan_issue(settings, edition, DATE, sample_stories.stories)
 
 
 def test_a_dry_run_does_not_create_the_state_database(tmp_path: Path, monkeypatch, sample_settings) -> None:

@@ -223,21 +223,23 @@ def test_every_copy_carries_feedback_id_and_autoreply_suppression(slug, composed
 
 def test_feedback_id_is_the_same_for_every_issue_of_an_edition(sample_settings, sample_stories) -> None:
     """No date or reader in it: Gmail aggregates complaints per identifier, so it must be stable."""
-    from digest.compose.pipeline import compose, plan_issue
+    from digest.compose.pipeline import compose
+    from digest.compose.planning import choose_stories
 
     edition = sample_settings.edition("am")
     ids = set()
     for date in (dt.date(2026, 11, 30), dt.date(2026, 12, 1)):
-        issue = plan_issue(sample_settings, edition, date, sample_stories.stories)
+        issue = choose_stories(edition, date, sample_stories.stories, words_per_minute=sample_settings.newsroom.words_per_minute)
         if not issue.is_empty:
             ids.add(compose(sample_settings, issue).template.headers.feedback_id)
     assert ids == {"am:national:northline.example.org"}
 
 
 def test_test_copies_carry_the_headers_too(sample_settings, sample_stories) -> None:
-    from digest.compose.pipeline import compose, plan_issue
+    from digest.compose.pipeline import compose
+    from digest.compose.planning import choose_stories
 
-    issue = plan_issue(sample_settings, sample_settings.edition("pm"), sample_settings.demo_date, sample_stories.stories)
+    issue = choose_stories(sample_settings.edition("pm"), sample_settings.demo_date, sample_stories.stories, words_per_minute=sample_settings.newsroom.words_per_minute)
     composed = compose(sample_settings, issue, test_copy=True)
     recipient = composed.recipients.for_address("tester@example.com", "Tester")
     data = composed.message(recipient)
@@ -287,10 +289,12 @@ def test_verify_notices_a_missing_or_changed_autoreply_header() -> None:
 def test_a_newsroom_domain_unfit_for_feedback_id_names_the_config_key(sample_settings, sample_stories) -> None:
     import dataclasses
 
-    from digest.compose.pipeline import compose, plan_issue
+    from digest.compose.pipeline import compose
+
+    from digest.compose.planning import choose_stories
     from digest.errors import ConfigError
 
     settings = dataclasses.replace(sample_settings, newsroom=dataclasses.replace(sample_settings.newsroom, domain="north:line"))
-    issue = plan_issue(settings, settings.edition("am"), settings.demo_date, sample_stories.stories)
+    issue = choose_stories(settings.edition("am"), settings.demo_date, sample_stories.stories, words_per_minute=settings.newsroom.words_per_minute)
     with pytest.raises(ConfigError, match="newsroom.domain"):
         compose(settings, issue)

@@ -32,7 +32,7 @@ from smtp_faults import (
 
 from digest.cli import main
 from digest.compose.pipeline import compose
-from digest.compose.planning import new_issue, plan
+from digest.compose.planning import plan_issue
 from digest.config import load_settings
 from digest.deliver.capture import CaptureServer
 from digest.deliver.runner import send_issue
@@ -265,7 +265,7 @@ def test_hostile_note_is_sanitised_in_both_parts(newsroom):
     path = note_file(newsroom)
     path.write_bytes(HOSTILE.encode("utf-8"))
     settings = load_settings(newsroom)
-    issue = new_issue(settings, settings.edition("climate"), DATE, load_folder(settings.paths.stories).stories)
+    issue = plan_issue(settings, settings.edition("climate"), DATE, load_folder(settings.paths.stories).stories, fresh=True)
     assert issue.note is not None and issue.note_problem is None
     composed = compose(settings, issue)  # parses one full copy back and compares headers and bodies
     reader = load_subscribers(settings.paths.subscribers, [e.slug for e in settings.editions]).audience("climate")[0]
@@ -288,7 +288,7 @@ def test_subject_and_preheader_never_see_the_note(newsroom):
     text = newsroom.read_text(encoding="utf-8")
     newsroom.write_text(text.replace('curator = { name', 'subject = "{{ issue.note_text }}"\ncurator = { name', 1), encoding="utf-8")
     settings = load_settings(newsroom)
-    issue = new_issue(settings, settings.edition("climate"), DATE, load_folder(settings.paths.stories).stories)
+    issue = plan_issue(settings, settings.edition("climate"), DATE, load_folder(settings.paths.stories).stories, fresh=True)
     assert issue.note is not None
     with pytest.raises(TemplateError) as caught:
         compose(settings, issue)
@@ -440,7 +440,7 @@ def test_a_note_edited_after_the_first_copy_changes_no_later_copy(capsys, newsro
         sent, page = ledger.public_issue("climate", DATE)
     assert sent and NOTE_WORDS in page and "EDITED" not in page
     # the recorded issue is planned with its kept note, whatever the file says now
-    issue = plan(settings, settings.edition("climate"), DATE, load_folder(settings.paths.stories).stories)
+    issue = plan_issue(settings, settings.edition("climate"), DATE, load_folder(settings.paths.stories).stories)
     assert issue.note is not None and NOTE_WORDS in issue.note.html and issue.note_problem is None
 
 

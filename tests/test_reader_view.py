@@ -9,7 +9,9 @@ from html.parser import HTMLParser
 
 import pytest
 
-from digest.compose.pipeline import compose, plan_issue
+from digest.compose.pipeline import compose
+
+from digest.compose.planning import choose_stories
 from digest.compose.preflight import check_rendered
 from digest.models import Image
 
@@ -92,7 +94,7 @@ def test_preflight_warns_for_images_without_width_and_height(sample_settings, sa
     warned = set()
     for edition in sample_settings.editions:
         for date in (sample_settings.demo_date, sample_settings.demo_date.replace(day=30, month=11)):
-            issue = plan_issue(sample_settings, edition, date, sample_stories.stories)
+            issue = choose_stories(edition, date, sample_stories.stories, words_per_minute=sample_settings.newsroom.words_per_minute)
             if issue.is_empty:
                 continue
             composed = compose(sample_settings, issue)
@@ -106,7 +108,7 @@ def test_preflight_warns_for_images_without_width_and_height(sample_settings, sa
 @pytest.mark.parametrize("width, height, warns", [(None, None, True), (1200, None, True), (None, 675, True), (1200, 675, False)])
 def test_image_size_warning_needs_both_sides(sample_settings, sample_stories, width, height, warns):
     edition = sample_settings.edition("am")
-    issue = plan_issue(sample_settings, edition, sample_settings.demo_date, sample_stories.stories)
+    issue = choose_stories(edition, sample_settings.demo_date, sample_stories.stories, words_per_minute=sample_settings.newsroom.words_per_minute)
     lead = issue.stories[0]
     image = Image("https://images.example.org/x.jpg", "alt", "Photo: X", None, width, height)
     issue = dataclasses.replace(issue, stories=(dataclasses.replace(lead, image=image),))

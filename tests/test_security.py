@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from digest.compose.personalise import verify_token
-from digest.compose.pipeline import compose, plan_issue
+from digest.compose.pipeline import compose
+from digest.compose.planning import choose_stories
 from digest.compose.render import Renderer
 from digest.errors import TemplateError
 from digest.sources.stories import parse_story
@@ -93,7 +94,7 @@ def _story_with_body(body: str, **front: str) -> str:
 
 def _compose_one(settings, story_text: str):
     story = parse_story(story_text, source="xss.md", default_id="xss")
-    issue = plan_issue(settings, settings.edition("am"), settings.demo_date, (story,))
+    issue = choose_stories(settings.edition("am"), settings.demo_date, (story,), words_per_minute=settings.newsroom.words_per_minute)
     composed = compose(settings, issue)
     message = composed.message(composed.recipients.for_address("reader@example.com", "Reader"))
     parsed = email.message_from_bytes(message, policy=email.policy.default)
@@ -154,7 +155,7 @@ def network_events():
 
 def test_rendering_opens_no_network_connection(network_events, sample_settings, sample_stories, sample_subscribers) -> None:
     for edition in sample_settings.editions:
-        issue = plan_issue(sample_settings, edition, sample_settings.demo_date, sample_stories.stories)
+        issue = choose_stories(edition, sample_settings.demo_date, sample_stories.stories, words_per_minute=sample_settings.newsroom.words_per_minute)
         composed = compose(sample_settings, issue)
         for reader in sample_subscribers.audience(edition.slug):
             composed.message(composed.recipient(reader))
@@ -169,7 +170,7 @@ def test_a_template_that_links_remote_css_fails_without_fetching(tmp_path: Path,
     base = (Path(__file__).resolve().parent.parent / "digest" / "templates" / "base.html").read_text()
     (override / "base.html").write_text(base.replace("</head>", '<link rel="stylesheet" href="https://cdn.example.net/x.css"></head>', 1))
     settings = dataclasses.replace(sample_settings, paths=dataclasses.replace(sample_settings.paths, templates=override))
-    issue = plan_issue(settings, settings.edition("am"), settings.demo_date, sample_stories.stories)
+    issue = choose_stories(settings.edition("am"), settings.demo_date, sample_stories.stories, words_per_minute=settings.newsroom.words_per_minute)
     with pytest.raises(TemplateError, match="stylesheet"):
         compose(settings, issue, Renderer(override))
     (override / "base.html").write_text(base.replace("\n<style>", "\n<style>@import url(https://cdn.example.net/y.css);", 1))

@@ -36,6 +36,7 @@ from smtp_faults import (
 )
 
 import digest.cli
+import digest.deliver.demo
 from digest.cli import main
 from digest.deliver.capture import CaptureServer
 from digest.readers.export import COLUMNS, safe_cell
@@ -287,7 +288,7 @@ def test_demo_sends_every_edition_over_smtp_and_saves_what_the_server_received(c
             super().__init__(*args, **kwargs)
             servers.append(self)
 
-    monkeypatch.setattr(digest.cli, "CaptureServer", Recording)
+    monkeypatch.setattr(digest.deliver.demo, "CaptureServer", Recording)  # where the demo runs its server
     code, out, err = run(capsys, "--config", str(config), "demo")
     assert code == 0, out + err
     (server,) = servers

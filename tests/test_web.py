@@ -26,7 +26,7 @@ import pytest
 import uvicorn
 
 from digest.compose.personalise import sign_token
-from digest.compose.pipeline import plan_issue
+from digest.compose.planning import choose_stories
 from digest.config import parse_signing_keys
 from digest.deliver.capture import CaptureHandler, CaptureServer
 from digest.models import DeliverySettings, Settings, SmtpSettings
@@ -322,7 +322,7 @@ def record_issue(settings: Settings, slug: str, date: dt.date, audience: list[st
     stories = load_folder(settings.paths.stories).stories
     edition = settings.edition(slug)
     with closing(Ledger(settings.state_db)) as ledger:
-        issue = dataclasses.replace(plan_issue(settings, edition, DATE, stories), date=date)
+        issue = dataclasses.replace(choose_stories(edition, DATE, stories, words_per_minute=settings.newsroom.words_per_minute), date=date)
         assert not issue.is_empty
         record, _ = ledger.create_issue(slug, date, issue.send_time, [s.id for s in issue.stories],
                                         audience=[(a, "Reader Name", address_key(a)) for a in audience])

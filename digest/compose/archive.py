@@ -11,12 +11,13 @@ gathers stories or fetches a feed.
 from __future__ import annotations
 
 from ..models import Issue, Settings
+from .personalise import greeting, reader_values
 from .render import Renderer
 
 
 def public_page(settings: Settings, issue: Issue, renderer: Renderer | None = None) -> str:
     """The archive page of a non-empty issue: complete HTML, with no reader's data."""
     renderer = renderer or Renderer(settings.paths.templates)
-    neutral = {"greeting": f"{issue.edition.greeting}.", "email": "", "unsubscribe_url": ""}
+    neutral = reader_values(greeting(issue.edition.greeting, ""))  # "Good morning.": nobody's name
     rendered = renderer.render(issue, settings.newsroom, settings.base_url, neutral, web_view=True)
     return rendered.html

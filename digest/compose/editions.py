@@ -1,18 +1,16 @@
-"""Which stories go into an issue of an edition, and when that issue is due.
+"""When an edition's issues are due, which stories an edition may carry, and how long they take to read.
 
 An issue of edition E for date D covers the stories published after E's previous scheduled send
-and up to (and including) D's send time, both in E's own time zone. Stories are ordered by
-priority (1 first), then newest first, and admitted in that order while they fit the edition's
-reading-time budget; the lead story is always admitted.
+and up to (and including) D's send time, both in E's own time zone (``previous_send``,
+``send_time``). ``planning.plan_issue`` chooses the stories of an issue with these rules.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterable
 
-from ..models import Edition, Issue, Story
+from ..models import Edition, Story
 
 _MAX_GAP_DAYS = 7
 
@@ -77,56 +75,3 @@ def is_eligible(edition: Edition, story: Story) -> bool:
 def reading_minutes(words: int, words_per_minute: int) -> int:
     """Whole minutes to read ``words``, rounded up, never less than one."""
     return max(1, math.ceil(words / words_per_minute))
-
-
-def assemble(
-    edition: Edition,
-    date: dt.date,
-    stories: Iterable[Story],
-    *,
-    words_per_minute: int,
-    already_used: frozenset[str] = frozenset(),
-) -> Issue:
-    """Choose, order and budget the stories of one issue. Pure: no clock, no I/O."""
-    end = send_time(edition, date)
-    start = previous_send(edition, date)
-    candidates = sorted(
-        (
-            s for s in stories
-            if is_eligible(edition, s) and start.timestamp() < s.published.timestamp() <= end.timestamp()
-            and s.id not in already_used
-        ),
-        key=lambda s: (s.priority, -s.published.timestamp(), s.id),
-    )
-    budget_words = edition.reading_minutes * words_per_minute
-    chosen: list[Story] = []
-    held: list[Story] = []
-    words = 0
-    for story in candidates:
-        if not chosen or words + story.words <= budget_words:
-            chosen.append(story)
-            words += story.words
-        else:
-            held.append(story)
-    return Issue(
-        edition=edition,
-        date=date,
-        send_time=end,
-        window_start=start,
-        stories=tuple(chosen),
-        held_over_budget=tuple(held),
-        reading_minutes=reading_minutes(words, words_per_minute) if chosen else 0,
-    )
-
-
-def recorded_issue(edition: Edition, date: dt.date, stories: tuple[Story, ...], *, words_per_minute: int) -> Issue:
-    """An issue whose stories were fixed earlier (in this order), as the ledger recorded them."""
-    words = sum(s.words for s in stories)
-    return Issue(
-        edition=edition,
-        date=date,
-        send_time=send_time(edition, date),
-        window_start=previous_send(edition, date),
-        stories=stories,
-        reading_minutes=reading_minutes(words, words_per_minute) if stories else 0,
-    )

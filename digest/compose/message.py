@@ -237,7 +237,7 @@ class MessageTemplate:
         message_id = ascii_value("Message-ID", recipient.message_id)
         unsubscribe_url = ascii_value("List-Unsubscribe", recipient.unsubscribe_url)
         unsubscribe_mailto = ascii_value("List-Unsubscribe", recipient.unsubscribe_mailto)
-        raw = {"greeting": recipient.greeting, "email": recipient.email, "unsubscribe_url": recipient.unsubscribe_url}
+        raw = recipient.values()
         for field, value in raw.items():
             refuse_line_breaks(field, value)
         text_values = {k: _soft_break(_qp(v)) for k, v in raw.items()}
@@ -262,7 +262,7 @@ class MessageTemplate:
 
     def personalised_bodies(self, recipient: Recipient) -> tuple[str, str]:
         """The decoded text and HTML bodies one reader should receive (for verification)."""
-        raw = {"greeting": recipient.greeting, "email": recipient.email, "unsubscribe_url": recipient.unsubscribe_url}
+        raw = recipient.values()
 
         def fill(body: str, escape: bool) -> str:
             return self._pattern.sub(lambda m: html_lib.escape(raw[m.group(1).lower()], quote=True) if escape else raw[m.group(1).lower()], body)

@@ -70,6 +70,18 @@ class Recipient:
     unsubscribe_mailto: str
     message_id: str
 
+    def values(self) -> dict[str, str]:
+        """This reader's values for the template's reader fields (``READER_FIELDS``)."""
+        return reader_values(self.greeting, self.email, self.unsubscribe_url)
+
+
+def reader_values(greeting: str, email: str = "", unsubscribe_url: str = "") -> dict[str, str]:
+    """The value of each reader field (``READER_FIELDS``), filled in one place for every copy and page.
+
+    The public archive page passes only the greeting: it carries no reader's address or link.
+    """
+    return dict(zip(READER_FIELDS, (greeting, email, unsubscribe_url), strict=True))
+
 
 def b64(data: bytes) -> str:
     """URL-safe base64 without padding."""

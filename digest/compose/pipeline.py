@@ -1,21 +1,19 @@
 """The composing half of the pipeline, readable in one place.
 
-    stories -> assemble issue -> render (Jinja2) -> inline CSS (once) -> MessageTemplate (once)
-                                                   per reader: Recipient -> build -> check -> bytes
+    planned issue (planning.plan_issue) -> render (Jinja2) -> inline CSS (once) -> MessageTemplate (once)
+                                                                        per reader: Recipient -> build -> check -> bytes
 
 Everything here is pure computation: no network, no clock (the date is given), no writes.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, HeaderValueError
-from ..models import Edition, Issue, RenderedIssue, Settings, Story, Subscriber
+from ..models import Issue, RenderedIssue, Settings, Subscriber
 from .dkim import DkimSigner, signer_from_settings
-from .editions import assemble
 from .inline import inline_css
 from .message import IssueHeaders, MessageTemplate, feedback_id
 from .personalise import Placeholders, Recipient, RecipientFactory, boundary
@@ -43,12 +41,6 @@ class ComposedIssue:
         data = self.template.build(recipient)
         self.template.check_structure(data)
         return self.signer.sign(data) if self.signer is not None else data
-
-
-def plan_issue(settings: Settings, edition: Edition, date: dt.date, stories: tuple[Story, ...],
-               already_used: frozenset[str] = frozenset()) -> Issue:
-    """Choose the stories of one issue."""
-    return assemble(edition, date, stories, words_per_minute=settings.newsroom.words_per_minute, already_used=already_used)
 
 
 TEST_HEADER = ("X-Digest-Test", "test copy; not part of the issue's send")

@@ -2,6 +2,7 @@
 
 Owns: the SMTP transport (aiosmtplib) and the .eml dry-run folder (transport), every SMTP reply
 classified (outcomes), the pool, rate limit, retries and resume (send, ratelimit), one sender per
-issue (locks), one issue end to end (runner), and the loopback capture server of the demo and
-tests (capture). May import: compose, sources, readers, state and the top-level modules.
+issue (locks), one issue end to end (runner), an issue's per-reader copies (copies), the dry
+run (dryrun) and the demo (demo), and the loopback capture server of the demo and tests (capture).
+May import: compose, sources, readers, state and the top-level modules.
 """

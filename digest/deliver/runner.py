@@ -18,16 +18,18 @@ from contextlib import closing
 from dataclasses import dataclass
 
 from ..compose.archive import public_page
+from ..compose.personalise import Recipient
 from ..compose.pipeline import compose
-from ..compose.planning import plan
+from ..compose.planning import plan_issue
 from ..errors import StoryError
 from ..models import Edition, Settings, SmtpSettings, Subscriber
 from ..readers.subscribers import RowProblem, iter_audience
 from ..sources.gathering import broken_story_rule, gather_stories
 from ..state.ledger import IssueRecord, Ledger
+from .copies import copies
 from .locks import issue_lock
 from .send import Dispatcher, Notify, Progress, SendReport
-from .transport import Envelope, SmtpConnection, check_smtp_settings
+from .transport import SmtpConnection, check_smtp_settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +66,7 @@ async def send_issue(settings: Settings, edition: Edition, date: dt.date, *,
     stories = gather_stories(settings)
     with issue_lock(settings.state_db, edition.slug, date.isoformat()), closing(Ledger(settings.state_db)) as ledger:
         record = ledger.find_issue(edition.slug, date)
-        issue = plan(settings, edition, date, stories.stories, ledger)  # a created issue: its kept note
+        issue = plan_issue(settings, edition, date, stories.stories, ledger)  # a created issue: its kept note
         for problem in broken_story_rule(edition, date, stories, note=issue.note_problem):  # as check and render
             if warn is not None:
                 warn(f"{problem}; left out of this issue")
@@ -114,25 +116,27 @@ async def send_test_copies(settings: Settings, edition: Edition, date: dt.date, 
     """
     connect = connect or connection_factory(settings.smtp)
     stories = gather_stories(settings)
-    issue = plan(settings, edition, date, stories.stories)
+    issue = plan_issue(settings, edition, date, stories.stories)
     for problem in broken_story_rule(edition, date, stories, note=issue.note_problem, log=False):
         if warn is not None:
             warn(problem)
     if issue.is_empty:
         raise StoryError(f"{edition.slug} {date} has no stories; there is nothing to test")
     composed = compose(settings, issue, test_copy=True)
+
+    def recipient_of(address: str) -> Recipient:
+        # Never the real copy's Message-ID: a client that saw the test would drop the real issue.
+        test_id = f"<test.{secrets.token_hex(16)}@{settings.newsroom.domain}>"
+        return composed.recipients.for_address(address, reader.name if reader else "Test Reader", message_id=test_id,
+                                               greet_name=reader.greet_name if reader else None)
+
     connection = connect()
     results = []
     try:
-        for address in addresses:
-            # Never the real copy's Message-ID: a client that saw the test would drop the real issue.
-            test_id = f"<test.{secrets.token_hex(16)}@{settings.newsroom.domain}>"
-            recipient = composed.recipients.for_address(address, reader.name if reader else "Test Reader", message_id=test_id,
-                                                        greet_name=reader.greet_name if reader else None)
-            data = composed.message(recipient)
-            reply = await connection.deliver(Envelope(edition.sender.address, address), data, before_body=lambda: True)
+        async for copy in copies(composed, addresses, recipient_of, edition.sender.address):
+            reply = await connection.deliver(copy.envelope, copy.data, before_body=lambda: True)
             assert reply is not None  # before_body never declines
-            results.append((address, reply.code, reply.text))
+            results.append((copy.reader, reply.code, reply.text))
     finally:
         await connection.close()
     return results

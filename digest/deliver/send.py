@@ -2,7 +2,7 @@
 
     create-or-find issue (audience frozen) -> mark 'sending' rows of a crashed run 'uncertain'
     -> pass over due copies with N workers (one SMTP connection each, one shared rate limit)
-       per copy: suppressed? -> build bytes -> MAIL/RCPT -> commit 'sending' -> DATA -> commit outcome
+       per copy: suppressed? -> build bytes (copies.copies) -> MAIL/RCPT -> commit 'sending' -> DATA -> commit outcome
     -> wait for deferred copies while the deadline allows -> report
 
 Nothing here decides what an SMTP reply means (outcomes.py does) or how bytes are built
@@ -16,17 +16,19 @@ import datetime as dt
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from ..compose.personalise import Recipient
 from ..compose.pipeline import ComposedIssue
 from ..models import DeliverySettings, SmtpSettings
 from ..outcomes import SmtpReply, Verdict, classify_reply
 from ..readers.addresses import address_key
 from ..state.ledger import HELD, Delivery, IssueRecord, Ledger
+from .copies import Copy, copies
 from .ratelimit import TokenBucket
-from .transport import Envelope, RelayUnreachable, SmtpConnection, SmtpSetupError
+from .transport import RelayUnreachable, SmtpConnection, SmtpSetupError
 
 ConnectionFactory = Callable[[], SmtpConnection]
 STOP_GRACE = 10.0  # seconds in-flight copies get to finish after SIGINT/SIGTERM
@@ -213,36 +215,43 @@ class Dispatcher:
         for worker in workers:
             worker.cancel()
 
+    def _due(self, connection: SmtpConnection) -> Iterator[Delivery]:
+        """The copies ``connection``'s worker takes from the pass, less those whose reader has left (recorded here)."""
+        while (delivery := self._next()) is not None:
+            if self.ledger.is_suppressed(address_key(delivery.email), self.edition):
+                self._record(delivery, "suppressed", None, "left before this copy went")  # never named to the relay
+                continue
+            self._busy.add(connection)  # carrying this copy from now (while it is built, too) until it settles
+            yield delivery
+
+    def _recipient(self, delivery: Delivery) -> Recipient:
+        """A due row's per-reader values, with the Message-ID the ledger recorded for it if any."""
+        recipients = self.composed.recipients
+        message_id = delivery.message_id or recipients.message_id_for(delivery.email)
+        return recipients.for_address(delivery.email, delivery.name, message_id=message_id, greet_name=delivery.first_name)
+
     async def _worker(self) -> None:
         connection = self.connect()
         try:
-            while (delivery := self._next()) is not None:
-                self._busy.add(connection)
-                try:
-                    await self._deliver(connection, delivery)
-                finally:
-                    self._busy.discard(connection)
+            async for copy in copies(self.composed, self._due(connection), self._recipient, self.envelope_sender,
+                                     signers=self.signers):
+                await self._deliver(connection, copy)
+                self._busy.discard(connection)
         except asyncio.CancelledError:
             connection.drop()
             raise
+        finally:
+            self._busy.discard(connection)
         if self.stop.is_set():
             connection.drop()  # no polite QUIT while shutting down
         else:
             await connection.close()
 
-    async def _deliver(self, connection: SmtpConnection, delivery: Delivery) -> None:
+    async def _deliver(self, connection: SmtpConnection, copy: Copy[Delivery]) -> None:
+        """Hand one copy to the relay on ``connection``; what the relay (not the reader) got wrong is retried here."""
+        delivery, data = copy.reader, copy.data
         key = address_key(delivery.email)
-        if self.ledger.is_suppressed(key, self.edition):  # do not even name a reader who left to the relay
-            self._record(delivery, "suppressed", None, "left before this copy went")
-            return
-        recipients = self.composed.recipients
-        message_id = delivery.message_id or recipients.message_id_for(delivery.email)
-        recipient = recipients.for_address(delivery.email, delivery.name, message_id=message_id, greet_name=delivery.first_name)
-        if self.signers is not None:
-            # OpenSSL releases the GIL while it signs, so signing on threads overlaps the network work.
-            data = await asyncio.get_running_loop().run_in_executor(self.signers, self.composed.message, recipient)
-        else:
-            data = self.composed.message(recipient)
+        message_id = copy.recipient.message_id
         waited = 0
         fresh = False  # already retried on a new connection after a 503
         while True:
@@ -251,7 +260,7 @@ class Dispatcher:
                 # Suppressions are checked in the same statement that records 'sending', right
                 # before the body goes: a reader who left during the send gets nothing.
                 reply = await connection.deliver(
-                    Envelope(self.envelope_sender, delivery.email), data,
+                    copy.envelope, data,
                     before_body=lambda: self.ledger.mark_sending(delivery.id, message_id, key, self.edition),
                 )
             except SmtpSetupError as exc:
@@ -293,6 +302,10 @@ class Dispatcher:
                                 f"{reply.text.strip()}); readers stay pending, run the same command again to resume")
                 return
             fresh = True
+        self._settle(connection, delivery, reply, verdict)
+
+    def _settle(self, connection: SmtpConnection, delivery: Delivery, reply: SmtpReply, verdict: Verdict) -> None:
+        """Record the relay's final word on one copy, or stop the send when it speaks about us."""
         if verdict.halt:
             connection.drop()
             self.stopped = f"{verdict.reason}: {reply.code} {reply.text}".strip()

@@ -58,13 +58,18 @@ class SubscriberLoad:
 
     def audience(self, edition: str) -> list[Subscriber]:
         """Active subscribers of one edition, in file order."""
-        return [s for s in self.subscribers if s.status == "active" and edition in s.editions]
+        return [s for s in self.subscribers if reads(s, edition)]
 
     def lost_for(self, edition: str) -> list[SubscriberError]:
         """The errors of rows that were, or may have been, meant for ``edition``."""
-        return [e for e, p in zip(self.errors, self._problems) if p.lost is None or edition in p.lost]
+        return [e for e, p in zip(self.errors, self._problems) if p.meant_for(edition)]
 
     _problems: list[RowProblem] = field(default_factory=list, repr=False)
+
+
+def reads(subscriber: Subscriber, edition: str) -> bool:
+    """Whether ``subscriber`` is in ``edition``'s audience: active and subscribed to it. The one audience rule."""
+    return subscriber.status == "active" and edition in subscriber.editions
 
 
 def load_subscribers(path: Path, known_editions: Iterable[str]) -> SubscriberLoad:
@@ -97,6 +102,10 @@ class RowProblem:
     warning: bool = False
     lost: frozenset[str] | None = frozenset()
     key: str | None = None
+
+    def meant_for(self, edition: str) -> bool:
+        """Whether this left-out row was, or may have been, meant for ``edition``."""
+        return not self.warning and (self.lost is None or edition in self.lost)
 
 
 def read_rows(path: Path, known_editions: frozenset[str],
@@ -345,9 +354,9 @@ def iter_audience(path: Path, known_editions: frozenset[str], edition: str,
     """
     for item in read_rows(path, known_editions):
         if isinstance(item, Subscriber):
-            if item.status == "active" and edition in item.editions:
+            if reads(item, edition):
                 yield item.email, item.name, address_key(item.email), item.greet_name
-        elif left_out is not None and not item.warning and (item.lost is None or edition in item.lost):
+        elif left_out is not None and item.meant_for(edition):
             left_out.append(item)
 
 

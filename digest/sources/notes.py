@@ -8,7 +8,7 @@ A missing file means no note. A file that is there but cannot be used (not UTF-8
 folder, not a regular file, larger than ``MAX_NOTE_BYTES``) is a ``StoryError`` for
 ``gathering.broken_story_rule``: the edition's ``on_broken_story`` decides, as for a story file.
 Once the issue is created, its note is the one kept with it in the state database
-(``ledger.create_issue``); ``planning.plan`` reads the file only for an issue not yet created.
+(``ledger.create_issue``); ``planning.plan_issue`` reads the file only for an issue not yet created.
 """
 
 from __future__ import annotations
