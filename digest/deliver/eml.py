@@ -142,8 +142,3 @@ class EmlDirectory:
             f"<table><thead><tr><th>#</th><th>Recipient</th><th>File</th><th>Size</th></tr></thead><tbody>\n{rows}\n"
             "</tbody></table></body></html>\n"
         )
-
-
-# --- SMTP ---------------------------------------------------------------------------------------
-# aiosmtplib's exceptions become SmtpReply values (classified by outcomes.py), ConnectionError
-# (the relay cannot be reached now) or SmtpSetupError (it cannot be used safely: stop).
