@@ -594,7 +594,7 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
     settings = _require_keys(_settings(ctx))
     if any(key.secret == DEMO_SECRET.encode() for key in settings.signing_keys):
         raise ConfigError("refusing to serve with the demo signing key", field="DIGEST_SECRET_KEY")
-    serve_web(settings, host, port)
+    serve_web(settings, host, port, ready=lambda text: console.line(text, "ok"))
 
 
 @cli.command()

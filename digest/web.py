@@ -32,6 +32,7 @@ import errno
 import logging
 import re
 import socket
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
@@ -440,8 +441,12 @@ def server_config(app: ASGIApp, host: str, port: int, *, request_seconds: float 
                           server_header=False, proxy_headers=True, log_level=log_level, timeout_keep_alive=5)
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Run the app with uvicorn until interrupted (behind the newsroom's HTTPS proxy)."""
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080,
+          ready: Callable[[str], None] | None = None) -> None:
+    """Run the app with uvicorn until interrupted (behind the newsroom's HTTPS proxy).
+
+    ``ready`` is told where it listens once the socket is bound.
+    """
     import uvicorn
 
     # The socket is bound here, before uvicorn starts, so a busy port is one plain line, not a log.
@@ -455,5 +460,8 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080) -> None
         if exc.errno == errno.EADDRINUSE:
             raise DigestError(f"{shown} is already in use; pick another --port") from None
         raise DigestError(f"cannot listen on {shown}: {exc.strerror or exc}") from None
+    if ready is not None:
+        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        ready(f"listening on http://{shown}/ for {settings.base_url}/ (put the HTTPS proxy in front); Ctrl-C stops")
     with listener:
         uvicorn.Server(server_config(create_app(settings), host, port)).run(sockets=[listener])

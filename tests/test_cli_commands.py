@@ -165,6 +165,23 @@ def test_serve_on_a_busy_port_says_so_in_one_line_and_exits_1(tmp_path, config):
     assert lines == [f"error: 127.0.0.1:{port} is already in use; pick another --port"], lines
 
 
+def test_serve_says_where_it_listens(tmp_path, config):
+    """Found by a newcomer: `digest serve` never said which address it had bound."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    proc = subprocess.Popen([str(DIGEST), "serve", "--port", str(port), "--config", str(config)], cwd=cwd,
+                            env=environment(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+    assert f"listening on http://127.0.0.1:{port}/" in first and "Ctrl-C stops" in first, first
+
+
 # --- (e) schedule --list: today's outcome on today's row ------------------------------------------------
 
 
