@@ -20,7 +20,8 @@ lets its address leave (never join). Every response carries a strict Content-Sec
 pages use no scripts and no external assets. Unknown or forged tokens get a plain 400 page that
 says only that the link is not valid.
 
-The pages are rendered by ``render.render_page`` (Jinja2, autoescaped, StrictUndefined), from
+The pages are rendered by ``render.Pages`` (Jinja2, autoescaped, StrictUndefined) from ``web/``
+through the emails' loader: the newsroom's ``[paths] templates`` folder first, then
 ``digest/templates/web/``.
 """
 
@@ -50,7 +51,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .compose.personalise import verify_token
-from .compose.render import date_label, render_page
+from .compose.render import Pages, date_label
 from .errors import ConfigError, DigestError
 from .models import Edition, Settings
 from .readers.addresses import address_key
@@ -105,30 +106,30 @@ def _with_security_headers(headers: list[tuple[bytes, bytes]], private: bool) ->
     return kept
 
 
-def _page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
-    return HTMLResponse(render_page(name, **context), status_code=status)
+def _page(pages: Pages, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    return HTMLResponse(pages.render(name, **context), status_code=status)
 
 
-def _error_page(status: int, title: str, message: str, *, close: bool = False) -> HTMLResponse:
-    response = _page("error.html", status, title=title, message=message)
+def _error_page(pages: Pages, status: int, title: str, message: str, *, close: bool = False) -> HTMLResponse:
+    response = _page(pages, "error.html", status, title=title, message=message)
     if close:
         response.headers["Connection"] = "close"
     return response
 
 
-def _invalid_link() -> HTMLResponse:
+def _invalid_link(pages: Pages) -> HTMLResponse:
     # Nothing about why: a forger learns no more than "no".
-    return _error_page(400, "This link is not valid",
+    return _error_page(pages, 400, "This link is not valid",
                        "This link is not valid. Please use the unsubscribe link in a recent email from us.")
 
 
-def _too_large() -> HTMLResponse:
+def _too_large(pages: Pages) -> HTMLResponse:
     # The rest of the body is never read, so the connection cannot carry another request.
-    return _error_page(413, "Request too large", "This request is too large.", close=True)
+    return _error_page(pages, 413, "Request too large", "This request is too large.", close=True)
 
 
-def _not_found() -> HTMLResponse:
-    return _error_page(404, "Page not found", "There is no page at this address.")
+def _not_found(pages: Pages) -> HTMLResponse:
+    return _error_page(pages, 404, "Page not found", "There is no page at this address.")
 
 
 # --- the app ---------------------------------------------------------------------------------------
@@ -141,6 +142,7 @@ def create_app(settings: Settings) -> Starlette:
     keys = settings.signing_keys
     editions = {e.slug: e for e in settings.editions}
     newsroom = settings.newsroom
+    pages = Pages(settings.paths.templates)
 
     def reader_of(request: Request) -> tuple[str, Edition] | None:
         token = request.path_params["token"]
@@ -173,46 +175,46 @@ def create_app(settings: Settings) -> Starlette:
     async def unsubscribe_page(request: Request) -> Response:
         reader = reader_of(request)
         if reader is None:
-            return _invalid_link()
+            return _invalid_link(pages)
         email, edition = reader
         left_edition, left_all = await run_in_threadpool(already_left, email, edition)
-        return _page("unsubscribe.html", newsroom=newsroom, edition=edition, email=email,
+        return _page(pages, "unsubscribe.html", newsroom=newsroom, edition=edition, email=email,
                      left_edition=left_edition, left_all=left_all)
 
     async def unsubscribe(request: Request) -> Response:
         reader = reader_of(request)
         if reader is None:
-            return _invalid_link()
+            return _invalid_link(pages)
         email, edition = reader
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_FORM_BYTES):
-            return _too_large()
+            return _too_large(pages)
         try:
             body = await _read_body(request, MAX_FORM_BYTES, REQUEST_SECONDS)
         except (TimeoutError, ClientDisconnect):
-            return _error_page(408, "Request timeout", "This request took too long.", close=True)
+            return _error_page(pages, 408, "Request timeout", "This request took too long.", close=True)
         if body is None:  # chunked, or a Content-Length that lied
-            return _too_large()
+            return _too_large(pages)
         try:
             form = await _replayed(request, body).form(max_files=0, max_fields=8)
         except Exception:  # malformed multipart or urlencoded body
-            return _error_page(400, "Bad request", "This request could not be read.")
+            return _error_page(pages, 400, "Bad request", "This request could not be read.")
         scope = form.get("scope")
         one_click = form.get(_ONE_CLICK[0]) == _ONE_CLICK[1]
         if scope is None:
             if not one_click:
                 # RFC 8058 names the one body that unsubscribes; anything else may be a probe or a mistake.
-                return _error_page(400, "Bad request", "This request could not be read.")
+                return _error_page(pages, 400, "Bad request", "This request could not be read.")
             await run_in_threadpool(leave, email, edition, "one-click")
             log.info("unsubscribed one reader from %s (one-click)", edition.slug)
             return PlainTextResponse(f"Unsubscribed from {edition.name}.\n")
         if scope not in ("edition", "all"):
-            return _error_page(400, "Bad request", "This request could not be read.")
+            return _error_page(pages, 400, "Bad request", "This request could not be read.")
         await run_in_threadpool(leave, email, edition, scope)
         log.info("unsubscribed one reader from %s", edition.slug if scope == "edition" else "every edition")
         if one_click:
             return PlainTextResponse(f"Unsubscribed from {edition.name if scope == 'edition' else 'every edition'}.\n")
-        return _page("unsubscribed.html", newsroom=newsroom, edition=edition, email=email, scope=scope)
+        return _page(pages, "unsubscribed.html", newsroom=newsroom, edition=edition, email=email, scope=scope)
 
     async def unsubscribe_link(request: Request) -> Response:
         # One route for both methods, so a PUT gets 405 with "Allow: GET, HEAD, POST".
@@ -231,16 +233,16 @@ def create_app(settings: Settings) -> Starlette:
         edition = editions.get(request.path_params["edition"])
         text = request.path_params["date"]
         if edition is None or not _DATE.match(text):
-            return _not_found()
+            return _not_found(pages)
         try:
             date = dt.date.fromisoformat(text)
         except ValueError:
-            return _not_found()
+            return _not_found(pages)
         sent, page = await run_in_threadpool(issue_page, edition, date)
         if not sent:  # no such issue, or no reader has been sent it (yet)
-            return _not_found()
+            return _not_found(pages)
         if page is None:
-            return _error_page(410, "Not in the archive",
+            return _error_page(pages, 410, "Not in the archive",
                                "This issue was sent before the archive kept copies of issues, so it cannot be shown here.")
         return HTMLResponse(page, headers={"cache-control": "public, max-age=300"})
 
@@ -249,7 +251,7 @@ def create_app(settings: Settings) -> Starlette:
         edition = editions.get(request.path_params["edition"])
         date = request.path_params.get("date")
         if edition is None or (date is not None and not _DATE.match(date)):
-            return _not_found()
+            return _not_found(pages)
         target = f"{settings.base_url}/i/{edition.slug}" + (f"/{date}" if date else "")
         return RedirectResponse(target, status_code=308)
 
@@ -264,27 +266,27 @@ def create_app(settings: Settings) -> Starlette:
     async def archive_list(request: Request) -> Response:
         edition = editions.get(request.path_params["edition"])
         if edition is None:
-            return _not_found()
+            return _not_found(pages)
         issues = await run_in_threadpool(past_issues, edition)
-        return _page("archive.html", newsroom=newsroom, edition=edition, issues=issues)
+        return _page(pages, "archive.html", newsroom=newsroom, edition=edition, issues=issues)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 500)
         if status == 404:
-            return _not_found()
+            return _not_found(pages)
         if status == 405:
-            response = _error_page(405, "Method not allowed", "This page cannot be used that way.")
+            response = _error_page(pages, 405, "Method not allowed", "This page cannot be used that way.")
             allow = getattr(exc, "headers", None) or {}
             if "Allow" in allow:
                 response.headers["Allow"] = allow["Allow"]
             return response
-        return _error_page(status, "Bad request", "This request could not be handled.")
+        return _error_page(pages, status, "Bad request", "This request could not be handled.")
 
     async def server_error(request: Request, exc: Exception) -> Response:
         # Sent by the outermost middleware, past SecurityHeaders: add the headers here too.
         path = "/u/<token>" if request.url.path.startswith("/u/") else request.url.path  # no reader data in logs
         log.error("error serving %s %s: %s", request.method, path, type(exc).__name__)
-        response = _error_page(500, "Something went wrong", "Something went wrong on our side. Please try again later.")
+        response = _error_page(pages, 500, "Something went wrong", "Something went wrong on our side. Please try again later.")
         response.raw_headers[:] = _with_security_headers(list(response.raw_headers),
                                                           request.url.path.startswith("/u/"))
         return response
