@@ -72,7 +72,7 @@ class Newsroom:
 class Paths:
     stories: Path
     subscribers: Path
-    templates: Path | None
+    templates: Path | None  # the newsroom's own folder, searched before the built-ins; None: built-ins only
     state: Path
     out: Path
     notes: Path | None = None  # issue notes: <notes>/<edition>/<YYYY-MM-DD>.md

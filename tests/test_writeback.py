@@ -79,6 +79,7 @@ def test_the_command(tmp_path: Path, monkeypatch, capsys, sample_settings) -> No
     for name in ("digest.toml", "subscribers.csv"):
         shutil.copy(root / name, tmp_path / name)
     shutil.copytree(root / "stories", tmp_path / "stories")
+    shutil.copytree(root / "templates", tmp_path / "templates")
     monkeypatch.setenv("DIGEST_STATE_URL", f"sqlite:///{tmp_path / 'state.db'}")
     assert main(["--config", str(tmp_path / "digest.toml"), "subscribers", "export"]) == 0
     assert "no state database" in capsys.readouterr().out
