@@ -14,6 +14,26 @@ def write_atomically(path: Path, data: bytes) -> None:
     An OSError names ``path`` (not the temporary file), and the temporary file is removed.
     The temporary name is unique, so two writers of one path never share a temporary file.
     """
+    _write_via_temporary(path, data, lambda temp: os.replace(temp, path))
+
+
+def write_new(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Create ``path`` holding ``data``; raise FileExistsError (naming it) if it already exists.
+
+    Written like ``write_atomically`` but hard-linked into place instead of renamed: the link
+    fails when ``path`` exists, so a file that is there (or appears meanwhile) is never replaced,
+    and a crash never leaves half a file that a retry would then refuse to replace.
+    """
+    def link(temp: str) -> None:
+        os.chmod(temp, mode)  # mkstemp's 0600 would hide the file from anyone else (a web server's user)
+        os.link(temp, path)
+        os.unlink(temp)  # the file stays, under its real name
+
+    _write_via_temporary(path, data, link)
+
+
+def _write_via_temporary(path: Path, data: bytes, put_in_place) -> None:
+    """Write ``data`` to a fresh temporary file beside ``path``, fsync it, and ``put_in_place(temp)``."""
     temp: str | None = None
     try:
         fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -21,7 +41,7 @@ def write_atomically(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temp, path)
+        put_in_place(temp)
     except OSError as exc:
         if temp is not None:
             with contextlib.suppress(OSError):
