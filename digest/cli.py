@@ -753,7 +753,7 @@ def subscribers_export(ctx: click.Context, dry_run: bool) -> None:
 @cli.group()
 @config_option
 def templates() -> None:
-    """The newsroom's own templates ([paths] templates), searched before the built-in ones."""
+    """The newsroom's own templates ([paths] templates), searched before the ones digest ships."""
 
 
 @templates.command("list")
