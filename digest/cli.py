@@ -23,6 +23,7 @@ from .compose.pipeline import compose
 from .compose.planning import plan_issue
 from .compose.preflight import Finding, check_plan, check_rendered
 from .compose.render import Renderer
+from .compose.templates import builtin_names, copy_builtins, template_list
 from .config import DEMO_SECRET, load_settings, parse_signing_keys
 from .deliver.demo import COLUMNS as DEMO_COLUMNS
 from .deliver.demo import run_demo
@@ -30,7 +31,7 @@ from .deliver.dryrun import DryRun, dry_run
 from .deliver.runner import EmptyIssue, find_issue, send_issue, send_test_copies
 from .deliver.send import Notice, SendReport
 from .deliver.transport import check_smtp_settings
-from .errors import ConfigError, DigestError
+from .errors import ConfigError, DigestError, TemplateError
 from .events import log_to_stderr
 from .files import write_atomically
 from .models import Edition, Settings, Subscriber
@@ -647,6 +648,56 @@ def subscribers_export(ctx: click.Context, dry_run: bool) -> None:
                   [(line, email, f"{before} -> {after}") for line, email, before, after in result.changes])
     if result.backup:
         console.line(f"backup of the previous file: {result.backup}")
+
+
+@cli.group()
+@config_option
+def templates() -> None:
+    """The newsroom's own templates ([paths] templates), searched before the ones digest ships."""
+
+
+@templates.command("list")
+@config_option
+@click.pass_context
+def templates_list(ctx: click.Context) -> None:
+    """Each template name and the file that is used for it: the newsroom's or the built-in."""
+    settings = _settings(ctx)
+    folder = settings.paths.templates
+    title = f"Templates: {_shown_path(settings, folder)}/ first, then the built-ins" if folder else \
+        "Templates: the built-ins only (no [paths] templates in digest.toml)"
+    rows = [(t.name, ("newsroom, over the built-in" if t.builtin else "newsroom") if t.newsroom else "built-in",
+             _shown_path(settings, t.path)) for t in template_list(folder)]
+    console.table(title, ["template", "used", "file"], rows)
+
+
+@templates.command("init")
+@config_option
+@click.argument("names", nargs=-1, metavar="NAME...")
+@click.pass_context
+def templates_init(ctx: click.Context, names: tuple[str, ...]) -> None:
+    """Copy built-in templates into the newsroom's folder to edit them there.
+
+    Name each template to copy, as `digest templates list` shows it (e.g. partials/footer.html).
+    Nothing is copied without a NAME: copy only what you mean to change, because a copied file
+    no longer follows digest's own changes to that template. The folder is created if missing.
+    A file already there is never overwritten: it is reported and skipped (exit 1); delete it
+    to copy the built-in again.
+    """
+    settings = load_settings(ctx.obj, templates_may_be_missing=True)
+    folder = settings.paths.templates
+    if folder is None:
+        raise ConfigError('no templates folder: add templates = "templates" under [paths]',
+                          file=settings.config_file, field="paths.templates")
+    if not names:
+        raise TemplateError(f"name the templates to copy; the built-in templates are: {', '.join(builtin_names())}")
+    result = copy_builtins(folder, names)
+    for name in result.copied:
+        console.line(f"copied {name} to {_shown_path(settings, folder / name)}", "ok")
+    for name in result.skipped:
+        console.line(f"{_shown_path(settings, folder / name)} already exists: left as it is "
+                     "(delete it to copy the built-in again)", "warning")
+    if result.skipped:
+        ctx.exit(1)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,8 +71,13 @@ def config_path(explicit: str | Path | None = None) -> Path:
     return Path(explicit or os.environ.get("DIGEST_CONFIG") or DEFAULT_CONFIG)
 
 
-def load_settings(path: str | Path | None = None, *, environ: Mapping[str, str] | None = None) -> Settings:
-    """Read and check the configuration; raise ``ConfigError`` naming the key at fault."""
+def load_settings(path: str | Path | None = None, *, environ: Mapping[str, str] | None = None,
+                  templates_may_be_missing: bool = False) -> Settings:
+    """Read and check the configuration; raise ``ConfigError`` naming the key at fault.
+
+    A configured ``[paths] templates`` folder must exist, unless ``templates_may_be_missing``
+    (``digest templates init``, which creates it).
+    """
     env = os.environ if environ is None else environ
     file = config_path(path if path is not None else env.get("DIGEST_CONFIG"))
     try:
@@ -81,7 +86,20 @@ def load_settings(path: str | Path | None = None, *, environ: Mapping[str, str] 
         raise ConfigError("config file not found (set DIGEST_CONFIG or run where digest.toml is)", file=file) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"not valid TOML: {exc}", file=file) from None
-    return _Reader(file, raw, env).settings()
+    settings = _Reader(file, raw, env).settings()
+    if not templates_may_be_missing:
+        _check_templates_folder(settings)
+    return settings
+
+
+def _check_templates_folder(settings: Settings) -> None:
+    # A typo in the key's value used to fall back to the built-ins silently, hiding every override.
+    folder = settings.paths.templates
+    if folder is not None and not folder.is_dir():
+        reason = "is not a folder" if folder.exists() else "does not exist"
+        raise ConfigError(f"templates folder {folder} {reason} (create it, e.g. with `digest templates init NAME`, "
+                          "or remove the key to use the built-in templates only)", file=settings.config_file,
+                          field="paths.templates")
 
 
 def parse_signing_keys(value: str) -> tuple[SigningKey, ...]:
@@ -313,7 +331,7 @@ def _paths(doc: _Reader) -> Paths:
     return Paths(
         stories=path("stories"),
         subscribers=path("subscribers"),
-        templates=templates if templates is not None and templates.is_dir() else None,
+        templates=templates,
         state=path("state"),
         out=path("out"),
         notes=path("notes"),

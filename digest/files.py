@@ -36,21 +36,43 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     if existing is not None and not stat.S_ISREG(existing.st_mode):
         raise NotAFile(f"{path}: not a regular file (a device, a pipe or a socket); give the path of a file", file=path)
+    _write_via_temporary(path, target, data, lambda temp: os.replace(temp, target), like=existing)
+
+
+def write_new(path: Path, data: bytes) -> None:
+    """Create ``path`` holding ``data``; raise FileExistsError (naming it) if it already exists.
+
+    Written like ``write_atomically`` but hard-linked into place instead of renamed: the link
+    fails when ``path`` exists, so a file that is there (or appears meanwhile) is never replaced,
+    and a crash never leaves half a file that a retry would then refuse to replace.
+    """
+    def link(temp: Path) -> None:
+        os.link(temp, path)
+        os.unlink(temp)  # the file stays, under its real name
+
+    _write_via_temporary(path, path, data, link, like=None)
+
+
+def _write_via_temporary(path: Path, target: Path, data: bytes, put_in_place, *, like: os.stat_result | None) -> None:
+    """Write ``data`` to a fresh temporary file beside ``target``, fsync it, and ``put_in_place(temp)``.
+
+    The new file gets ``like``'s mode and owner, or, with no file to be like, 0o666 less the umask
+    (what open() gives). Errors name ``path``, the path the user gave.
+    """
     temp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
     created = False
     try:
-        # 0o666 and the umask, as open() would give a new file; an existing file's mode is kept below.
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         created = True
         with os.fdopen(fd, "wb") as handle:
-            if existing is not None:
-                os.fchmod(handle.fileno(), stat.S_IMODE(existing.st_mode))
+            if like is not None:
+                os.fchmod(handle.fileno(), stat.S_IMODE(like.st_mode))
                 with contextlib.suppress(PermissionError):
-                    os.fchown(handle.fileno(), existing.st_uid, existing.st_gid)
+                    os.fchown(handle.fileno(), like.st_uid, like.st_gid)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temp, target)
+        put_in_place(temp)
     except OSError as exc:
         if created:
             with contextlib.suppress(OSError):

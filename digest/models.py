@@ -78,7 +78,7 @@ class Paths:
 
     stories: Path = Path("stories")
     subscribers: Path = Path("subscribers.csv")
-    templates: Path | None = None
+    templates: Path | None = None  # the newsroom's own folder, searched before the built-ins; None: built-ins only
     state: Path = Path("state")
     out: Path = Path("out")
     notes: Path | None = Path("notes")  # issue notes: <notes>/<edition>/<YYYY-MM-DD>.md

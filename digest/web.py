@@ -20,7 +20,8 @@ lets its address leave (never join). Every response carries a strict Content-Sec
 pages use no scripts and no external assets. Unknown or forged tokens get a plain 400 page that
 says only that the link is not valid.
 
-The pages are rendered by ``render.render_page`` (Jinja2, autoescaped, StrictUndefined), from
+The pages are rendered by ``render.Pages`` (Jinja2, autoescaped, StrictUndefined) from ``web/``
+through the emails' loader: the newsroom's ``[paths] templates`` folder first, then
 ``digest/templates/web/``.
 """
 
@@ -52,7 +53,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .compose.personalise import verify_token
-from .compose.render import date_label, render_page
+from .compose.render import Pages, date_label
 from .errors import ConfigError, DigestError
 from .models import Edition, Settings, SigningKey
 from .readers.addresses import address_key
@@ -107,34 +108,34 @@ def _with_security_headers(headers: list[tuple[bytes, bytes]], private: bool) ->
     return kept
 
 
-def _page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
-    return HTMLResponse(render_page(name, **context), status_code=status)
+def _page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    return HTMLResponse(_state(request).pages.render(name, **context), status_code=status)
 
 
-def _error_page(status: int, title: str, message: str, *, close: bool = False) -> HTMLResponse:
-    response = _page("error.html", status, title=title, message=message)
+def _error_page(request: Request, status: int, title: str, message: str, *, close: bool = False) -> HTMLResponse:
+    response = _page(request, "error.html", status, title=title, message=message)
     if close:
         response.headers["Connection"] = "close"
     return response
 
 
-def _invalid_link() -> HTMLResponse:
+def _invalid_link(request: Request) -> HTMLResponse:
     # Nothing about why: a forger learns no more than "no".
-    return _error_page(400, "This link is not valid",
+    return _error_page(request, 400, "This link is not valid",
                        "This link is not valid. Please use the unsubscribe link in a recent email from us.")
 
 
-def _too_large() -> HTMLResponse:
+def _too_large(request: Request) -> HTMLResponse:
     # The rest of the body is never read, so the connection cannot carry another request.
-    return _error_page(413, "Request too large", "This request is too large.", close=True)
+    return _error_page(request, 413, "Request too large", "This request is too large.", close=True)
 
 
-def _bad_request() -> HTMLResponse:
-    return _error_page(400, "Bad request", "This request could not be read.")
+def _bad_request(request: Request) -> HTMLResponse:
+    return _error_page(request, 400, "Bad request", "This request could not be read.")
 
 
-def _not_found() -> HTMLResponse:
-    return _error_page(404, "Page not found", "There is no page at this address.")
+def _not_found(request: Request) -> HTMLResponse:
+    return _error_page(request, 404, "Page not found", "There is no page at this address.")
 
 
 # --- the state the handlers share ------------------------------------------------------------------
@@ -151,12 +152,14 @@ class WebState:
     settings: Settings
     keys: tuple[SigningKey, ...]
     editions: dict[str, Edition]
+    pages: Pages  # the web pages, through the emails' loader: the newsroom's folder first
 
     @classmethod
     def of(cls, settings: Settings) -> WebState:
         if not settings.signing_keys:
             raise ConfigError("digest serve needs DIGEST_SECRET_KEY to check unsubscribe links", field="DIGEST_SECRET_KEY")
-        return cls(settings, settings.signing_keys, {e.slug: e for e in settings.editions})
+        return cls(settings, settings.signing_keys, {e.slug: e for e in settings.editions},
+                   Pages(settings.paths.templates))
 
     def reader_of(self, request: Request) -> tuple[str, Edition] | None:
         """(address, edition) the request's token lets leave, or None for a token not ours."""
@@ -225,10 +228,10 @@ async def unsubscribe_page(request: Request) -> Response:
     state = _state(request)
     reader = state.reader_of(request)
     if reader is None:
-        return _invalid_link()
+        return _invalid_link(request)
     email, edition = reader
     left_edition, left_all = await run_in_threadpool(state.already_left, email, edition)
-    return _page("unsubscribe.html", newsroom=state.settings.newsroom, edition=edition, email=email,
+    return _page(request, "unsubscribe.html", newsroom=state.settings.newsroom, edition=edition, email=email,
                  left_edition=left_edition, left_all=left_all)
 
 
@@ -237,7 +240,7 @@ async def unsubscribe(request: Request) -> Response:
     state = _state(request)
     reader = state.reader_of(request)
     if reader is None:
-        return _invalid_link()
+        return _invalid_link(request)
     email, edition = reader
     form = await _small_form(request)
     if isinstance(form, Response):
@@ -247,34 +250,34 @@ async def unsubscribe(request: Request) -> Response:
     if scope is None:
         if not one_click:
             # RFC 8058 names the one body that unsubscribes; anything else may be a probe or a mistake.
-            return _bad_request()
+            return _bad_request(request)
         await run_in_threadpool(state.leave, email, edition, "one-click")
         log.info("unsubscribed one reader from %s (one-click)", edition.slug)
         return PlainTextResponse(f"Unsubscribed from {edition.name}.\n")
     if scope not in ("edition", "all"):
-        return _bad_request()
+        return _bad_request(request)
     await run_in_threadpool(state.leave, email, edition, scope)
     log.info("unsubscribed one reader from %s", edition.slug if scope == "edition" else "every edition")
     if one_click:
         return PlainTextResponse(f"Unsubscribed from {edition.name if scope == 'edition' else 'every edition'}.\n")
-    return _page("unsubscribed.html", newsroom=state.settings.newsroom, edition=edition, email=email, scope=scope)
+    return _page(request, "unsubscribed.html", newsroom=state.settings.newsroom, edition=edition, email=email, scope=scope)
 
 
 async def _small_form(request: Request) -> Any:
     """The request's form, read within ``MAX_FORM_BYTES`` and ``REQUEST_SECONDS``, or the error response."""
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > MAX_FORM_BYTES):
-        return _too_large()
+        return _too_large(request)
     try:
         body = await _read_body(request, MAX_FORM_BYTES, REQUEST_SECONDS)
     except (TimeoutError, ClientDisconnect):
-        return _error_page(408, "Request timeout", "This request took too long.", close=True)
+        return _error_page(request, 408, "Request timeout", "This request took too long.", close=True)
     if body is None:  # chunked, or a Content-Length that lied
-        return _too_large()
+        return _too_large(request)
     try:
         return await _replayed(request, body).form(max_files=0, max_fields=8)
     except Exception:  # malformed multipart or urlencoded body
-        return _bad_request()
+        return _bad_request(request)
 
 
 async def archive_issue(request: Request) -> Response:
@@ -283,16 +286,16 @@ async def archive_issue(request: Request) -> Response:
     edition = state.editions.get(request.path_params["edition"])
     text = request.path_params["date"]
     if edition is None or not _DATE.match(text):
-        return _not_found()
+        return _not_found(request)
     try:
         date = dt.date.fromisoformat(text)
     except ValueError:
-        return _not_found()
+        return _not_found(request)
     sent, page = await run_in_threadpool(state.issue_page, edition, date)
     if not sent:  # no such issue, or no reader has been sent it (yet)
-        return _not_found()
+        return _not_found(request)
     if page is None:
-        return _error_page(410, "Not in the archive",
+        return _error_page(request, 410, "Not in the archive",
                            "This issue was sent before the archive kept copies of issues, so it cannot be shown here.")
     return HTMLResponse(page, headers={"cache-control": "public, max-age=300"})
 
@@ -302,9 +305,9 @@ async def archive_list(request: Request) -> Response:
     state = _state(request)
     edition = state.editions.get(request.path_params["edition"])
     if edition is None:
-        return _not_found()
+        return _not_found(request)
     issues = await run_in_threadpool(state.past_issues, edition)
-    return _page("archive.html", newsroom=state.settings.newsroom, edition=edition, issues=issues)
+    return _page(request, "archive.html", newsroom=state.settings.newsroom, edition=edition, issues=issues)
 
 
 async def without_slash(request: Request) -> Response:
@@ -314,7 +317,7 @@ async def without_slash(request: Request) -> Response:
     edition = state.editions.get(request.path_params["edition"])
     date = request.path_params.get("date")
     if edition is None or (date is not None and not _DATE.match(date)):
-        return _not_found()
+        return _not_found(request)
     target = f"{state.settings.base_url}/i/{edition.slug}" + (f"/{date}" if date else "")
     return RedirectResponse(target, status_code=308)
 
@@ -323,14 +326,14 @@ async def http_error(request: Request, exc: Exception) -> Response:
     """Starlette's HTTP errors (404, 405, ...) as our own pages."""
     status = getattr(exc, "status_code", 500)
     if status == 404:
-        return _not_found()
+        return _not_found(request)
     if status == 405:
-        response = _error_page(405, "Method not allowed", "This page cannot be used that way.")
+        response = _error_page(request, 405, "Method not allowed", "This page cannot be used that way.")
         allow = getattr(exc, "headers", None) or {}
         if "Allow" in allow:
             response.headers["Allow"] = allow["Allow"]
         return response
-    return _error_page(status, "Bad request", "This request could not be handled.")
+    return _error_page(request, status, "Bad request", "This request could not be handled.")
 
 
 async def server_error(request: Request, exc: Exception) -> Response:
@@ -338,7 +341,7 @@ async def server_error(request: Request, exc: Exception) -> Response:
     # Sent by the outermost middleware, past SecurityHeaders: add the headers here too.
     path = "/u/<token>" if request.url.path.startswith("/u/") else request.url.path  # no reader data in logs
     log.error("error serving %s %s: %s", request.method, path, type(exc).__name__)
-    response = _error_page(500, "Something went wrong", "Something went wrong on our side. Please try again later.")
+    response = _error_page(request, 500, "Something went wrong", "Something went wrong on our side. Please try again later.")
     response.raw_headers[:] = _with_security_headers(list(response.raw_headers),
                                                       request.url.path.startswith("/u/"))
     return response

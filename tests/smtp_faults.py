@@ -333,6 +333,7 @@ def write_newsroom(folder: Path, *, port: int, pool_size: int = 3, readers: int 
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copytree(ROOT / "stories", folder / "stories")
     shutil.copytree(ROOT / "notes", folder / "notes")
+    shutil.copytree(ROOT / "templates", folder / "templates")
     if readers is None:
         shutil.copy(ROOT / "subscribers.csv", folder / "subscribers.csv")
     else:

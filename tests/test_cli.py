@@ -48,6 +48,7 @@ def copy_newsroom(folder: Path) -> Path:
     shutil.copy(ROOT / "digest.toml", folder / "digest.toml")
     shutil.copy(ROOT / "subscribers.csv", folder / "subscribers.csv")
     shutil.copytree(ROOT / "stories", folder / "stories")
+    shutil.copytree(ROOT / "templates", folder / "templates")
     return folder / "digest.toml"
 
 

@@ -33,6 +33,7 @@ def newsroom_copy(folder: Path, edit=None) -> Path:
     (folder / "digest.toml").write_text(edit(text) if edit else text, encoding="utf-8")
     shutil.copy(ROOT / "subscribers.csv", folder / "subscribers.csv")
     shutil.copytree(ROOT / "stories", folder / "stories")
+    shutil.copytree(ROOT / "templates", folder / "templates")
     return folder / "digest.toml"
 
 

@@ -148,6 +148,7 @@ def test_paths_are_relative_to_the_config_folder_not_the_cwd(tmp_path, monkeypat
     folder = tmp_path / "newsroom"
     folder.mkdir()
     shutil.copy(SAMPLE, folder / "digest.toml")
+    shutil.copytree(ROOT / "templates", folder / "templates")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -157,7 +158,7 @@ def test_paths_are_relative_to_the_config_folder_not_the_cwd(tmp_path, monkeypat
     assert settings.paths.subscribers == real / "subscribers.csv"
     assert settings.paths.out == real / "out"
     assert settings.paths.state == real / "state"
-    assert settings.paths.templates is None  # no templates/ folder next to this copy
+    assert settings.paths.templates == real / "templates"
 
 
 def test_config_path_comes_from_digest_config_when_not_given(tmp_path):

@@ -24,6 +24,7 @@ HEADLINE = "Wire desk: rail freight deal reached overnight"
 def newsroom(tmp_path: Path) -> Path:
     shutil.copytree(ROOT / "stories", tmp_path / "stories")
     shutil.copy(ROOT / "subscribers.csv", tmp_path / "subscribers.csv")
+    shutil.copytree(ROOT / "templates", tmp_path / "templates")
     feed = {
         "version": "https://jsonfeed.org/version/1.1",
         "title": "Wire",

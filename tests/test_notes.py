@@ -464,11 +464,11 @@ def test_an_older_state_database_without_kept_notes_reads_as_no_note(tmp_path):
 
 def test_an_override_of_the_intro_and_an_old_story_partial_keep_working(capsys, newsroom, tmp_path):
     templates = newsroom.parent / "templates"
-    (templates / "topic").mkdir(parents=True)
+    (templates / "topic").mkdir(parents=True, exist_ok=True)
     (templates / "topic" / "edition.html").write_text(
         '{% extends "edition.html" %}\n{% block intro %}<tr><td class="intro"><p class="greet">{{ reader.greeting }}</p>'
         '<p>Our own intro.</p></td></tr>{% endblock %}\n', encoding="utf-8")
-    (templates / "partials").mkdir()
+    (templates / "partials").mkdir(exist_ok=True)  # the sample's copy has its own footer there
     (templates / "partials" / "story.html").write_text(  # a newsroom's copy from before curator_note
         '<tr><td class="story"><h2 class="hed">{{ story.number }}. {{ story.headline }}</h2>'
         '<div class="copy">{{ story.body_html }}</div></td></tr>\n', encoding="utf-8")

@@ -32,6 +32,7 @@ def test_no_secret_reaches_files_output_or_reprs(tmp_path: Path, monkeypatch, ca
     for name in ("digest.toml", "subscribers.csv"):
         shutil.copy(ROOT / name, tmp_path / name)
     shutil.copytree(ROOT / "stories", tmp_path / "stories")
+    shutil.copytree(ROOT / "templates", tmp_path / "templates")
     key_path, key_samples = _key_file(tmp_path)
     monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET)
     monkeypatch.setenv("DIGEST_SMTP_PASSWORD", PASSWORD)
@@ -57,6 +58,7 @@ def test_a_key_file_others_can_read_is_refused_before_anything_is_written(tmp_pa
     for name in ("digest.toml", "subscribers.csv"):
         shutil.copy(ROOT / name, tmp_path / name)
     shutil.copytree(ROOT / "stories", tmp_path / "stories")
+    shutil.copytree(ROOT / "templates", tmp_path / "templates")
     key_path, key_samples = _key_file(tmp_path)
     key_path.chmod(0o644)
     monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET)

@@ -35,6 +35,7 @@ def newsroom(tmp_path) -> Path:
     folder.mkdir()
     shutil.copy(ROOT / "digest.toml", folder / "digest.toml")
     shutil.copytree(ROOT / "stories", folder / "stories")
+    shutil.copytree(ROOT / "templates", folder / "templates")
     (folder / "subscribers.csv").write_text(ROWS, encoding="utf-8")
     return folder / "digest.toml"
 

@@ -540,6 +540,7 @@ def test_cold_archive_views_never_fetch_a_feed(settings, tmp_path):
             + f'\n[[sources]]\nname = "wire"\nurl = "{feed.url}"\n', encoding="utf-8")
         import shutil
         shutil.copytree(root / "stories", tmp_path / "stories")
+        shutil.copytree(root / "templates", tmp_path / "templates")
         shutil.copy(root / "subscribers.csv", tmp_path / "subscribers.csv")
         local = dataclasses.replace(load_settings(tmp_path / "digest.toml", environ={}),
                                     signing_keys=settings.signing_keys, state_db=tmp_path / "state" / "digest.sqlite3")

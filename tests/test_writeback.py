@@ -79,6 +79,7 @@ def test_the_command(tmp_path: Path, monkeypatch, capsys, sample_settings) -> No
     for name in ("digest.toml", "subscribers.csv"):
         shutil.copy(root / name, tmp_path / name)
     shutil.copytree(root / "stories", tmp_path / "stories")
+    shutil.copytree(root / "templates", tmp_path / "templates")
     monkeypatch.setenv("DIGEST_STATE_URL", f"sqlite:///{tmp_path / 'state.db'}")
     assert main(["--config", str(tmp_path / "digest.toml"), "subscribers", "export"]) == 0
     assert "no state database" in capsys.readouterr().out
@@ -114,6 +115,7 @@ def test_the_command_with_a_broken_row_is_a_table_not_a_traceback(tmp_path, monk
     folder.mkdir()
     shutil.copy(root / "digest.toml", folder / "digest.toml")
     shutil.copytree(root / "stories", folder / "stories")
+    shutil.copytree(root / "templates", folder / "templates")
     (folder / "subscribers.csv").write_text('email,name,editions,status\nx@example.com,"Open,am,active\n'
                                             "bo@example.com,Bo,am,active\n", encoding="utf-8")
     state = tmp_path / "state.db"

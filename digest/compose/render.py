@@ -3,6 +3,10 @@
 HTML templates autoescape and every template uses ``StrictUndefined``. Story text only ever
 enters as context data, never as template source, so ``{{ 7*7 }}`` in a story prints literally.
 The subject and preheader templates come from digest.toml (trusted) and render without escaping.
+
+``template_loader`` is the one search path (the newsroom's ``[paths] templates`` folder first,
+file by file, then ``digest/templates``): the emails (``Renderer``), the web pages (``Pages``)
+and ``digest templates list`` all use it.
 """
 
 from __future__ import annotations
@@ -60,21 +64,12 @@ def date_label(date: dt.date) -> str:
 
 
 class Renderer:
-    """Holds the two Jinja2 environments (HTML and text) for a template search path."""
+    """Holds the two Jinja2 environments (HTML and text) over ``template_loader(override_dir)``."""
 
     def __init__(self, override_dir: Path | None = None) -> None:
-        search = [str(override_dir)] if override_dir else []
-        search.append(str(BUILTIN_TEMPLATES))
-        loader = jinja2.FileSystemLoader(search)
-        options: dict[str, Any] = dict(
-            loader=loader,
-            undefined=jinja2.StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            keep_trailing_newline=True,
-        )
-        self.html_env = jinja2.Environment(autoescape=True, **options)
-        self.text_env = jinja2.Environment(autoescape=False, **options)
+        loader = template_loader(override_dir)
+        self.html_env = _environment(loader, autoescape=True, keep_trailing_newline=True)
+        self.text_env = _environment(loader, autoescape=False, keep_trailing_newline=True)
 
     def _template(self, env: jinja2.Environment, edition: Edition, suffix: str) -> jinja2.Template:
         names = [f"{edition.slug}/edition.{suffix}", f"{edition.kind}/edition.{suffix}", f"edition.{suffix}"]
@@ -196,15 +191,49 @@ def _describe(exc: jinja2.TemplateError) -> str:
     return f"{type(exc).__name__}: {exc.message or exc}"
 
 
-_PAGES = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(str(BUILTIN_TEMPLATES / "web")),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
+class Pages:
+    """The web app's own pages (``web/<name>``), autoescaped, through the same loader as the emails.
+
+    Every page is compiled here, so a newsroom's broken override stops ``digest serve`` at start
+    (a TemplateError naming the file) instead of failing a reader's request.
+    """
+
+    def __init__(self, override_dir: Path | None = None) -> None:
+        loader = template_loader(override_dir)
+        self._env = _environment(loader, autoescape=True, keep_trailing_newline=False)
+        for name in loader.list_templates():
+            if name.startswith("web/"):
+                try:
+                    self._env.get_template(name)
+                except jinja2.TemplateError as exc:
+                    raise TemplateError(_describe(exc), file=getattr(exc, "filename", None),
+                                        line=getattr(exc, "lineno", None)) from None
+
+    def render(self, name: str, **context: Any) -> str:
+        """The page ``web/<name>`` rendered with ``context``."""
+        return self._env.get_template(f"web/{name}").render(**context)
 
 
-def render_page(name: str, **context: Any) -> str:
-    """One of the web app's own pages (``digest/templates/web/<name>``), autoescaped."""
-    return _PAGES.get_template(name).render(**context)
+def template_loader(override_dir: Path | None) -> jinja2.BaseLoader:
+    """The one template search path: the newsroom's folder first, file by file, then the built-ins.
+
+    The email renderer, the web pages and ``digest templates list`` all go through it, so a file
+    in the newsroom's folder wins everywhere or nowhere.
+    """
+    loaders: list[jinja2.BaseLoader] = [jinja2.FileSystemLoader(str(override_dir))] if override_dir else []
+    loaders.append(jinja2.FileSystemLoader(str(BUILTIN_TEMPLATES)))
+    return jinja2.ChoiceLoader(loaders)
+
+
+def template_files(override_dir: Path | None) -> dict[str, Path]:
+    """Every template name the search path knows (hidden files aside), and the file that wins for it."""
+    loader = template_loader(override_dir)
+    env = jinja2.Environment(loader=loader)
+    names = [n for n in loader.list_templates() if not any(part.startswith(".") for part in n.split("/"))]
+    return {name: Path(str(loader.get_source(env, name)[1])) for name in names}
+
+
+def _environment(loader: jinja2.BaseLoader, *, autoescape: bool, keep_trailing_newline: bool) -> jinja2.Environment:
+    # The web pages were never rendered with keep_trailing_newline; the emails always were.
+    return jinja2.Environment(loader=loader, autoescape=autoescape, undefined=jinja2.StrictUndefined,
+                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=keep_trailing_newline)
