@@ -98,6 +98,29 @@ def copy_newsroom(folder: Path, *, edit: Callable[[str], str] | None = None, sub
     return folder / "digest.toml"
 
 
+@pytest.fixture
+def newsroom(tmp_path: Path, env: pytest.MonkeyPatch) -> Path:
+    """The sample newsroom, notes included, in tmp_path/newsroom with SMTP on a closed port (tests that
+    send point it at their server); run from tmp_path; returns its digest.toml. Several modules
+    define their own ``newsroom``, which wins there."""
+    from smtp_faults import write_newsroom  # smtp_faults imports this module: import it only when used
+
+    config = write_newsroom(tmp_path / "newsroom", port=9)
+    env.chdir(tmp_path)
+    return config
+
+
+@pytest.fixture
+def tls(tmp_path: Path):
+    """(server SSL context, CA file) for 127.0.0.1; the test is skipped when no CA can be made."""
+    from smtp_faults import tls_material
+
+    material = tls_material(tmp_path / "tls")
+    if material is None:
+        pytest.skip("neither trustme nor the openssl command is available to make a test CA")
+    return material
+
+
 # --- running the CLI in-process -----------------------------------------------------------------------
 
 

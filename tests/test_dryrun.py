@@ -25,7 +25,6 @@ from smtp_faults import (
     DATE,
     FaultHandler,
     ThreadedServer,
-    write_newsroom,
 )
 
 from digest import files
@@ -43,14 +42,6 @@ BROKEN = "zz-no-published.md"
 def env(monkeypatch):
     """The test key and no state URL: the state goes where the newsroom's digest.toml puts it."""
     return isolate(monkeypatch)
-
-
-@pytest.fixture
-def newsroom(tmp_path, env) -> Path:
-    """The sample newsroom (SMTP pointed at a closed port; tests that send set their own)."""
-    config = write_newsroom(tmp_path / "newsroom", port=9)
-    env.chdir(tmp_path)
-    return config
 
 
 def emls(folder: Path) -> list[Path]:

@@ -53,14 +53,6 @@ def env(monkeypatch):
     return isolate(monkeypatch)
 
 
-@pytest.fixture
-def newsroom(tmp_path, env) -> Path:
-    """The sample newsroom, notes included (SMTP on a closed port; senders point it at their server)."""
-    config = write_newsroom(tmp_path / "newsroom", port=9)
-    env.chdir(tmp_path)
-    return config
-
-
 def note_file(config: Path, edition: str = "climate", day: str = DAY) -> Path:
     return config.parent / "notes" / edition / f"{day}.md"
 
