@@ -1,12 +1,25 @@
-"""Shared fixtures: the shipped sample newsroom, signed with a fixed test key."""
+"""What the tests share: the sample newsroom and its paths, the signing keys, a clean DIGEST_*
+environment (in-process and for `digest` subprocesses), the CLI runner, a time limit, event lines.
+
+Fixtures are found by pytest; constants and plain helpers are imported by test files with
+``from conftest import ...``, as they import ``smtp_faults``.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from digest.cli import main
 from digest.compose.pipeline import ComposedIssue, compose
 from digest.compose.planning import plan_issue
 from digest.config import load_settings, parse_signing_keys
@@ -15,7 +28,160 @@ from digest.readers.subscribers import SubscriberLoad, load_subscribers
 from digest.sources.stories import StoryLoad, load_folder
 
 ROOT = Path(__file__).resolve().parent.parent
-TEST_KEY = "t1:test-signing-key-0123456789abcdef"
+# Beside the interpreter running the tests: the CLI of the same environment, whichever venv that is.
+DIGEST = Path(sys.executable).parent / "digest"
+TEST_KEY = "t1:test-signing-key-0123456789abcdef"  # the key the sample fixtures below sign with
+SECRET_KEY = "k1:" + "s" * 32  # a second key, the one the older CLI and path tests run with
+
+
+# --- the environment ----------------------------------------------------------------------------------
+
+
+def digest_vars(key: str | None = TEST_KEY, state_db: Path | None = None) -> dict[str, str]:
+    """The DIGEST_* variables a test sets: the signing key and, with ``state_db``, the state URL."""
+    values = {} if key is None else {"DIGEST_SECRET_KEY": key}
+    if state_db is not None:
+        values["DIGEST_STATE_URL"] = f"sqlite:///{state_db}"
+    return values
+
+
+def isolate(monkeypatch: pytest.MonkeyPatch, *, key: str | None = TEST_KEY,
+            state_db: Path | None = None) -> pytest.MonkeyPatch:
+    """Remove every DIGEST_* variable from outside, then set ``digest_vars(key, state_db)``; return ``monkeypatch``.
+
+    Without ``state_db`` the state database is where the newsroom's digest.toml puts it."""
+    for name in [n for n in os.environ if n.startswith("DIGEST_")]:
+        monkeypatch.delenv(name)
+    for name, value in digest_vars(key, state_db).items():
+        monkeypatch.setenv(name, value)
+    return monkeypatch
+
+
+def subprocess_env(*, key: str | None = TEST_KEY, state_db: Path | None = None, **extra: str) -> dict[str, str]:
+    """The environment for a `digest` subprocess: no DIGEST_* from outside, ``digest_vars``, then ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    env.update(digest_vars(key, state_db))
+    env.update(extra)
+    return env
+
+
+def digest_env(state_db: Path, **extra: str) -> dict[str, str]:
+    """``subprocess_env`` with the test key and this state database (by its resolved path)."""
+    return subprocess_env(state_db=state_db.resolve(), **extra)
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    """No DIGEST_* from outside; the test signing key; a state database at tmp_path/state.db."""
+    return isolate(monkeypatch, state_db=tmp_path / "state.db")
+
+
+# --- the sample newsroom on disk ----------------------------------------------------------------------
+
+
+def copy_newsroom(folder: Path, *, edit: Callable[[str], str] | None = None, subscribers: str | None = None,
+                  notes: bool = False) -> Path:
+    """Copy the sample newsroom (digest.toml, subscribers.csv, stories/) into ``folder``; return its digest.toml.
+
+    ``edit`` rewrites digest.toml's text, ``subscribers`` replaces subscribers.csv with that text,
+    and ``notes`` copies notes/ too."""
+    folder.mkdir(parents=True, exist_ok=True)
+    text = (ROOT / "digest.toml").read_text(encoding="utf-8")
+    (folder / "digest.toml").write_text(edit(text) if edit else text, encoding="utf-8")
+    if subscribers is None:
+        shutil.copy(ROOT / "subscribers.csv", folder / "subscribers.csv")
+    else:
+        (folder / "subscribers.csv").write_text(subscribers, encoding="utf-8")
+    shutil.copytree(ROOT / "stories", folder / "stories")
+    shutil.copytree(ROOT / "templates", folder / "templates")  # digest.toml names it: it must exist
+    if notes:
+        shutil.copytree(ROOT / "notes", folder / "notes")
+    return folder / "digest.toml"
+
+
+@pytest.fixture
+def newsroom(tmp_path: Path, env: pytest.MonkeyPatch) -> Path:
+    """The sample newsroom, notes included, in tmp_path/newsroom with SMTP on a closed port (tests that
+    send point it at their server); run from tmp_path; returns its digest.toml. Several modules
+    define their own ``newsroom``, which wins there."""
+    from smtp_faults import write_newsroom  # smtp_faults imports this module: import it only when used
+
+    config = write_newsroom(tmp_path / "newsroom", port=9)
+    env.chdir(tmp_path)
+    return config
+
+
+@pytest.fixture
+def tls(tmp_path: Path):
+    """(server SSL context, CA file) for 127.0.0.1; the test is skipped when no CA can be made."""
+    from smtp_faults import tls_material
+
+    material = tls_material(tmp_path / "tls")
+    if material is None:
+        pytest.skip("neither trustme nor the openssl command is available to make a test CA")
+    return material
+
+
+# --- running the CLI in-process -----------------------------------------------------------------------
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``digest.cli.main(args)`` in this process -> (exit code, stdout, stderr) of that call alone."""
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def flat(text: str) -> str:
+    """``text`` with every run of whitespace one space (terminal output wraps where it likes)."""
+    return " ".join(text.split())
+
+
+@contextlib.contextmanager
+def time_limit(seconds: int) -> Iterator[None]:
+    """Raise TimeoutError in the main thread after ``seconds``, so a hang fails its test instead of stalling the run."""
+    def expire(signum, frame):
+        raise TimeoutError(f"the test did not finish within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture
+def no_hang() -> Iterator[None]:
+    """A test (an in-process command, a scheduler) that hangs fails after a minute."""
+    with time_limit(60):
+        yield
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def events() -> Iterator[list[str]]:
+    """Every event line logged on 'digest' during the test (whether or not it propagates)."""
+    logger = logging.getLogger("digest")
+    handler, level = _Lines(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler.lines
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+# --- the sample newsroom, loaded and composed once per session ------------------------------------------
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
 """Fault injection for delivery tests: a scriptable aiosmtpd handler, a server in a thread,
-newsroom copies for `digest` subprocesses, and the checks every delivery scenario ends with.
+newsroom copies pointed at it, and the checks every delivery scenario ends with.
 
 The handler is ``digest.deliver.capture.CaptureHandler`` with per-recipient scripts::
 
@@ -19,13 +19,11 @@ import dataclasses
 import datetime as dt
 import email.parser
 import email.policy
-import os
 import re
 import shutil
 import sqlite3
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -33,14 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from conftest import DIGEST, copy_newsroom, digest_env
+
 from digest.deliver.capture import CaptureHandler, CaptureServer, Received
 from digest.models import DeliverySettings, Settings, SmtpSettings
 from digest.state.ledger import Delivery, Ledger
 
-ROOT = Path(__file__).resolve().parent.parent
-TEST_KEY = "t1:test-signing-key-0123456789abcdef"  # the key tests/conftest.py signs with
-# Beside the interpreter running the tests: the CLI of the same environment, whichever venv that is.
-DIGEST = Path(sys.executable).parent / "digest"
 DATE = dt.date(2026, 12, 1)
 # A deadline far away: the sample day is a fixed date, and a deadline that has passed on the
 # machine's clock would expire every deferred copy at once and make retry tests depend on the date.
@@ -330,26 +326,20 @@ def write_newsroom(folder: Path, *, port: int, pool_size: int = 3, readers: int 
 
     ``readers`` replaces subscribers.csv with that many active readers of 'am' (reader0001@...).
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(ROOT / "stories", folder / "stories")
-    shutil.copytree(ROOT / "notes", folder / "notes")
-    shutil.copytree(ROOT / "templates", folder / "templates")
-    if readers is None:
-        shutil.copy(ROOT / "subscribers.csv", folder / "subscribers.csv")
-    else:
+    subscribers = None
+    if readers is not None:
         lines = ["email,name,editions,status,city,joined"]
         lines += [f"reader{n:04d}@example.com,Reader {n},am,active,Testville,2025-01-01" for n in range(1, readers + 1)]
-        (folder / "subscribers.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    text = (ROOT / "digest.toml").read_text(encoding="utf-8")
+        subscribers = "\n".join(lines) + "\n"
     smtp_values = {"host": '"127.0.0.1"', "port": str(port), "tls": '"none"', "pool_size": str(pool_size)}
     smtp_values.update({k: _toml(v) for k, v in (smtp or {}).items()})
     delivery_values = {"retry_base": "0.01", "retry_cap": "0.05", "deadline_hours": str(FAR_DEADLINE_HOURS)}
     delivery_values.update({k: _toml(v) for k, v in (delivery or {}).items()})
-    text = _set_table(text, "smtp", smtp_values)
-    text = _set_table(text, "delivery", delivery_values)
-    config = folder / "digest.toml"
-    config.write_text(text, encoding="utf-8")
-    return config
+
+    def edit(text: str) -> str:
+        return _set_table(_set_table(text, "smtp", smtp_values), "delivery", delivery_values)
+
+    return copy_newsroom(folder, edit=edit, subscribers=subscribers, notes=True)
 
 
 def _toml(value: Any) -> str:
@@ -373,14 +363,6 @@ def _set_table(text: str, table: str, values: dict[str, str]) -> str:
             body[i] = f"{match[1]} = {todo.pop(match[1])}"
     body += [f"{k} = {v}" for k, v in todo.items()]
     return "\n".join([*lines[:start + 1], *body, *lines[end:]]) + "\n"
-
-
-def digest_env(state_db: Path, **extra: str) -> dict[str, str]:
-    """The environment for a `digest` subprocess: no DIGEST_* from outside, the test key, this state db."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-    env.update(DIGEST_SECRET_KEY=TEST_KEY, DIGEST_STATE_URL=f"sqlite:///{state_db.resolve()}")
-    env.update(extra)
-    return env
 
 
 def start_digest(config: Path, state_db: Path, *args: str, **extra_env: str) -> subprocess.Popen[str]:

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import email
 import email.policy
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import DIGEST, SECRET_KEY, copy_newsroom, isolate, run, subprocess_env
 
 from digest.cli import cli, main
-
-ROOT = Path(__file__).resolve().parents[1]
-DIGEST = Path(sys.executable).with_name("digest")
-KEY = "k1:" + "s" * 32
 SLUGS = ["am", "pm", "denver", "des-moines", "twin-cities", "tampa-bay", "charlotte", "climate"]
 BAD_LINES = (10, 16, 21, 31)
 AM_READERS = {
@@ -34,22 +28,9 @@ READERS_PER_EDITION = {"am": 11, "pm": 11, "denver": 6, "des-moines": 6, "twin-c
 
 @pytest.fixture
 def env(monkeypatch):
-    """A clean environment with a signing key; tests that need no key delete it."""
-    for name in list(os.environ):
-        if name.startswith("DIGEST_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("DIGEST_SECRET_KEY", KEY)
-    return monkeypatch
-
-
-def copy_newsroom(folder: Path) -> Path:
-    """Copy the sample newsroom (config, subscribers, stories) into ``folder``; return its digest.toml."""
-    folder.mkdir()
-    shutil.copy(ROOT / "digest.toml", folder / "digest.toml")
-    shutil.copy(ROOT / "subscribers.csv", folder / "subscribers.csv")
-    shutil.copytree(ROOT / "stories", folder / "stories")
-    shutil.copytree(ROOT / "templates", folder / "templates")
-    return folder / "digest.toml"
+    """A clean environment with a signing key (SECRET_KEY) and no state URL: these tests check where
+    the newsroom's own paths lead. Tests that need no key delete it."""
+    return isolate(monkeypatch, key=SECRET_KEY)
 
 
 @pytest.fixture
@@ -69,13 +50,6 @@ def clean_newsroom(newsroom) -> Path:
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     path.write_text("".join(line for n, line in enumerate(lines, start=1) if n not in BAD_LINES), encoding="utf-8")
     return newsroom
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def emls(folder: Path) -> list[Path]:
@@ -311,12 +285,6 @@ def test_demo_renders_every_edition_of_the_sample_day(capsys, newsroom, env):
 # --- the installed console script ------------------------------------------------------------------
 
 
-def subprocess_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-    env["DIGEST_SECRET_KEY"] = KEY
-    return env
-
-
 @pytest.fixture(scope="module", autouse=True)
 def console_script(tmp_path_factory):
     """Start the installed `digest` script when this module starts, so the process (about a second of
@@ -331,7 +299,7 @@ def console_script(tmp_path_factory):
     cwd.mkdir()
     proc = subprocess.Popen(
         [str(DIGEST), "--config", str(config), "render", "charlotte", "--date", "2026-12-01"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(), cwd=cwd,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(key=SECRET_KEY), cwd=cwd,
     )
     yield proc, config, cwd
     if proc.poll() is None:

@@ -7,41 +7,22 @@ User-facing behaviour runs the real `digest` executable in a subprocess; the res
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
-import shutil
 import socket
 import subprocess
-import sys
 from contextlib import closing
 from pathlib import Path
 
 import click
 import pytest
+from conftest import DIGEST, SECRET_KEY, copy_newsroom, isolate, subprocess_env
 
 from digest.cli import cli, main
 
-ROOT = Path(__file__).resolve().parents[1]
-DIGEST = Path(sys.executable).with_name("digest")
-KEY = "k1:" + "s" * 32
-
-
-def newsroom_copy(folder: Path, edit=None) -> Path:
-    """The sample newsroom copied into ``folder``; ``edit`` may rewrite digest.toml's text."""
-    folder.mkdir(parents=True)
-    text = (ROOT / "digest.toml").read_text(encoding="utf-8")
-    (folder / "digest.toml").write_text(edit(text) if edit else text, encoding="utf-8")
-    shutil.copy(ROOT / "subscribers.csv", folder / "subscribers.csv")
-    shutil.copytree(ROOT / "stories", folder / "stories")
-    shutil.copytree(ROOT / "templates", folder / "templates")
-    return folder / "digest.toml"
-
 
 def environment(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-    env.update(DIGEST_SECRET_KEY=KEY, DIGEST_STATE_URL=f"sqlite:///{tmp_path / 'state.db'}")
-    env.update(extra)
-    return env
+    """For a `digest` subprocess: SECRET_KEY and a state database at tmp_path/state.db."""
+    return subprocess_env(key=SECRET_KEY, state_db=tmp_path / "state.db", **extra)
 
 
 def digest(tmp_path: Path, *args: str, timeout: float = 60, **extra_env: str) -> subprocess.CompletedProcess[str]:
@@ -54,7 +35,7 @@ def digest(tmp_path: Path, *args: str, timeout: float = 60, **extra_env: str) ->
 
 @pytest.fixture
 def config(tmp_path) -> Path:
-    return newsroom_copy(tmp_path / "newsroom")
+    return copy_newsroom(tmp_path / "newsroom")
 
 
 # --- (c) --config after any subcommand ----------------------------------------------------------------
@@ -80,9 +61,7 @@ ARGS = {("editions",): [], ("check",): [], ("render",): ["am"], ("send",): ["am"
 
 @pytest.mark.parametrize("path", sorted(ARGS), ids=" ".join)
 def test_config_after_the_subcommand_is_the_one_read(capsys, tmp_path, monkeypatch, path):
-    for name in [n for n in os.environ if n.startswith("DIGEST_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+    isolate(monkeypatch, key=None).chdir(tmp_path)
     missing = tmp_path / "not-here.toml"
     args = list(path) + ARGS[path]
     if path == ("subscribers",):  # the group's own option, before its subcommand
@@ -120,7 +99,7 @@ def test_the_group_option_and_the_environment_still_work(tmp_path, config):
 
 
 def test_demo_help_states_the_demo_date_from_the_config(tmp_path):
-    dated = newsroom_copy(tmp_path / "dated", lambda t: t.replace('date = "2026-12-01"', 'date = "2026-11-27"'))
+    dated = copy_newsroom(tmp_path / "dated", edit=lambda t: t.replace('date = "2026-12-01"', 'date = "2026-11-27"'))
     for args in (["--config", str(dated), "demo", "--help"], ["demo", "--config", str(dated), "--help"]):
         done = digest(tmp_path, *args)
         assert done.returncode == 0, done.stderr
@@ -128,7 +107,7 @@ def test_demo_help_states_the_demo_date_from_the_config(tmp_path):
 
 
 def test_demo_help_says_today_when_the_config_sets_no_demo_date(tmp_path):
-    undated = newsroom_copy(tmp_path / "undated", lambda t: t.replace('[demo]\ndate = "2026-12-01"', "[demo]"))
+    undated = copy_newsroom(tmp_path / "undated", edit=lambda t: t.replace('[demo]\ndate = "2026-12-01"', "[demo]"))
     done = digest(tmp_path, "--config", str(undated), "demo", "--help")
     assert done.returncode == 0, done.stderr
     text = " ".join(done.stdout.split())
@@ -194,7 +173,7 @@ def test_schedule_list_puts_todays_outcome_on_todays_row_and_not_on_the_next_sen
     from digest.state.ledger import Ledger
 
 
-    config = newsroom_copy(tmp_path / "newsroom")
+    config = copy_newsroom(tmp_path / "newsroom")
     lines = config.read_text(encoding="utf-8").splitlines()
     for i, line in enumerate(lines):
         if line.startswith('send_at = "06:00"') and 'slug = "am"' in "\n".join(lines[max(0, i - 6):i]):

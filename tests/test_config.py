@@ -8,12 +8,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import DIGEST, ROOT
 
 from digest.config import load_settings, parse_signing_keys
 from digest.errors import ConfigError, InputError
 from digest.models import Curator
 
-ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "digest.toml"
 SECRET = "s" * 32
 
@@ -465,14 +465,12 @@ def test_edition_errors_name_the_edition_by_index_and_slug_and_show_the_value(tm
 
 def test_cli_check_reports_a_table_name_typo(tmp_path):
     import subprocess
-    import sys
 
     config = tmp_path / "digest.toml"
     config.write_text(SAMPLE.read_text(encoding="utf-8").replace("[delivery]", "[delivry]"), encoding="utf-8")
     shutil.copy(ROOT / "subscribers.csv", tmp_path / "subscribers.csv")
     shutil.copytree(ROOT / "stories", tmp_path / "stories")
-    digest = Path(sys.executable).with_name("digest")
-    done = subprocess.run([str(digest), "--config", str(config), "check"], capture_output=True, text=True,
+    done = subprocess.run([str(DIGEST), "--config", str(config), "check"], capture_output=True, text=True,
                           env={"PATH": "/usr/bin:/bin"}, timeout=60)
     assert done.returncode == 2
     assert "delivry" in done.stderr and "did you mean 'delivery'" in done.stderr, done.stderr

@@ -12,18 +12,16 @@ import asyncio
 import dataclasses
 import email
 import email.policy
-import os
 import shutil
 import socket
 import time
 from contextlib import closing
 
 import pytest
+from conftest import ROOT, isolate
 from smtp_faults import (
     AM_READERS,
     DATE,
-    ROOT,
-    TEST_KEY,
     Drop,
     FaultHandler,
     Reply,
@@ -36,7 +34,6 @@ from smtp_faults import (
     rcpt_counts,
     settings_for,
     suppressions,
-    tls_material,
 )
 
 from digest.cli import main
@@ -130,9 +127,7 @@ def test_happy_path_sends_each_reader_the_bytes_render_writes(sample_settings, c
         assert copy.data == composed.message(composed.recipient(subscriber)), subscriber.email
 
     # ... and the bytes `digest render` writes to disk for that reader.
-    for name in [n for n in os.environ if n.startswith("DIGEST_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("DIGEST_SECRET_KEY", TEST_KEY)
+    isolate(monkeypatch)
     out = tmp_path / "render"
     assert main(["--config", str(ROOT / "digest.toml"), "render", "am", "--date", DATE.isoformat(), "--out", str(out)]) == 0
     capsys.readouterr()
@@ -560,14 +555,6 @@ def test_rate_limit_spaces_messages_and_no_limit_is_faster(sample_settings, tmp_
 
 
 # --- 17. STARTTLS and authentication, verified -------------------------------------------------------------------
-
-
-@pytest.fixture
-def tls(tmp_path):
-    material = tls_material(tmp_path / "tls")
-    if material is None:
-        pytest.skip("neither trustme nor the openssl command is available to make a test CA")
-    return material
 
 
 def test_starttls_with_a_verified_certificate_and_auth_sends(sample_settings, tmp_path, tls):

@@ -12,32 +12,26 @@ import asyncio
 import dataclasses
 import errno
 import json
-import logging
 import os
 import shutil
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import DIGEST, isolate, run, subprocess_env
 from smtp_faults import (
     AM_READERS,
     DATE,
-    TEST_KEY,
     FaultHandler,
     ThreadedServer,
-    write_newsroom,
 )
 
 from digest import files
-from digest.cli import main
 from digest.config import load_settings
 from digest.deliver.capture import CaptureServer
 from digest.schedule import Scheduler
 
-ROOT = Path(__file__).resolve().parents[1]
-DIGEST = Path(sys.executable).with_name("digest")
 DAY = DATE.isoformat()
 MANIFEST = ".digest-dry-run.jsonl"
 PM_READERS = 11
@@ -46,44 +40,8 @@ BROKEN = "zz-no-published.md"
 
 @pytest.fixture
 def env(monkeypatch):
-    for name in list(os.environ):
-        if name.startswith("DIGEST_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("DIGEST_SECRET_KEY", TEST_KEY)
-    return monkeypatch
-
-
-@pytest.fixture
-def newsroom(tmp_path, env) -> Path:
-    """The sample newsroom (SMTP pointed at a closed port; tests that send set their own)."""
-    config = write_newsroom(tmp_path / "newsroom", port=9)
-    env.chdir(tmp_path)
-    return config
-
-
-@pytest.fixture
-def events():
-    """Event lines logged on 'digest' during the test."""
-    lines: list[str] = []
-
-    class Lines(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(record.getMessage())
-
-    logger = logging.getLogger("digest")
-    handler, level = Lines(logging.DEBUG), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield lines
-    logger.removeHandler(handler)
-    logger.setLevel(level)
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
+    """The test key and no state URL: the state goes where the newsroom's digest.toml puts it."""
+    return isolate(monkeypatch)
 
 
 def emls(folder: Path) -> list[Path]:
@@ -316,11 +274,8 @@ def dt_utc(text: str):
 
 
 def digest(config: Path, *args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-    env["DIGEST_SECRET_KEY"] = TEST_KEY
-    env.update(env_extra or {})
     return subprocess.run([str(DIGEST), "--config", str(config), *args], capture_output=True, text=True,
-                          env=env, cwd=config.parent, timeout=120)
+                          env=subprocess_env(**(env_extra or {})), cwd=config.parent, timeout=120)
 
 
 def assert_one_line_naming(proc: subprocess.CompletedProcess, path: str, codes=(1, 2)) -> None:
@@ -372,8 +327,7 @@ def test_config_that_cannot_be_read_is_one_line(newsroom, afile, tmp_path, bad):
     path = {"file-as-folder": afile / "digest.toml", "folder-as-file": tmp_path, "proc": Path("/proc/nope/digest.toml")}[bad]
     # --config on the command line wins over DIGEST_CONFIG: give only the variable
     proc = subprocess.run([str(DIGEST), "check"], capture_output=True, text=True, cwd=tmp_path, timeout=60,
-                          env={**{k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")},
-                               "DIGEST_CONFIG": str(path)})
+                          env=subprocess_env(key=None, DIGEST_CONFIG=str(path)))
     assert_one_line_naming(proc, str(path), codes=(2,))
 
 

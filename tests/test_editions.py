@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from conftest import ROOT
 
 from digest.compose.editions import (
     is_eligible,
@@ -23,7 +23,6 @@ from digest.config import load_settings
 from digest.models import Edition, Mailbox, Story
 from digest.sources.stories import load_folder, parse_story
 
-ROOT = Path(__file__).resolve().parents[1]
 UTC = dt.timezone.utc
 NY = ZoneInfo("America/New_York")
 LA = ZoneInfo("America/Los_Angeles")
@@ -401,7 +400,7 @@ def test_a_send_time_in_the_skipped_hour_reads_as_the_wall_clock_does():
     from digest.compose.editions import send_time
     from digest.config import load_settings
 
-    base = load_settings(Path(__file__).resolve().parent.parent / "digest.toml", environ={}).edition("am")
+    base = load_settings(ROOT / "digest.toml", environ={}).edition("am")
     edition = dataclasses.replace(base, send_at=dt.time(2, 30))
     when = send_time(edition, dt.date(2026, 3, 8))
     assert when.strftime("%H:%M %Z") == "03:30 EDT"

@@ -8,8 +8,9 @@ import datetime as dt
 import email
 import email.policy
 import json
-import shutil
 from pathlib import Path
+
+from conftest import SECRET_KEY, copy_newsroom
 
 from digest.cli import main
 from digest.config import load_settings, parse_signing_keys
@@ -17,14 +18,10 @@ from digest.deliver.capture import CaptureServer
 from digest.deliver.runner import send_issue
 from digest.models import DeliverySettings, SmtpSettings
 
-ROOT = Path(__file__).resolve().parent.parent
 HEADLINE = "Wire desk: rail freight deal reached overnight"
 
 
 def newsroom(tmp_path: Path) -> Path:
-    shutil.copytree(ROOT / "stories", tmp_path / "stories")
-    shutil.copy(ROOT / "subscribers.csv", tmp_path / "subscribers.csv")
-    shutil.copytree(ROOT / "templates", tmp_path / "templates")
     feed = {
         "version": "https://jsonfeed.org/version/1.1",
         "title": "Wire",
@@ -40,17 +37,16 @@ def newsroom(tmp_path: Path) -> Path:
         }],
     }
     (tmp_path / "wire.json").write_text(json.dumps(feed), encoding="utf-8")
-    config = (ROOT / "digest.toml").read_text(encoding="utf-8") + (
+    sources = (
         '\n[[sources]]\nname = "wire"\nurl = "wire.json"\n'
         '\n[[sources]]\nname = "down"\nurl = "http://127.0.0.1:9/feed.xml"\ntimeout = 1\n'
     )
-    (tmp_path / "digest.toml").write_text(config, encoding="utf-8")
-    return tmp_path / "digest.toml"
+    return copy_newsroom(tmp_path, edit=lambda text: text + sources)
 
 
 def test_check_lists_each_feed_and_render_uses_the_one_that_answered(tmp_path: Path, monkeypatch, capsys) -> None:
     config = newsroom(tmp_path)
-    monkeypatch.setenv("DIGEST_SECRET_KEY", "k1:" + "s" * 32)
+    monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET_KEY)
     main(["--config", str(config), "check", "am", "--date", "2026-12-01"])
     out = capsys.readouterr().out
     assert "Feeds" in out and "wire" in out and "down" in out and "failed" in out
@@ -69,7 +65,7 @@ def test_a_failing_feed_never_stops_an_issue(tmp_path: Path) -> None:
         async with CaptureServer() as server:
             settings = load_settings(config, environ={})
             settings = dataclasses.replace(
-                settings, signing_keys=parse_signing_keys("k1:" + "s" * 32), state_db=tmp_path / "s.db",
+                settings, signing_keys=parse_signing_keys(SECRET_KEY), state_db=tmp_path / "s.db",
                 smtp=SmtpSettings("127.0.0.1", server.port, "none", pool_size=2),
                 delivery=DeliverySettings(deadline_hours=24 * 365 * 50))
             report = await send_issue(settings, settings.edition("am"), dt.date(2026, 12, 1))

@@ -6,14 +6,11 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import DIGEST, ROOT, SECRET_KEY, subprocess_env
 
 from digest.files import NotAFile, write_atomically
-
-DIGEST = Path(sys.executable).with_name("digest")
 
 
 def test_a_symbolic_link_is_followed_and_kept(tmp_path):
@@ -68,16 +65,14 @@ def test_status_export_to_a_pipe_is_one_line_and_leaves_it_a_pipe(tmp_path):
 
     from digest.state.ledger import Ledger
 
-    root = Path(__file__).resolve().parents[1]
     state = tmp_path / "state.db"
     with closing(Ledger(state)) as ledger:
         ledger.create_issue("am", dt.date(2026, 12, 1), dt.datetime(2026, 12, 1, 11, tzinfo=dt.timezone.utc), ["x"],
                             audience=[("a@example.com", "A", "a@example.com")])
     fifo = tmp_path / "out.csv"
     os.mkfifo(fifo)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-    env.update(DIGEST_SECRET_KEY="k1:" + "s" * 32, DIGEST_STATE_URL=f"sqlite:///{state}")
-    proc = subprocess.run([str(DIGEST), "--config", str(root / "digest.toml"), "status", "am", "--date", "2026-12-01",
+    env = subprocess_env(key=SECRET_KEY, state_db=state)
+    proc = subprocess.run([str(DIGEST), "--config", str(ROOT / "digest.toml"), "status", "am", "--date", "2026-12-01",
                            "--export", str(fifo)], capture_output=True, text=True, env=env, timeout=60,
                           stdin=subprocess.DEVNULL)
     assert proc.returncode == 2, proc.stdout + proc.stderr

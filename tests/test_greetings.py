@@ -8,12 +8,12 @@ greeting ever carries stray punctuation. The end-to-end test sends the sample fi
 
 from __future__ import annotations
 
-import os
 import re
 from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -30,7 +30,6 @@ from digest.compose.personalise import greeting
 from digest.readers.names import greeting_name
 from digest.readers.subscribers import load_subscribers
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -122,14 +121,6 @@ def greetings_received(received) -> dict[str, tuple[str, str]]:
         line = next(line.strip() for line in text.splitlines() if line.strip().startswith(("Good ", "Hello")))
         out[address] = (line, html)
     return out
-
-
-@pytest.fixture
-def env(monkeypatch, tmp_path):
-    for name in [n for n in os.environ if n.startswith("DIGEST_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("DIGEST_SECRET_KEY", "t1:test-signing-key-0123456789abcdef")
-    monkeypatch.setenv("DIGEST_STATE_URL", f"sqlite:///{tmp_path / 'state.db'}")
 
 
 @pytest.mark.parametrize("edition, expected", [

@@ -9,6 +9,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from conftest import SECRET_KEY
 
 from digest.cli import main
 from digest.compose.planning import plan_issue
@@ -73,7 +74,7 @@ def test_a_recorded_story_that_vanished_is_an_error_not_a_different_issue(settin
 
 
 def test_a_dry_run_does_not_create_the_state_database(tmp_path: Path, monkeypatch, sample_settings) -> None:
-    monkeypatch.setenv("DIGEST_SECRET_KEY", "k1:" + "s" * 32)
+    monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET_KEY)
     state = tmp_path / "nowhere" / "digest.sqlite3"
     monkeypatch.setenv("DIGEST_STATE_URL", f"sqlite:///{state}")
     code = main(["--config", str(sample_settings.config_file), "render", "charlotte", "--date", "2026-12-01",

@@ -8,6 +8,7 @@ import email.policy
 import re
 
 import pytest
+from conftest import TEST_KEY
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -17,7 +18,7 @@ from digest.config import parse_signing_keys
 from digest.errors import HeaderInjectionError, HeaderValueError
 from digest.models import Mailbox
 
-KEYS = parse_signing_keys("t1:test-signing-key-0123456789abcdef")
+KEYS = parse_signing_keys(TEST_KEY)
 NASTY = ["\r", "\n", "\r\n", "\x00", "=?utf-8?q?Bcc:_x@evil.example?=", "=?", "?=", "Bcc: evil@example.net",
          " ", "\t", "é", "\u2028", "\x85", '"', "\\", "<", ">", ",", ":", ";", "(", ")", "%", "=", "a", "Z", "7"]
 nasty_text = st.lists(st.one_of(st.sampled_from(NASTY), st.text(max_size=8)), max_size=40).map("".join)

@@ -14,23 +14,21 @@ import dataclasses
 import datetime as dt
 import email.parser
 import email.policy
-import logging
 import os
 import re
 from contextlib import closing
 from pathlib import Path
 
 import pytest
+from conftest import isolate, run
 from smtp_faults import (
     DATE,
-    TEST_KEY,
     FaultHandler,
     Reply,
     ThreadedServer,
     write_newsroom,
 )
 
-from digest.cli import main
 from digest.compose.pipeline import compose
 from digest.compose.planning import plan_issue
 from digest.config import load_settings
@@ -51,43 +49,8 @@ SECOND_PICK = "Less ice sounds like"  # ... and on the Great Lakes story
 
 @pytest.fixture
 def env(monkeypatch):
-    for name in list(os.environ):
-        if name.startswith("DIGEST_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("DIGEST_SECRET_KEY", TEST_KEY)
-    return monkeypatch
-
-
-@pytest.fixture
-def newsroom(tmp_path, env) -> Path:
-    """The sample newsroom, notes included (SMTP on a closed port; senders point it at their server)."""
-    config = write_newsroom(tmp_path / "newsroom", port=9)
-    env.chdir(tmp_path)
-    return config
-
-
-@pytest.fixture
-def events():
-    lines: list[str] = []
-
-    class Lines(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(record.getMessage())
-
-    logger = logging.getLogger("digest")
-    handler, level = Lines(logging.DEBUG), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield lines
-    logger.removeHandler(handler)
-    logger.setLevel(level)
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
+    """The test key and no state URL: the state goes where the newsroom's digest.toml puts it."""
+    return isolate(monkeypatch)
 
 
 def note_file(config: Path, edition: str = "climate", day: str = DAY) -> Path:

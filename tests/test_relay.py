@@ -15,20 +15,18 @@ import time
 from zoneinfo import ZoneInfo
 
 import pytest
+from conftest import DIGEST, digest_env
 from smtp_faults import (
     AM_READERS,
     DATE,
-    DIGEST,
     FaultHandler,
     Reply,
     ThreadedServer,
     by_email,
-    digest_env,
     ledger_rows,
     rcpt_counts,
     settings_for,
     start_digest,
-    tls_material,
     wait_for,
     write_newsroom,
 )
@@ -81,14 +79,6 @@ def test_503_again_on_a_fresh_connection_stops_the_send_and_fails_no_reader(samp
 
 
 # --- TLS failures are settings errors: they stop at once with their diagnosis ----------------------
-
-
-@pytest.fixture
-def tls(tmp_path):
-    material = tls_material(tmp_path / "tls")
-    if material is None:
-        pytest.skip("neither trustme nor the openssl command is available to make a test CA")
-    return material
 
 
 def test_implicit_tls_against_a_plain_server_stops_at_once_and_says_so(sample_settings, tmp_path):

@@ -11,12 +11,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import logging
-import os
 import pickle
 import re
 import shlex
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -32,10 +29,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from apscheduler.job import Job
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from conftest import ROOT, isolate, run
 from smtp_faults import (
     AM_READERS,
     FAR_DEADLINE_HOURS,
-    TEST_KEY,
     FaultHandler,
     ThreadedServer,
     check_consistent,
@@ -80,39 +77,7 @@ def utc(text: str) -> dt.datetime:
 # --- fixtures and helpers ---------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def no_hang():
-    """A scheduler that never stops fails the test after a minute instead of stalling the run."""
-    def expire(signum, frame):
-        raise TimeoutError("the test did not finish within 60 s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(60)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
-
-
-class _Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
-@pytest.fixture
-def events():
-    """Every event line logged on 'digest' during the test (whether or not it propagates)."""
-    logger = logging.getLogger("digest")
-    handler = _Lines()
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield handler.lines
-    logger.removeHandler(handler)
-    logger.setLevel(level)
+pytestmark = pytest.mark.usefixtures("no_hang")  # a scheduler that never stops fails its test after a minute
 
 
 def parse_event(line: str) -> dict[str, str]:
@@ -422,12 +387,10 @@ def test_fire_times_use_the_edition_zone_whatever_the_process_zone(sample_settin
 
 
 def test_schedule_list_shows_local_and_utc_times_in_the_edition_zone_under_tokyo(capsys, tmp_path, monkeypatch, tokyo):
-    for name in [n for n in os.environ if n.startswith("DIGEST_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("DIGEST_STATE_URL", f"sqlite:///{tmp_path / 's.db'}")
-    assert main(["--config", str(Path(__file__).resolve().parents[1] / "digest.toml"), "schedule", "--list", "--count", "3"]) == 0
+    isolate(monkeypatch, key=None, state_db=tmp_path / "s.db")
+    assert main(["--config", str(ROOT / "digest.toml"), "schedule", "--list", "--count", "3"]) == 0
     out = capsys.readouterr().out
-    settings = load_settings(Path(__file__).resolve().parents[1] / "digest.toml", environ={})
+    settings = load_settings(ROOT / "digest.toml", environ={})
     now = dt.datetime.now(UTC)
     for edition in settings.editions:
         for when in fire_times(edition, now, 2):  # the first two of the three listed
@@ -723,18 +686,13 @@ def test_after_three_weeks_down_the_send_within_grace_still_goes_and_the_older_o
 
 @pytest.fixture
 def cli_env(monkeypatch, tmp_path):
-    for name in [n for n in os.environ if n.startswith("DIGEST_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("DIGEST_SECRET_KEY", TEST_KEY)
-    monkeypatch.setenv("DIGEST_STATE_URL", f"sqlite:///{tmp_path / 's.db'}")
-    monkeypatch.chdir(tmp_path)
+    """The test key and a state database at tmp_path/s.db, run from tmp_path; returns that database's path."""
+    isolate(monkeypatch, state_db=tmp_path / "s.db").chdir(tmp_path)
     return tmp_path / "s.db"
 
 
 def cli(capsys, *args: str) -> tuple[int, str]:
-    capsys.readouterr()
-    code = main(list(args))
-    out, err = capsys.readouterr()
+    code, out, err = run(capsys, *args)
     return code, out + err
 
 
@@ -877,7 +835,7 @@ def test_a_send_that_cannot_be_made_is_logged_as_failed_at_error_level(sample_se
 def test_schedule_list_shows_the_state_of_todays_issues(sample_settings, tmp_path, capsys, cli_env):
     """`digest schedule --list` (real clock): today's issue per edition: its state, or MISSED."""
     state_db = cli_env
-    config = Path(__file__).resolve().parents[1] / "digest.toml"
+    config = ROOT / "digest.toml"
     settings = load_settings(config)
     am, pm = settings.edition("am"), settings.edition("pm")
     now = dt.datetime.now(UTC)
@@ -1050,7 +1008,7 @@ def test_an_issue_left_with_deferred_copies_is_finished_at_start(sample_settings
 
 def test_health_is_1_without_a_scheduler_and_0_while_one_runs(sample_settings, tmp_path, capsys, cli_env, events):
     state_db = cli_env
-    config = Path(__file__).resolve().parents[1] / "digest.toml"
+    config = ROOT / "digest.toml"
     code, out = cli(capsys, "--config", str(config), "schedule", "--health")
     assert code == 1, out  # no state database at all
 

@@ -6,13 +6,13 @@ import base64
 import shutil
 from pathlib import Path
 
+from conftest import ROOT
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from digest.cli import main
 from digest.config import load_settings
 
-ROOT = Path(__file__).resolve().parent.parent
 SECRET = "k1:very-secret-signing-key-4f9c2e7a1b"
 PASSWORD = "smtp-password-that-must-not-leak"
 

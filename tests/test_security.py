@@ -11,6 +11,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from digest.compose.personalise import verify_token
 from digest.compose.pipeline import compose
@@ -167,7 +168,7 @@ def test_rendering_opens_no_network_connection(network_events, sample_settings, 
 def test_a_template_that_links_remote_css_fails_without_fetching(tmp_path: Path, network_events, sample_settings, sample_stories) -> None:
     override = tmp_path / "templates"
     (override / "am").mkdir(parents=True)
-    base = (Path(__file__).resolve().parent.parent / "digest" / "templates" / "base.html").read_text()
+    base = (ROOT / "digest" / "templates" / "base.html").read_text()
     (override / "base.html").write_text(base.replace("</head>", '<link rel="stylesheet" href="https://cdn.example.net/x.css"></head>', 1))
     settings = dataclasses.replace(sample_settings, paths=dataclasses.replace(sample_settings.paths, templates=override))
     issue = choose_stories(settings.edition("am"), settings.demo_date, sample_stories.stories, words_per_minute=settings.newsroom.words_per_minute)

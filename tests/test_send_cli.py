@@ -11,18 +11,16 @@ import csv
 import email
 import email.policy
 import io
-import os
 import re
-import signal
 import subprocess
 from contextlib import closing
 from pathlib import Path
 
 import pytest
+from conftest import flat, run
 from smtp_faults import (
     AM_READERS,
     DATE,
-    TEST_KEY,
     FaultHandler,
     Reply,
     ThreadedServer,
@@ -37,7 +35,6 @@ from smtp_faults import (
 
 import digest.cli
 import digest.deliver.demo
-from digest.cli import main
 from digest.deliver.capture import CaptureServer
 from digest.readers.export import COLUMNS, safe_cell
 from digest.state.ledger import Ledger
@@ -46,30 +43,14 @@ ANA, JOSE, MARCUS, LENA = AM_READERS[:4]
 READERS_PER_EDITION = {"am": 11, "pm": 11, "denver": 6, "des-moines": 6, "twin-cities": 7,
                        "tampa-bay": 7, "charlotte": 5, "climate": 11}
 D = DATE.isoformat()
+pytestmark = pytest.mark.usefixtures("no_hang")  # an in-process command that hangs fails its test
 
 
 @pytest.fixture
-def env(monkeypatch, tmp_path):
-    """No DIGEST_* from outside; the test signing key; a state database in tmp_path."""
-    for name in [n for n in os.environ if n.startswith("DIGEST_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("DIGEST_SECRET_KEY", TEST_KEY)
-    monkeypatch.setenv("DIGEST_STATE_URL", f"sqlite:///{tmp_path / 'state.db'}")
-    monkeypatch.chdir(tmp_path)
-    return monkeypatch
-
-
-@pytest.fixture(autouse=True)
-def no_hang():
-    """An in-process command that hangs fails the test after a minute instead of stalling the run."""
-    def expire(signum, frame):
-        raise TimeoutError("the command did not finish within 60 s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(60)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
+def env(env, tmp_path):
+    """The shared env (test key, tmp_path/state.db), run from tmp_path."""
+    env.chdir(tmp_path)
+    return env
 
 
 @pytest.fixture
@@ -84,23 +65,12 @@ def newsroom(tmp_path, env, server) -> Path:
     return write_newsroom(tmp_path / "newsroom", port=server.port, pool_size=2)
 
 
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def send(capsys, config: Path, *args: str) -> tuple[int, str, str]:
     return run(capsys, "--config", str(config), "send", *args)
 
 
 def issue_rows(tmp_path: Path, edition: str = "am"):
     return ledger_rows(tmp_path / "state.db", edition)
-
-
-def flat(text: str) -> str:
-    return " ".join(text.split())
 
 
 # --- exit codes ----------------------------------------------------------------------------------------------

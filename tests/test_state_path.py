@@ -4,20 +4,16 @@ under a file: an operator told that might send the issue again)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-DIGEST = Path(sys.executable).with_name("digest")
+from conftest import DIGEST, ROOT, SECRET_KEY, subprocess_env
 
 
 def digest(tmp_path: Path, state_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-    env.update(DIGEST_SECRET_KEY="k1:" + "s" * 32, DIGEST_STATE_URL=state_url)
+    """The real `digest` on the sample config with this state URL (given as is: some are not paths)."""
+    env = subprocess_env(key=SECRET_KEY, DIGEST_STATE_URL=state_url)
     return subprocess.run([str(DIGEST), "--config", str(ROOT / "digest.toml"), *args], capture_output=True, text=True,
                           env=env, cwd=tmp_path, timeout=60, stdin=subprocess.DEVNULL)
 

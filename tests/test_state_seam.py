@@ -14,8 +14,9 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
-PACKAGE = Path(__file__).resolve().parent.parent / "digest"
+PACKAGE = ROOT / "digest"
 STATE = PACKAGE / "state"
 DRIVERS = {"sqlite3", "sqlalchemy", "psycopg", "psycopg2", "asyncpg"}
 STATEMENTS = re.compile(

@@ -8,12 +8,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from digest.errors import StoryError
 from digest.sources.plaintext import LinkRefs, first_paragraph, html_to_text, word_count
 from digest.sources.stories import load_folder, parse_story
 
-ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_STORIES = ROOT / "stories"
 
 FRONT = {

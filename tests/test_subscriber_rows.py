@@ -8,24 +8,20 @@ later is added to that issue by the next `digest send` of it.
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
 import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import DIGEST, digest_env, flat, run, time_limit
 from smtp_faults import (
     DATE,
-    DIGEST,
     FaultHandler,
     ThreadedServer,
-    digest_env,
     stored_by_reader,
     write_newsroom,
 )
 
-from digest.cli import main
 from digest.readers.subscribers import load_subscribers
 
 EDITIONS = ("am", "pm", "denver", "des-moines", "twin-cities", "tampa-bay", "charlotte", "climate")
@@ -47,36 +43,17 @@ def broken_file(path: Path, good: int = 5000) -> Path:
 
 
 @pytest.fixture
-def env(monkeypatch, tmp_path):
-    for name in [n for n in os.environ if n.startswith("DIGEST_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("DIGEST_SECRET_KEY", "t1:test-signing-key-0123456789abcdef")
-    monkeypatch.setenv("DIGEST_STATE_URL", f"sqlite:///{tmp_path / 'state.db'}")
-    monkeypatch.chdir(tmp_path)
-    return monkeypatch
+def env(env, tmp_path):
+    """The shared env (test key, tmp_path/state.db), run from tmp_path."""
+    env.chdir(tmp_path)
+    return env
 
 
 @pytest.fixture(autouse=True)
 def no_hang():
-    def expire(signum, frame):
-        raise TimeoutError("the command did not finish within 120 s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(120)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def flat(text: str) -> str:
-    return " ".join(text.split())
+    """Two minutes here rather than the shared one: these commands read files of 5,000 rows."""
+    with time_limit(120):
+        yield
 
 
 # --- reading -------------------------------------------------------------------------------------

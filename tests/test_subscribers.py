@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from digest.errors import SubscriberError
 from digest.readers.subscribers import load_subscribers
 
-ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "subscribers.csv"
 EDITIONS = ("am", "pm", "denver", "des-moines", "twin-cities", "tampa-bay", "charlotte", "climate")
 HEADER = "email,name,editions,status\n"

@@ -7,12 +7,11 @@ would be sent.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from smtp_faults import DIGEST, ROOT, digest_env
+from conftest import DIGEST, copy_newsroom, digest_env
 
 ESC = "\x1b"
 # Anything a terminal acts on: C0 controls but for the line feed that ends each line, DEL, C1,
@@ -31,13 +30,7 @@ ROWS = (
 
 @pytest.fixture
 def newsroom(tmp_path) -> Path:
-    folder = tmp_path / "newsroom"
-    folder.mkdir()
-    shutil.copy(ROOT / "digest.toml", folder / "digest.toml")
-    shutil.copytree(ROOT / "stories", folder / "stories")
-    shutil.copytree(ROOT / "templates", folder / "templates")
-    (folder / "subscribers.csv").write_text(ROWS, encoding="utf-8")
-    return folder / "digest.toml"
+    return copy_newsroom(tmp_path / "newsroom", subscribers=ROWS)
 
 
 def digest(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -23,6 +23,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 import uvicorn
 
 from digest.compose.personalise import sign_token
@@ -533,15 +534,14 @@ def test_cold_archive_views_never_fetch_a_feed(settings, tmp_path):
 
     from digest.config import load_settings
 
-    root = Path(__file__).resolve().parent.parent
     with CountingFeed() as feed:
         (tmp_path / "digest.toml").write_text(
-            (root / "digest.toml").read_text(encoding="utf-8")
+            (ROOT / "digest.toml").read_text(encoding="utf-8")
             + f'\n[[sources]]\nname = "wire"\nurl = "{feed.url}"\n', encoding="utf-8")
         import shutil
-        shutil.copytree(root / "stories", tmp_path / "stories")
-        shutil.copytree(root / "templates", tmp_path / "templates")
-        shutil.copy(root / "subscribers.csv", tmp_path / "subscribers.csv")
+        shutil.copytree(ROOT / "stories", tmp_path / "stories")
+        shutil.copytree(ROOT / "templates", tmp_path / "templates")
+        shutil.copy(ROOT / "subscribers.csv", tmp_path / "subscribers.csv")
         local = dataclasses.replace(load_settings(tmp_path / "digest.toml", environ={}),
                                     signing_keys=settings.signing_keys, state_db=tmp_path / "state" / "digest.sqlite3")
         report = send_for_real(local)

@@ -6,6 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, copy_newsroom, isolate
 
 from digest.cli import main
 from digest.readers.writeback import export
@@ -75,11 +76,10 @@ def test_dry_run_writes_nothing(files) -> None:
 def test_the_command(tmp_path: Path, monkeypatch, capsys, sample_settings) -> None:
     import shutil
 
-    root = Path(__file__).resolve().parent.parent
     for name in ("digest.toml", "subscribers.csv"):
-        shutil.copy(root / name, tmp_path / name)
-    shutil.copytree(root / "stories", tmp_path / "stories")
-    shutil.copytree(root / "templates", tmp_path / "templates")
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "stories", tmp_path / "stories")
+    shutil.copytree(ROOT / "templates", tmp_path / "templates")
     monkeypatch.setenv("DIGEST_STATE_URL", f"sqlite:///{tmp_path / 'state.db'}")
     assert main(["--config", str(tmp_path / "digest.toml"), "subscribers", "export"]) == 0
     assert "no state database" in capsys.readouterr().out
@@ -108,23 +108,13 @@ def test_a_row_with_a_broken_quote_is_kept_as_it_is_and_the_rows_after_it_are_wr
 
 
 def test_the_command_with_a_broken_row_is_a_table_not_a_traceback(tmp_path, monkeypatch, capsys, sample_settings) -> None:
-    import shutil
-
-    root = Path(__file__).resolve().parents[1]
-    folder = tmp_path / "newsroom"
-    folder.mkdir()
-    shutil.copy(root / "digest.toml", folder / "digest.toml")
-    shutil.copytree(root / "stories", folder / "stories")
-    shutil.copytree(root / "templates", folder / "templates")
-    (folder / "subscribers.csv").write_text('email,name,editions,status\nx@example.com,"Open,am,active\n'
-                                            "bo@example.com,Bo,am,active\n", encoding="utf-8")
+    config = copy_newsroom(tmp_path / "newsroom", subscribers='email,name,editions,status\nx@example.com,"Open,am,active\n'
+                                                              "bo@example.com,Bo,am,active\n")
     state = tmp_path / "state.db"
     ledger = Ledger(state)
     ledger.suppress("bo@example.com", "*", "bounced")
     ledger.close()
-    for name in [n for n in __import__("os").environ if n.startswith("DIGEST_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("DIGEST_STATE_URL", f"sqlite:///{state}")
-    code = main(["--config", str(folder / "digest.toml"), "subscribers", "export", "--dry-run"])
+    isolate(monkeypatch, key=None, state_db=state)
+    code = main(["--config", str(config), "subscribers", "export", "--dry-run"])
     out = capsys.readouterr().out
     assert code == 0 and "bo@example.com" in out and "-> bounced" in out
