@@ -27,25 +27,24 @@ from .config import DEMO_SECRET, load_settings, parse_signing_keys
 from .deliver.demo import COLUMNS as DEMO_COLUMNS
 from .deliver.demo import run_demo
 from .deliver.dryrun import DryRun, dry_run
-from .deliver.runner import EmptyIssue, find_issue, send_issue, send_test_copies
+from .deliver.runner import EmptyIssue, send_issue, send_test_copies
 from .deliver.send import Notice, SendReport
+from .deliver.status import IssueStanding, issue_standing, state_shown
 from .deliver.transport import check_smtp_settings
 from .errors import ConfigError, DigestError
 from .events import log_to_stderr
 from .files import write_atomically
 from .models import Edition, Settings, Subscriber
-from .outcomes import FAILURE_CLASSES
 from .readers.addresses import AddressError, check_address
 from .readers.bounces import Summary as BounceSummary
 from .readers.bounces import process as process_bounces
-from .readers.export import deliveries_csv
 from .readers.subscribers import SubscriberLoad, load_subscribers
 from .readers.writeback import export as export_subscribers
 from .schedule import Scheduler, scheduler_health, send_listing
 from .sources.gathering import BrokenStories, broken_story_rule, gather_stories
 from .sources.notes import note_path
 from .sources.stories import StoryLoad
-from .state.ledger import FINAL, STATES, Ledger
+from .state.ledger import STATES, Ledger
 from .web import serve as serve_web
 
 _WEEKDAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -437,61 +436,51 @@ def status(ctx: click.Context, edition: str, date: dt.date | None, export: Path 
     settings = _settings(ctx)
     ed = _edition(settings, edition)
     date = date or today_in(ed)
-    record, ledger = find_issue(settings, ed, date)
-    if record is None or ledger is None:
-        missed = [m for m in (ledger.missed(ed.slug) if ledger is not None and ledger.has_table("missed_sends") else []) if m[1] == date]
-        if missed:
-            console.line(f"{ed.slug} {date}: MISSED by the scheduler ({missed[0][3]}); send it with "
-                         f"`digest send {ed.slug} --date {date}`", "error")
-        else:
-            where = settings.state_db if ledger is not None else f"{settings.state_db} (no such file yet)"
-            console.line(f"{ed.slug} {date}: no issue recorded in {where}: not sent yet with this state database", "warning")
-        if ledger is not None:
-            ledger.close()
+    standing = issue_standing(settings, ed, date, with_csv=export is not None)
+    if standing.record is None:
+        _print_unrecorded(settings, standing)
         ctx.exit(1)
-    with closing(ledger):
-        counts = ledger.counts(record.id)
-        failures = ledger.failure_counts(record.id)
-        rows: list[tuple[str, int]] = []
-        for state in STATES:
-            if counts[state]:
-                rows.append((state, counts[state]))
-            if state == "failed":  # and one row per reason, so a hard bounce is not read as a relay hiccup
-                rows += [(_state_shown(state, failure), n) for failure, n in sorted(failures.items())]
-        console.table(f"{ed.slug} {date}: {record.status}", ["state", "copies"], rows)
-        left_out = ledger.left_out(record.id)
-        still_out = [(line, reason) for line, _, reason, added in left_out if added is None]
-        if still_out:
-            console.line(f"audience frozen with {_left_out_text(still_out)}; fix them and run "
-                         f"`digest send {ed.slug} --date {date}` to add the readers whose address can be read", "error")
-            for line, reason in still_out[:50]:
-                console.line(f"  {settings.paths.subscribers.name}:{line}: {reason}", "error")
-        if len(left_out) > len(still_out):
-            console.line(f"{len(left_out) - len(still_out)} reader(s) added since the freeze, their rows fixed", "ok")
-        # Every copy not sent, the ones that need a person first; pending ones too (README promises it).
-        order = {"failed": 0, "uncertain": 1, "deferred": 2, "sending": 3, "pending": 4}
-        problems = sorted(ledger.deliveries(record.id, list(order)), key=lambda d: order[d.state])
-        if problems:
-            console.table("Not sent", ["reader", "state", "attempts", "last reply"],
-                          [(d.email, _state_shown(d.state, d.failure), d.attempts,
-                            f"{d.last_code or ''} {d.last_text or ''}".strip()) for d in problems[:_STATUS_ROWS]])
-            if len(problems) > _STATUS_ROWS:
-                console.line(f"... and {len(problems) - _STATUS_ROWS} more; --export for all")
-        if export:
-            write_atomically(export, deliveries_csv(ledger.deliveries(record.id)).encode("utf-8"))
-            console.line(f"wrote {export}")
-        unsettled = sum(counts[s] for s in STATES if s not in FINAL)
-    ctx.exit(0 if unsettled == 0 and counts["failed"] == 0 and not still_out else 1)
+    _print_standing(settings, standing)
+    if export:
+        write_atomically(export, (standing.csv or "").encode("utf-8"))
+        console.line(f"wrote {export}")
+    ctx.exit(0 if standing.ok else 1)
 
 
 _STATUS_ROWS = 50  # copies `digest status` lists on the terminal; --export writes them all
 
 
-def _state_shown(state: str, failure: str | None) -> str:
-    """``failed (hard bounce)`` for a failed copy, else the state itself."""
-    if state != "failed":
-        return state
-    return f"failed ({FAILURE_CLASSES.get(failure or 'permanent', failure)})"
+def _print_unrecorded(settings: Settings, standing: IssueStanding) -> None:
+    """No issue recorded: the scheduler missed it, or it was not sent with this state database."""
+    slug, date = standing.edition.slug, standing.date
+    if standing.missed is not None:
+        console.line(f"{slug} {date}: MISSED by the scheduler ({standing.missed}); send it with "
+                     f"`digest send {slug} --date {date}`", "error")
+        return
+    where = settings.state_db if standing.database else f"{settings.state_db} (no such file yet)"
+    console.line(f"{slug} {date}: no issue recorded in {where}: not sent yet with this state database", "warning")
+
+
+def _print_standing(settings: Settings, standing: IssueStanding) -> None:
+    """The copies per state, the rows left out of the audience and every copy not sent."""
+    slug, date = standing.edition.slug, standing.date
+    assert standing.record is not None
+    console.table(f"{slug} {date}: {standing.record.status}", ["state", "copies"], standing.rows)
+    if standing.left_out:
+        console.line(f"audience frozen with {_left_out_text(standing.left_out)}; fix them and run "
+                     f"`digest send {slug} --date {date}` to add the readers whose address can be read", "error")
+        for line, reason in standing.left_out[:50]:
+            console.line(f"  {settings.paths.subscribers.name}:{line}: {reason}", "error")
+    if standing.added:
+        console.line(f"{standing.added} reader(s) added since the freeze, their rows fixed", "ok")
+    problems = standing.not_sent
+    if problems:
+        console.table("Not sent", ["reader", "state", "attempts", "last reply"],
+                      [(d.email, state_shown(d.state, d.failure), d.attempts,
+                        f"{d.last_code or ''} {d.last_text or ''}".strip()) for d in problems[:_STATUS_ROWS]])
+        if len(problems) > _STATUS_ROWS:
+            console.line(f"... and {len(problems) - _STATUS_ROWS} more; --export for all")
+
 
 
 

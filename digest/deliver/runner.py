@@ -25,7 +25,7 @@ from ..errors import StoryError
 from ..models import Edition, Settings, SmtpSettings, Subscriber
 from ..readers.subscribers import RowProblem, iter_audience
 from ..sources.gathering import broken_story_rule, gather_stories
-from ..state.ledger import IssueRecord, Ledger
+from ..state.ledger import Ledger
 from .copies import copies
 from .locks import issue_lock
 from .send import Dispatcher, Notify, Progress, SendReport
@@ -141,10 +141,3 @@ async def send_test_copies(settings: Settings, edition: Edition, date: dt.date, 
         await connection.close()
     return results
 
-
-def find_issue(settings: Settings, edition: Edition, date: dt.date) -> tuple[IssueRecord | None, Ledger | None]:
-    """The recorded issue and an open ledger (read only), or (None, None) when nothing is recorded."""
-    ledger = Ledger.read_only(settings.state_db)
-    if ledger is None:
-        return None, None
-    return ledger.find_issue(edition.slug, date), ledger
