@@ -364,34 +364,54 @@ def _run_send(settings: Settings, edition: Edition, date: dt.date, *, wait: bool
 
 
 def _send_summary(edition: Edition, date: dt.date, report: SendReport) -> None:
+    """The send's table, what it found on the way, and one closing line on where the issue stands."""
     counts = report.counts
     rows = [(state, counts[state], report.this_run.get(state, 0)) for state in STATES if counts[state] or report.this_run.get(state)]
     console.table(f"{edition.slug} {date}", ["state", "all copies", "this run"], rows)
+    for text, level in _send_notes(report):
+        console.line(text, level)
+    console.line(*_send_ending(report))
+
+
+def _send_notes(report: SendReport) -> list[tuple[str, str]]:
+    """Lines on what this run found besides the copies: crashed copies, readers added, rows left out."""
+    notes = []
     if report.recovered:
-        console.line(f"{report.recovered} copies were in flight when an earlier run stopped; marked uncertain", "warning")
+        notes.append((f"{report.recovered} copies were in flight when an earlier run stopped; marked uncertain", "warning"))
     if report.added:
-        console.line(f"added {report.added} reader{'' if report.added == 1 else 's'} whose "
-                     f"row{' was' if report.added == 1 else 's were'} fixed since the audience was frozen", "ok")
+        notes.append((f"added {report.added} reader{'' if report.added == 1 else 's'} whose "
+                      f"row{' was' if report.added == 1 else 's were'} fixed since the audience was frozen", "ok"))
     if report.left_out:
-        console.line(f"the subscriber file had errors: {_left_out_text(report.left_out)}; these readers have not "
-                     "had this issue. Fix the rows (`digest check`) and run the same command again to send it to them",
-                     "error")
+        notes.append((f"the subscriber file had errors: {_left_out_text(report.left_out)}; these readers have not "
+                      "had this issue. Fix the rows (`digest check`) and run the same command again to send it to them",
+                      "error"))
+    return notes
+
+
+def _send_ending(report: SendReport) -> tuple[str, str]:
+    """The closing line of `digest send` and its level: why it stopped, or how complete it is."""
+    counts = report.counts
     if report.stopped == "signal":
-        left = {state: counts[state] for state in ("pending", "deferred", "uncertain", "sending") if counts[state]}
-        what = f"{sum(left.values())} copies not sent ({', '.join(f'{n} {state}' for state, n in left.items())})" if left else "every copy settled"
-        why = f": the relay was unreachable, {report.relay_problem}" if report.relay_problem else ""
-        console.line(f"stopped by a signal with {what}{why}; run the same command again to resume", "warning")
-    elif report.stopped == "paused":
-        console.line("paused by the circuit breaker: too many policy rejections (5.7.x). Check the relay and "
-                     "the sender's reputation, then run the same command again to resume", "error")
-    elif report.stopped:
-        console.line(f"stopped: {report.stopped}", "error")
-    elif report.ok and report.left_out:
-        console.line(f"{counts['sent']} sent to every reader that could be read", "warning")
-    elif report.ok:
-        console.line(f"done: {counts['sent']} sent", "ok")
-    else:
-        console.line("not complete: see `digest status` for each reader's outcome", "warning")
+        return _stopped_by_signal(report), "warning"
+    if report.stopped == "paused":
+        return ("paused by the circuit breaker: too many policy rejections (5.7.x). Check the relay and "
+                "the sender's reputation, then run the same command again to resume", "error")
+    if report.stopped:
+        return f"stopped: {report.stopped}", "error"
+    if report.ok and report.left_out:
+        return f"{counts['sent']} sent to every reader that could be read", "warning"
+    if report.ok:
+        return f"done: {counts['sent']} sent", "ok"
+    return "not complete: see `digest status` for each reader's outcome", "warning"
+
+
+def _stopped_by_signal(report: SendReport) -> str:
+    """What a signal left unsent, and the relay's trouble if that was why."""
+    counts = report.counts
+    left = {state: counts[state] for state in ("pending", "deferred", "uncertain", "sending") if counts[state]}
+    what = f"{sum(left.values())} copies not sent ({', '.join(f'{n} {state}' for state, n in left.items())})" if left else "every copy settled"
+    why = f": the relay was unreachable, {report.relay_problem}" if report.relay_problem else ""
+    return f"stopped by a signal with {what}{why}; run the same command again to resume"
 
 
 def _left_out_text(rows: tuple[tuple[int, str], ...] | list[tuple[int, str]]) -> str:
