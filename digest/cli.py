@@ -34,7 +34,7 @@ from .deliver.transport import check_smtp_settings
 from .errors import ConfigError, DigestError
 from .events import log_to_stderr
 from .files import write_atomically
-from .models import Edition, Settings, Subscriber
+from .models import Edition, Issue, Settings, Subscriber
 from .readers.addresses import AddressError, check_address
 from .readers.bounces import Summary as BounceSummary
 from .readers.bounces import process as process_bounces
@@ -189,45 +189,81 @@ def check(ctx: click.Context, edition: str | None, date: dt.date | None) -> None
     settings = _settings(ctx)
     stories, subscribers = _load_inputs(settings)
     findings = _input_findings(settings, stories, subscribers)
+    _print_feeds(stories)
+    chosen = [_edition(settings, edition)] if edition else list(settings.editions)
+    preflight = _Preflight(settings, stories, subscribers)
+    rows = []
+    for ed in chosen:
+        row, found = preflight.issue(ed, date or today_in(ed))
+        rows.append(row)
+        findings += found
+    console.table("Issues", ["edition", "date", "stories", "held (budget)", "minutes", "readers", "message"], rows)
+    _print_findings(settings, findings)
+    _print_subscriber_lines(settings, subscribers, [ed.slug for ed in chosen])
+    if _print_totals(findings):
+        ctx.exit(2)
+
+
+def _print_feeds(stories: StoryLoad) -> None:
+    """One row per configured feed: what it answered and what was kept of it."""
     if stories.feeds is not None:
         console.table("Feeds", ["source", "status", "entries", "kept", "duplicates", "dropped", "detail"],
                       [(r.name, r.status, r.entries, r.kept, r.duplicates, len(r.dropped), r.detail) for r in stories.feeds.sources])
-    chosen = [_edition(settings, edition)] if edition else list(settings.editions)
-    # The preflight renders issues; without the real key it signs with a throwaway one.
-    preview = settings if settings.signing_keys else dataclasses.replace(settings, signing_keys=parse_signing_keys(DEMO_SECRET))
-    renderer = Renderer(settings.paths.templates)
-    rows = []
-    for ed in chosen:
-        issue_date = date or today_in(ed)
-        issue = plan_issue(settings, ed, issue_date, stories.stories)
+
+
+def _print_totals(findings: list[Finding]) -> int:
+    """``2 error(s), 1 warning(s)``; returns the number of errors (any makes `digest check` exit 2)."""
+    errors = sum(f.level == "error" for f in findings)
+    warnings = len(findings) - errors
+    console.line(f"{errors} error(s), {warnings} warning(s)", "error" if errors else ("warning" if warnings else "ok"))
+    return errors
+
+
+class _Preflight:
+    """`digest check`'s look at one issue per edition: its plan, and its message rendered for one reader."""
+
+    def __init__(self, settings: Settings, stories: StoryLoad, subscribers: SubscriberLoad) -> None:
+        self.settings = settings
+        self.stories = stories
+        self.subscribers = subscribers
+        # The preflight renders issues; without the real key it signs with a throwaway one.
+        self.preview = settings if settings.signing_keys else dataclasses.replace(settings, signing_keys=parse_signing_keys(DEMO_SECRET))
+        self.renderer = Renderer(settings.paths.templates)
+
+    def issue(self, ed: Edition, issue_date: dt.date) -> tuple[tuple[object, ...], list[Finding]]:
+        """The issue's row of the "Issues" table, and what is wrong with it."""
+        issue = plan_issue(self.settings, ed, issue_date, self.stories.stories)
+        findings = self._plan_findings(ed, issue_date, issue)
+        audience = self.subscribers.audience(ed.slug)
+        size = "-"
+        if not issue.is_empty:
+            message_size, rendered = self._rendered(ed, issue, audience)
+            findings += rendered
+            size = f"{message_size / 1024:.1f} KB"
+        row = (ed.slug, issue_date.isoformat(), len(issue.stories), len(issue.held_over_budget),
+               issue.reading_minutes or "-", len(audience), size)
+        return row, findings
+
+    def _plan_findings(self, ed: Edition, issue_date: dt.date, issue: Issue) -> list[Finding]:
+        """The issue note's trouble, the broken-story rule's verdict and the plan's own findings."""
+        findings = []
         if issue.note_problem is not None:  # the story files' own errors are listed once, above
             fate = ("on_broken_story = \"fail\" refuses the issue" if ed.on_broken_story == "fail"
                     else "the issue goes out without this note")
             findings.append(Finding("error", issue.note_problem.where, f"{issue.note_problem.message}; {fate}"))
         try:
-            broken_story_rule(ed, issue_date, stories, note=issue.note_problem, log=False)
+            broken_story_rule(ed, issue_date, self.stories, note=issue.note_problem, log=False)
         except BrokenStories as exc:
             findings.append(Finding("error", f"{ed.slug} {issue_date}", str(exc)))
-        findings += check_plan(issue, _shown_path(settings, note_path(settings.paths.notes, ed.slug, issue_date)))
-        audience = subscribers.audience(ed.slug)
-        if not issue.is_empty:
-            composed = compose(preview, issue, renderer)
-            sample = audience[0] if audience else Subscriber("reader@example.com", "Sample Reader", frozenset({ed.slug}), "active", 0)
-            message = composed.message(composed.recipient(sample))
-            findings += check_rendered(composed, message)
-            size = f"{len(message) / 1024:.1f} KB"
-        else:
-            size = "-"
-        rows.append((ed.slug, issue_date.isoformat(), len(issue.stories), len(issue.held_over_budget),
-                     issue.reading_minutes or "-", len(audience), size))
-    console.table("Issues", ["edition", "date", "stories", "held (budget)", "minutes", "readers", "message"], rows)
-    _print_findings(settings, findings)
-    _print_subscriber_lines(settings, subscribers, [ed.slug for ed in chosen])
-    errors = sum(f.level == "error" for f in findings)
-    warnings = len(findings) - errors
-    console.line(f"{errors} error(s), {warnings} warning(s)", "error" if errors else ("warning" if warnings else "ok"))
-    if errors:
-        ctx.exit(2)
+        note = _shown_path(self.settings, note_path(self.settings.paths.notes, ed.slug, issue_date))
+        return findings + check_plan(issue, note)
+
+    def _rendered(self, ed: Edition, issue: Issue, audience: list[Subscriber]) -> tuple[int, list[Finding]]:
+        """The message's size in bytes as the first reader (or a sample one) gets it, and its findings."""
+        composed = compose(self.preview, issue, self.renderer)
+        sample = audience[0] if audience else Subscriber("reader@example.com", "Sample Reader", frozenset({ed.slug}), "active", 0)
+        message = composed.message(composed.recipient(sample))
+        return len(message), check_rendered(composed, message)
 
 
 def _summary(results: list[DryRun]) -> None:
