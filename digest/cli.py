@@ -28,25 +28,24 @@ from .config import DEMO_SECRET, load_settings, parse_signing_keys
 from .deliver.demo import COLUMNS as DEMO_COLUMNS
 from .deliver.demo import run_demo
 from .deliver.dryrun import DryRun, dry_run
-from .deliver.runner import EmptyIssue, find_issue, send_issue, send_test_copies
+from .deliver.runner import EmptyIssue, send_issue, send_test_copies
 from .deliver.send import Notice, SendReport
+from .deliver.status import IssueStanding, issue_standing, state_shown
 from .deliver.transport import check_smtp_settings
 from .errors import ConfigError, DigestError, TemplateError
 from .events import log_to_stderr
 from .files import write_atomically
-from .models import Edition, Settings, Subscriber
-from .outcomes import FAILURE_CLASSES
+from .models import Edition, Issue, Settings, Subscriber
 from .readers.addresses import AddressError, check_address
 from .readers.bounces import Summary as BounceSummary
 from .readers.bounces import process as process_bounces
-from .readers.export import deliveries_csv
 from .readers.subscribers import SubscriberLoad, load_subscribers
 from .readers.writeback import export as export_subscribers
 from .schedule import Scheduler, scheduler_health, send_listing
 from .sources.gathering import BrokenStories, broken_story_rule, gather_stories
 from .sources.notes import note_path
 from .sources.stories import StoryLoad
-from .state.ledger import FINAL, STATES, Ledger
+from .state.ledger import STATES, Ledger
 from .web import serve as serve_web
 
 _WEEKDAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -191,45 +190,81 @@ def check(ctx: click.Context, edition: str | None, date: dt.date | None) -> None
     settings = _settings(ctx)
     stories, subscribers = _load_inputs(settings)
     findings = _input_findings(settings, stories, subscribers)
+    _print_feeds(stories)
+    chosen = [_edition(settings, edition)] if edition else list(settings.editions)
+    preflight = _Preflight(settings, stories, subscribers)
+    rows = []
+    for ed in chosen:
+        row, found = preflight.issue(ed, date or today_in(ed))
+        rows.append(row)
+        findings += found
+    console.table("Issues", ["edition", "date", "stories", "held (budget)", "minutes", "readers", "message"], rows)
+    _print_findings(settings, findings)
+    _print_subscriber_lines(settings, subscribers, [ed.slug for ed in chosen])
+    if _print_totals(findings):
+        ctx.exit(2)
+
+
+def _print_feeds(stories: StoryLoad) -> None:
+    """One row per configured feed: what it answered and what was kept of it."""
     if stories.feeds is not None:
         console.table("Feeds", ["source", "status", "entries", "kept", "duplicates", "dropped", "detail"],
                       [(r.name, r.status, r.entries, r.kept, r.duplicates, len(r.dropped), r.detail) for r in stories.feeds.sources])
-    chosen = [_edition(settings, edition)] if edition else list(settings.editions)
-    # The preflight renders issues; without the real key it signs with a throwaway one.
-    preview = settings if settings.signing_keys else dataclasses.replace(settings, signing_keys=parse_signing_keys(DEMO_SECRET))
-    renderer = Renderer(settings.paths.templates)
-    rows = []
-    for ed in chosen:
-        issue_date = date or today_in(ed)
-        issue = plan_issue(settings, ed, issue_date, stories.stories)
+
+
+def _print_totals(findings: list[Finding]) -> int:
+    """``2 error(s), 1 warning(s)``; returns the number of errors (any makes `digest check` exit 2)."""
+    errors = sum(f.level == "error" for f in findings)
+    warnings = len(findings) - errors
+    console.line(f"{errors} error(s), {warnings} warning(s)", "error" if errors else ("warning" if warnings else "ok"))
+    return errors
+
+
+class _Preflight:
+    """`digest check`'s look at one issue per edition: its plan, and its message rendered for one reader."""
+
+    def __init__(self, settings: Settings, stories: StoryLoad, subscribers: SubscriberLoad) -> None:
+        self.settings = settings
+        self.stories = stories
+        self.subscribers = subscribers
+        # The preflight renders issues; without the real key it signs with a throwaway one.
+        self.preview = settings if settings.signing_keys else dataclasses.replace(settings, signing_keys=parse_signing_keys(DEMO_SECRET))
+        self.renderer = Renderer(settings.paths.templates)
+
+    def issue(self, ed: Edition, issue_date: dt.date) -> tuple[tuple[object, ...], list[Finding]]:
+        """The issue's row of the "Issues" table, and what is wrong with it."""
+        issue = plan_issue(self.settings, ed, issue_date, self.stories.stories)
+        findings = self._plan_findings(ed, issue_date, issue)
+        audience = self.subscribers.audience(ed.slug)
+        size = "-"
+        if not issue.is_empty:
+            message_size, rendered = self._rendered(ed, issue, audience)
+            findings += rendered
+            size = f"{message_size / 1024:.1f} KB"
+        row = (ed.slug, issue_date.isoformat(), len(issue.stories), len(issue.held_over_budget),
+               issue.reading_minutes or "-", len(audience), size)
+        return row, findings
+
+    def _plan_findings(self, ed: Edition, issue_date: dt.date, issue: Issue) -> list[Finding]:
+        """The issue note's trouble, the broken-story rule's verdict and the plan's own findings."""
+        findings = []
         if issue.note_problem is not None:  # the story files' own errors are listed once, above
             fate = ("on_broken_story = \"fail\" refuses the issue" if ed.on_broken_story == "fail"
                     else "the issue goes out without this note")
             findings.append(Finding("error", issue.note_problem.where, f"{issue.note_problem.message}; {fate}"))
         try:
-            broken_story_rule(ed, issue_date, stories, note=issue.note_problem, log=False)
+            broken_story_rule(ed, issue_date, self.stories, note=issue.note_problem, log=False)
         except BrokenStories as exc:
             findings.append(Finding("error", f"{ed.slug} {issue_date}", str(exc)))
-        findings += check_plan(issue, _shown_path(settings, note_path(settings.paths.notes, ed.slug, issue_date)))
-        audience = subscribers.audience(ed.slug)
-        if not issue.is_empty:
-            composed = compose(preview, issue, renderer)
-            sample = audience[0] if audience else Subscriber("reader@example.com", "Sample Reader", frozenset({ed.slug}), "active", 0)
-            message = composed.message(composed.recipient(sample))
-            findings += check_rendered(composed, message)
-            size = f"{len(message) / 1024:.1f} KB"
-        else:
-            size = "-"
-        rows.append((ed.slug, issue_date.isoformat(), len(issue.stories), len(issue.held_over_budget),
-                     issue.reading_minutes or "-", len(audience), size))
-    console.table("Issues", ["edition", "date", "stories", "held (budget)", "minutes", "readers", "message"], rows)
-    _print_findings(settings, findings)
-    _print_subscriber_lines(settings, subscribers, [ed.slug for ed in chosen])
-    errors = sum(f.level == "error" for f in findings)
-    warnings = len(findings) - errors
-    console.line(f"{errors} error(s), {warnings} warning(s)", "error" if errors else ("warning" if warnings else "ok"))
-    if errors:
-        ctx.exit(2)
+        note = _shown_path(self.settings, note_path(self.settings.paths.notes, ed.slug, issue_date))
+        return findings + check_plan(issue, note)
+
+    def _rendered(self, ed: Edition, issue: Issue, audience: list[Subscriber]) -> tuple[int, list[Finding]]:
+        """The message's size in bytes as the first reader (or a sample one) gets it, and its findings."""
+        composed = compose(self.preview, issue, self.renderer)
+        sample = audience[0] if audience else Subscriber("reader@example.com", "Sample Reader", frozenset({ed.slug}), "active", 0)
+        message = composed.message(composed.recipient(sample))
+        return len(message), check_rendered(composed, message)
 
 
 def _summary(results: list[DryRun]) -> None:
@@ -366,34 +401,54 @@ def _run_send(settings: Settings, edition: Edition, date: dt.date, *, wait: bool
 
 
 def _send_summary(edition: Edition, date: dt.date, report: SendReport) -> None:
+    """The send's table, what it found on the way, and one closing line on where the issue stands."""
     counts = report.counts
     rows = [(state, counts[state], report.this_run.get(state, 0)) for state in STATES if counts[state] or report.this_run.get(state)]
     console.table(f"{edition.slug} {date}", ["state", "all copies", "this run"], rows)
+    for text, level in _send_notes(report):
+        console.line(text, level)
+    console.line(*_send_ending(report))
+
+
+def _send_notes(report: SendReport) -> list[tuple[str, str]]:
+    """Lines on what this run found besides the copies: crashed copies, readers added, rows left out."""
+    notes = []
     if report.recovered:
-        console.line(f"{report.recovered} copies were in flight when an earlier run stopped; marked uncertain", "warning")
+        notes.append((f"{report.recovered} copies were in flight when an earlier run stopped; marked uncertain", "warning"))
     if report.added:
-        console.line(f"added {report.added} reader{'' if report.added == 1 else 's'} whose "
-                     f"row{' was' if report.added == 1 else 's were'} fixed since the audience was frozen", "ok")
+        notes.append((f"added {report.added} reader{'' if report.added == 1 else 's'} whose "
+                      f"row{' was' if report.added == 1 else 's were'} fixed since the audience was frozen", "ok"))
     if report.left_out:
-        console.line(f"the subscriber file had errors: {_left_out_text(report.left_out)}; these readers have not "
-                     "had this issue. Fix the rows (`digest check`) and run the same command again to send it to them",
-                     "error")
+        notes.append((f"the subscriber file had errors: {_left_out_text(report.left_out)}; these readers have not "
+                      "had this issue. Fix the rows (`digest check`) and run the same command again to send it to them",
+                      "error"))
+    return notes
+
+
+def _send_ending(report: SendReport) -> tuple[str, str]:
+    """The closing line of `digest send` and its level: why it stopped, or how complete it is."""
+    counts = report.counts
     if report.stopped == "signal":
-        left = {state: counts[state] for state in ("pending", "deferred", "uncertain", "sending") if counts[state]}
-        what = f"{sum(left.values())} copies not sent ({', '.join(f'{n} {state}' for state, n in left.items())})" if left else "every copy settled"
-        why = f": the relay was unreachable, {report.relay_problem}" if report.relay_problem else ""
-        console.line(f"stopped by a signal with {what}{why}; run the same command again to resume", "warning")
-    elif report.stopped == "paused":
-        console.line("paused by the circuit breaker: too many policy rejections (5.7.x). Check the relay and "
-                     "the sender's reputation, then run the same command again to resume", "error")
-    elif report.stopped:
-        console.line(f"stopped: {report.stopped}", "error")
-    elif report.ok and report.left_out:
-        console.line(f"{counts['sent']} sent to every reader that could be read", "warning")
-    elif report.ok:
-        console.line(f"done: {counts['sent']} sent", "ok")
-    else:
-        console.line("not complete: see `digest status` for each reader's outcome", "warning")
+        return _stopped_by_signal(report), "warning"
+    if report.stopped == "paused":
+        return ("paused by the circuit breaker: too many policy rejections (5.7.x). Check the relay and "
+                "the sender's reputation, then run the same command again to resume", "error")
+    if report.stopped:
+        return f"stopped: {report.stopped}", "error"
+    if report.ok and report.left_out:
+        return f"{counts['sent']} sent to every reader that could be read", "warning"
+    if report.ok:
+        return f"done: {counts['sent']} sent", "ok"
+    return "not complete: see `digest status` for each reader's outcome", "warning"
+
+
+def _stopped_by_signal(report: SendReport) -> str:
+    """What a signal left unsent, and the relay's trouble if that was why."""
+    counts = report.counts
+    left = {state: counts[state] for state in ("pending", "deferred", "uncertain", "sending") if counts[state]}
+    what = f"{sum(left.values())} copies not sent ({', '.join(f'{n} {state}' for state, n in left.items())})" if left else "every copy settled"
+    why = f": the relay was unreachable, {report.relay_problem}" if report.relay_problem else ""
+    return f"stopped by a signal with {what}{why}; run the same command again to resume"
 
 
 def _left_out_text(rows: tuple[tuple[int, str], ...] | list[tuple[int, str]]) -> str:
@@ -438,61 +493,51 @@ def status(ctx: click.Context, edition: str, date: dt.date | None, export: Path 
     settings = _settings(ctx)
     ed = _edition(settings, edition)
     date = date or today_in(ed)
-    record, ledger = find_issue(settings, ed, date)
-    if record is None or ledger is None:
-        missed = [m for m in (ledger.missed(ed.slug) if ledger is not None and ledger.has_table("missed_sends") else []) if m[1] == date]
-        if missed:
-            console.line(f"{ed.slug} {date}: MISSED by the scheduler ({missed[0][3]}); send it with "
-                         f"`digest send {ed.slug} --date {date}`", "error")
-        else:
-            where = settings.state_db if ledger is not None else f"{settings.state_db} (no such file yet)"
-            console.line(f"{ed.slug} {date}: no issue recorded in {where}: not sent yet with this state database", "warning")
-        if ledger is not None:
-            ledger.close()
+    standing = issue_standing(settings, ed, date, with_csv=export is not None)
+    if standing.record is None:
+        _print_unrecorded(settings, standing)
         ctx.exit(1)
-    with closing(ledger):
-        counts = ledger.counts(record.id)
-        failures = ledger.failure_counts(record.id)
-        rows: list[tuple[str, int]] = []
-        for state in STATES:
-            if counts[state]:
-                rows.append((state, counts[state]))
-            if state == "failed":  # and one row per reason, so a hard bounce is not read as a relay hiccup
-                rows += [(_state_shown(state, failure), n) for failure, n in sorted(failures.items())]
-        console.table(f"{ed.slug} {date}: {record.status}", ["state", "copies"], rows)
-        left_out = ledger.left_out(record.id)
-        still_out = [(line, reason) for line, _, reason, added in left_out if added is None]
-        if still_out:
-            console.line(f"audience frozen with {_left_out_text(still_out)}; fix them and run "
-                         f"`digest send {ed.slug} --date {date}` to add the readers whose address can be read", "error")
-            for line, reason in still_out[:50]:
-                console.line(f"  {settings.paths.subscribers.name}:{line}: {reason}", "error")
-        if len(left_out) > len(still_out):
-            console.line(f"{len(left_out) - len(still_out)} reader(s) added since the freeze, their rows fixed", "ok")
-        # Every copy not sent, the ones that need a person first; pending ones too (README promises it).
-        order = {"failed": 0, "uncertain": 1, "deferred": 2, "sending": 3, "pending": 4}
-        problems = sorted(ledger.deliveries(record.id, list(order)), key=lambda d: order[d.state])
-        if problems:
-            console.table("Not sent", ["reader", "state", "attempts", "last reply"],
-                          [(d.email, _state_shown(d.state, d.failure), d.attempts,
-                            f"{d.last_code or ''} {d.last_text or ''}".strip()) for d in problems[:_STATUS_ROWS]])
-            if len(problems) > _STATUS_ROWS:
-                console.line(f"... and {len(problems) - _STATUS_ROWS} more; --export for all")
-        if export:
-            write_atomically(export, deliveries_csv(ledger.deliveries(record.id)).encode("utf-8"))
-            console.line(f"wrote {export}")
-        unsettled = sum(counts[s] for s in STATES if s not in FINAL)
-    ctx.exit(0 if unsettled == 0 and counts["failed"] == 0 and not still_out else 1)
+    _print_standing(settings, standing)
+    if export:
+        write_atomically(export, (standing.csv or "").encode("utf-8"))
+        console.line(f"wrote {export}")
+    ctx.exit(0 if standing.ok else 1)
 
 
 _STATUS_ROWS = 50  # copies `digest status` lists on the terminal; --export writes them all
 
 
-def _state_shown(state: str, failure: str | None) -> str:
-    """``failed (hard bounce)`` for a failed copy, else the state itself."""
-    if state != "failed":
-        return state
-    return f"failed ({FAILURE_CLASSES.get(failure or 'permanent', failure)})"
+def _print_unrecorded(settings: Settings, standing: IssueStanding) -> None:
+    """No issue recorded: the scheduler missed it, or it was not sent with this state database."""
+    slug, date = standing.edition.slug, standing.date
+    if standing.missed is not None:
+        console.line(f"{slug} {date}: MISSED by the scheduler ({standing.missed}); send it with "
+                     f"`digest send {slug} --date {date}`", "error")
+        return
+    where = settings.state_db if standing.database else f"{settings.state_db} (no such file yet)"
+    console.line(f"{slug} {date}: no issue recorded in {where}: not sent yet with this state database", "warning")
+
+
+def _print_standing(settings: Settings, standing: IssueStanding) -> None:
+    """The copies per state, the rows left out of the audience and every copy not sent."""
+    slug, date = standing.edition.slug, standing.date
+    assert standing.record is not None
+    console.table(f"{slug} {date}: {standing.record.status}", ["state", "copies"], standing.rows)
+    if standing.left_out:
+        console.line(f"audience frozen with {_left_out_text(standing.left_out)}; fix them and run "
+                     f"`digest send {slug} --date {date}` to add the readers whose address can be read", "error")
+        for line, reason in standing.left_out[:50]:
+            console.line(f"  {settings.paths.subscribers.name}:{line}: {reason}", "error")
+    if standing.added:
+        console.line(f"{standing.added} reader(s) added since the freeze, their rows fixed", "ok")
+    problems = standing.not_sent
+    if problems:
+        console.table("Not sent", ["reader", "state", "attempts", "last reply"],
+                      [(d.email, state_shown(d.state, d.failure), d.attempts,
+                        f"{d.last_code or ''} {d.last_text or ''}".strip()) for d in problems[:_STATUS_ROWS]])
+        if len(problems) > _STATUS_ROWS:
+            console.line(f"... and {len(problems) - _STATUS_ROWS} more; --export for all")
+
 
 
 

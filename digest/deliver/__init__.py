@@ -2,7 +2,7 @@
 
 Owns: the SMTP transport (aiosmtplib, transport), the .eml dry-run folder (eml), the pool, rate
 limit, retries and resume (send, ratelimit), one sender per issue (locks), one issue end to end
-(runner), an issue's per-reader copies (copies), the dry run (dryrun) and the demo (demo), and the
-loopback capture server of the demo and tests (capture). Replies are classified by the top-level
+(runner), where an issue stands (status), an issue's per-reader copies (copies), the dry run
+(dryrun) and the demo (demo), and the loopback capture server of the demo and tests (capture). Replies are classified by the top-level
 ``outcomes``. May import: compose, sources, readers, state and the top-level modules.
 """

@@ -22,7 +22,7 @@ from ..compose.personalise import Recipient
 from ..compose.pipeline import compose
 from ..compose.planning import plan_issue
 from ..errors import StoryError
-from ..models import Edition, Settings, SmtpSettings, Subscriber
+from ..models import Edition, Issue, Settings, SmtpSettings, Subscriber
 from ..readers.subscribers import RowProblem, iter_audience
 from ..sources.gathering import broken_story_rule, gather_stories
 from ..state.ledger import IssueRecord, Ledger
@@ -70,24 +70,13 @@ async def send_issue(settings: Settings, edition: Edition, date: dt.date, *,
         for problem in broken_story_rule(edition, date, stories, note=issue.note_problem):  # as check and render
             if warn is not None:
                 warn(f"{problem}; left out of this issue")
-        slugs = frozenset(e.slug for e in settings.editions)
         added = 0
         if record is None:
             if issue.is_empty:
                 return EmptyIssue(edition, date)
-            # Streamed from the CSV straight into the ledger: a million readers are never all in memory.
-            # The rows it cannot use are recorded with the issue, so the loss stays visible.
-            problems: list[RowProblem] = []
-            audience = iter_audience(settings.paths.subscribers, slugs, edition.slug, problems)
-            # The note is kept with the issue, as read for this plan: resumes and dry runs of it show this text.
-            note = (issue.note.source, issue.note.markdown) if issue.note is not None else None
-            record, _ = ledger.create_issue(edition.slug, date, issue.send_time, [s.id for s in issue.stories],
-                                            audience=audience, note=note,
-                                            left_out=((p.error.line or 0, p.key, p.error.message) for p in problems))
-        elif any(key for _, key, _, _ in ledger.left_out(record.id, pending_only=True)):
-            # Rows left out at the freeze may have been fixed since: those readers get this issue too.
-            added = ledger.add_fixed_readers(record.id, edition.slug,
-                                             iter_audience(settings.paths.subscribers, slugs, edition.slug))
+            record = _create_issue(settings, ledger, issue)
+        else:
+            added = _add_fixed_readers(settings, ledger, record, edition)
         if deadline is not None:
             ledger.set_deadline(record.id, deadline.timestamp())
         composed = compose(settings, issue)
@@ -102,6 +91,34 @@ async def send_issue(settings: Settings, edition: Edition, date: dt.date, *,
         report.added = added
         report.left_out = tuple((line, reason) for line, _, reason, _ in ledger.left_out(record.id, pending_only=True))
         return report
+
+
+def _create_issue(settings: Settings, ledger: Ledger, issue: Issue) -> IssueRecord:
+    """Record a new issue with its audience frozen, its stories and its note as read for this plan."""
+    slug = issue.edition.slug
+    # Streamed from the CSV straight into the ledger: a million readers are never all in memory.
+    # The rows it cannot use are recorded with the issue, so the loss stays visible.
+    problems: list[RowProblem] = []
+    audience = iter_audience(settings.paths.subscribers, _edition_slugs(settings), slug, problems)
+    # The note is kept with the issue, as read for this plan: resumes and dry runs of it show this text.
+    note = (issue.note.source, issue.note.markdown) if issue.note is not None else None
+    record, _ = ledger.create_issue(slug, issue.date, issue.send_time, [s.id for s in issue.stories],
+                                    audience=audience, note=note,
+                                    left_out=((p.error.line or 0, p.key, p.error.message) for p in problems))
+    return record
+
+
+def _add_fixed_readers(settings: Settings, ledger: Ledger, record: IssueRecord, edition: Edition) -> int:
+    """Rows left out at the freeze may have been fixed since: those readers get this issue too."""
+    if not any(key for _, key, _, _ in ledger.left_out(record.id, pending_only=True)):
+        return 0
+    audience = iter_audience(settings.paths.subscribers, _edition_slugs(settings), edition.slug)
+    return ledger.add_fixed_readers(record.id, edition.slug, audience)
+
+
+def _edition_slugs(settings: Settings) -> frozenset[str]:
+    """The configured editions' slugs, which each subscriber row's editions are read against."""
+    return frozenset(e.slug for e in settings.editions)
 
 
 async def send_test_copies(settings: Settings, edition: Edition, date: dt.date, addresses: list[str],
@@ -141,10 +158,3 @@ async def send_test_copies(settings: Settings, edition: Edition, date: dt.date, 
         await connection.close()
     return results
 
-
-def find_issue(settings: Settings, edition: Edition, date: dt.date) -> tuple[IssueRecord | None, Ledger | None]:
-    """The recorded issue and an open ledger (read only), or (None, None) when nothing is recorded."""
-    ledger = Ledger.read_only(settings.state_db)
-    if ledger is None:
-        return None, None
-    return ledger.find_issue(edition.slug, date), ledger

@@ -139,6 +139,18 @@ class Dispatcher:
                 self.signers.shutdown(wait=True)
 
     async def _run(self) -> SendReport:
+        recovered = self._start()
+        while not self._halted():
+            await self._pass()
+            if self._halted() or not await self._wait_for_next_retry():
+                break
+        return self._finish(recovered)
+
+    def _start(self) -> int:
+        """Mark a crashed run's 'sending' copies uncertain, reopen the issue and count the copies due.
+
+        Returns how many copies were recovered; warns when the deadline has already passed.
+        """
         recovered = self.ledger.recover_interrupted(self.record.id)
         self.ledger.set_status(self.record.id, "open")
         start = self.ledger.counts(self.record.id)
@@ -148,22 +160,29 @@ class Dispatcher:
                               f"deadline passed at {self._deadline_text()}; each of the {self.due_at_start} copies due "
                               "gets one attempt, a temporary failure (4xx, greylisting included) ends failed, and an "
                               "unreachable relay stops the send"))
-        while not self.stop.is_set() and self.stopped is None:
-            await self._pass()
-            if self.stop.is_set() or self.stopped is not None:
-                break
-            next_at = self.ledger.next_retry_at(self.record.id, include_uncertain=self.delivery.uncertain == "resend")
-            if next_at is None:
-                break
-            if self.clock() >= self.deadline or next_at >= self.deadline:
-                self.ledger.expire_deferred(self.record.id, "gave up: the issue's delivery deadline passed")
-                break
-            if not self.wait_for_retries:
-                break
-            try:
-                await asyncio.wait_for(self.stop.wait(), timeout=max(0.0, next_at - self.clock()))
-            except asyncio.TimeoutError:
-                pass
+        return recovered
+
+    async def _wait_for_next_retry(self) -> bool:
+        """Sleep until the next deferred copy is due; False when no other pass is to be made.
+
+        Past the deadline, or with the next retry beyond it, the deferred copies are given up.
+        """
+        next_at = self.ledger.next_retry_at(self.record.id, include_uncertain=self.delivery.uncertain == "resend")
+        if next_at is None:
+            return False
+        if self.clock() >= self.deadline or next_at >= self.deadline:
+            self.ledger.expire_deferred(self.record.id, "gave up: the issue's delivery deadline passed")
+            return False
+        if not self.wait_for_retries:
+            return False
+        try:
+            await asyncio.wait_for(self.stop.wait(), timeout=max(0.0, next_at - self.clock()))
+        except asyncio.TimeoutError:
+            pass
+        return True
+
+    def _finish(self, recovered: int) -> SendReport:
+        """Close the issue when every copy has settled, and report this run."""
         if self.stop.is_set() and self.stopped is None:
             self.stopped = "signal"
         counts = self.ledger.counts(self.record.id)

@@ -1,0 +1,94 @@
+"""Where one issue stands, for `digest status`: read from the ledger, never written.
+
+    open the ledger read only -> the issue's record, or the scheduler's missed send ->
+    copies per state (failed ones per reason) -> rows left out of the audience -> copies not sent
+
+The CLI prints an ``IssueStanding``; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from contextlib import closing
+from dataclasses import dataclass, field
+
+from ..models import Edition, Settings
+from ..outcomes import FAILURE_CLASSES
+from ..readers.export import deliveries_csv
+from ..state.ledger import FINAL, STATES, Delivery, IssueRecord, Ledger
+
+# Copies not sent, the ones that need a person first; pending ones too (README promises it).
+_NOT_SENT_ORDER = {"failed": 0, "uncertain": 1, "deferred": 2, "sending": 3, "pending": 4}
+
+
+@dataclass(frozen=True, slots=True)
+class IssueStanding:
+    """What `digest status` shows of one issue; ``record`` is None when nothing is recorded."""
+
+    edition: Edition
+    date: dt.date
+    database: bool  # a state database exists (else there is no such file yet)
+    record: IssueRecord | None = None
+    missed: str | None = None  # no record: the scheduler's detail when it missed this send
+    counts: dict[str, int] = field(default_factory=dict)
+    rows: list[tuple[str, int]] = field(default_factory=list)  # (state shown, copies), failed ones per reason
+    left_out: list[tuple[int, str]] = field(default_factory=list)  # (line, reason) of rows still left out
+    added: int = 0  # readers added since the freeze, their rows fixed
+    not_sent: list[Delivery] = field(default_factory=list)
+    csv: str | None = None  # every copy's outcome, when asked for
+
+    @property
+    def ok(self) -> bool:
+        """Every copy settled, none failed, no subscriber row still left out: exit 0."""
+        if self.record is None:
+            return False
+        unsettled = sum(self.counts[s] for s in STATES if s not in FINAL)
+        return unsettled == 0 and self.counts["failed"] == 0 and not self.left_out
+
+
+def state_shown(state: str, failure: str | None) -> str:
+    """``failed (hard bounce)`` for a failed copy, else the state itself."""
+    if state != "failed":
+        return state
+    return f"failed ({FAILURE_CLASSES.get(failure or 'permanent', failure)})"
+
+
+def issue_standing(settings: Settings, edition: Edition, date: dt.date, *, with_csv: bool = False) -> IssueStanding:
+    """Where issue (edition, date) stands in the state database; ``with_csv`` adds every copy as CSV."""
+    ledger = Ledger.read_only(settings.state_db)
+    if ledger is None:
+        return IssueStanding(edition, date, database=False)
+    with closing(ledger):
+        record = ledger.find_issue(edition.slug, date)
+        if record is None:
+            return IssueStanding(edition, date, database=True, missed=_missed(ledger, edition, date))
+        return _recorded(ledger, edition, date, record, with_csv)
+
+
+def _missed(ledger: Ledger, edition: Edition, date: dt.date) -> str | None:
+    """The scheduler's detail of its missed send of this issue, if it recorded one."""
+    if not ledger.has_table("missed_sends"):  # an older database, opened read only
+        return None
+    return next((detail for _, day, _, detail in ledger.missed(edition.slug) if day == date), None)
+
+
+def _recorded(ledger: Ledger, edition: Edition, date: dt.date, record: IssueRecord, with_csv: bool) -> IssueStanding:
+    left_out = ledger.left_out(record.id)
+    still_out = [(line, reason) for line, _, reason, added in left_out if added is None]
+    not_sent = sorted(ledger.deliveries(record.id, list(_NOT_SENT_ORDER)), key=lambda d: _NOT_SENT_ORDER[d.state])
+    counts = ledger.counts(record.id)
+    return IssueStanding(edition, date, True, record, counts=counts, rows=_state_rows(ledger, record, counts),
+                         left_out=still_out, added=len(left_out) - len(still_out), not_sent=not_sent,
+                         csv=deliveries_csv(ledger.deliveries(record.id)) if with_csv else None)
+
+
+def _state_rows(ledger: Ledger, record: IssueRecord, counts: dict[str, int]) -> list[tuple[str, int]]:
+    """One row per state present, and after 'failed' one per reason, so a hard bounce is not read as a relay hiccup."""
+    failures = ledger.failure_counts(record.id)
+    rows: list[tuple[str, int]] = []
+    for state in STATES:
+        if counts[state]:
+            rows.append((state, counts[state]))
+        if state == "failed":
+            rows += [(state_shown(state, failure), n) for failure, n in sorted(failures.items())]
+    return rows
