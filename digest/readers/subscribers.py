@@ -407,6 +407,14 @@ class _Row:
     status: str = ""
     editions: frozenset[str] = frozenset()
 
+    @classmethod
+    def of(cls, path: Path, line: int, columns: list[str], cells: list[str], known: frozenset[str]) -> _Row:
+        """A row about to be checked, with what leaving it out would cost worked out first."""
+        values = dict(zip(columns, cells))
+        wanted = [s.strip().lower() for s in values.get("editions", "").split(";") if s.strip()]
+        inactive = values.get("status", "").strip().lower() in ("unsubscribed", "bounced")
+        return cls(path, line, cells, values, wanted, frozenset() if inactive else frozenset(s for s in wanted if s in known))
+
     def problem(self, message: str, column: str | None, *, warning: bool = False) -> RowProblem:
         """A finding on this row: an error leaves it out, a warning keeps it with a remark."""
         return RowProblem(SubscriberError(message, file=self.path, line=self.line, field=column), warning,
@@ -498,10 +506,8 @@ def _check_row(path: Path, line: int, columns: list[str], row: list[str],
 
     The columns are checked one after another; the first error (not a warning) leaves the row out.
     """
-    values = dict(zip(columns, row))
-    wanted = [s.strip().lower() for s in values.get("editions", "").split(";") if s.strip()]
-    inactive = values.get("status", "").strip().lower() in ("unsubscribed", "bounced")
-    checked = _Row(path, line, row, values, wanted, frozenset() if inactive else frozenset(s for s in wanted if s in known))
+    checked = _Row.of(path, line, columns, row, known)
+    values = checked.values
     for findings in (_check_text(checked, columns), _check_email(checked, seen), _check_names(checked),
                      _check_status(checked), _check_editions(checked, known)):
         for problem in findings:
