@@ -238,6 +238,24 @@ def _folded_signature(signature: bytes, last_line: int) -> bytes:
     return b"\r\n ".join(chunks)
 
 
+def _check_names(domain: object, selector: object) -> None:
+    """Refuse (``DkimError``) a ``d=`` that is not a domain name or an ``s=`` that is not a DNS name."""
+    if not isinstance(domain, str) or not _DOMAIN.match(domain.rstrip(".")) or len(domain) > 253:
+        raise DkimError(f"DKIM domain {domain!r} is not a domain name (d= must be the From domain or its parent)")
+    if not isinstance(selector, str) or not _SELECTOR.match(selector) or len(selector) > 253:
+        raise DkimError(f"DKIM selector {selector!r} is not a DNS name (letters, digits, '-', '_', '.')")
+
+
+def _signed_names(headers: Iterable[str]) -> tuple[str, ...]:
+    """The header names to sign, lower-case, each once, in order; refuses a list without ``REQUIRED_HEADERS``."""
+    names = tuple(dict.fromkeys(h.strip().lower() for h in headers))
+    missing = [h for h in REQUIRED_HEADERS if h.lower() not in names]
+    if missing:
+        raise DkimError(f"DKIM headers must include {', '.join(missing)} "
+                        f"(always signed: {', '.join(REQUIRED_HEADERS)})")
+    return names
+
+
 class DkimSigner:
     """Signs finished messages for one signing domain (``d=``) and selector (``s=``).
 
@@ -248,15 +266,8 @@ class DkimSigner:
                  headers: Iterable[str] = SIGNED_HEADERS, *, oversign: Iterable[str] = OVERSIGNED_HEADERS,
                  timestamp: bool = True, clock: Callable[[], float] = time.time) -> None:
         check_key(private_key)
-        if not isinstance(domain, str) or not _DOMAIN.match(domain.rstrip(".")) or len(domain) > 253:
-            raise DkimError(f"DKIM domain {domain!r} is not a domain name (d= must be the From domain or its parent)")
-        if not isinstance(selector, str) or not _SELECTOR.match(selector) or len(selector) > 253:
-            raise DkimError(f"DKIM selector {selector!r} is not a DNS name (letters, digits, '-', '_', '.')")
-        names = tuple(dict.fromkeys(h.strip().lower() for h in headers))
-        missing = [h for h in REQUIRED_HEADERS if h.lower() not in names]
-        if missing:
-            raise DkimError(f"DKIM headers must include {', '.join(missing)} "
-                            f"(always signed: {', '.join(REQUIRED_HEADERS)})")
+        _check_names(domain, selector)
+        names = _signed_names(headers)
         self.domain = domain.rstrip(".").lower()
         self.selector = selector.lower()
         self.headers = tuple(n.encode("ascii") for n in names)

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from ..models import Issue
+from ..models import Issue, Story
 from .pipeline import ComposedIssue
 
 GMAIL_CLIP_BYTES = 102 * 1024  # Gmail cuts messages whose HTML passes ~102 KB
@@ -66,42 +66,69 @@ def check_rendered(composed: ComposedIssue, sample_message: bytes) -> list[Findi
     """Findings about the rendered issue and one reader's copy of it."""
     issue, rendered = composed.issue, composed.rendered
     where = f"{issue.edition.slug} {issue.date.isoformat()}"
-    findings: list[Finding] = []
-    html_size = len(rendered.html.encode("utf-8"))
+    findings = _html_size(rendered.html, where) + _subject_and_preheader(rendered.subject, rendered.preheader, where)
+    if issue.note is not None and _TK.search(issue.note.html):
+        findings.append(Finding("error", issue.note.source, "the issue note holds a 'TK' placeholder"))
+    for story in issue.stories:
+        findings += _image(story) + _placeholders(story) + _body(story)
+    if len(sample_message) > 10 * 1024 * 1024:
+        findings.append(Finding("error", where, f"one message is {len(sample_message) / 1048576:.1f} MB"))
+    return findings
+
+
+def _html_size(html: str, where: str) -> list[Finding]:
+    """The HTML's size against Gmail's clipping."""
+    html_size = len(html.encode("utf-8"))
     if html_size > GMAIL_CLIP_BYTES:
-        findings.append(Finding("error", where, f"HTML is {html_size / 1024:.1f} KB; Gmail clips messages past 102 KB"))
-    elif html_size > HTML_SIZE_WARNING:
-        findings.append(Finding("warning", where, f"HTML is {html_size / 1024:.1f} KB, close to Gmail's 102 KB clipping"))
-    subject = rendered.subject
+        return [Finding("error", where, f"HTML is {html_size / 1024:.1f} KB; Gmail clips messages past 102 KB")]
+    if html_size > HTML_SIZE_WARNING:
+        return [Finding("warning", where, f"HTML is {html_size / 1024:.1f} KB, close to Gmail's 102 KB clipping")]
+    return []
+
+
+def _subject_and_preheader(subject: str, preheader: str, where: str) -> list[Finding]:
+    """What the inbox shows: a subject that is there and fits, a preheader, no 'TK' in either."""
+    findings = []
     if not subject.strip():
         findings.append(Finding("error", where, "subject is empty"))
     elif len(subject) > SUBJECT_WARN_CHARS:
         findings.append(Finding("warning", where, f"subject is {len(subject)} characters; inboxes show about {SUBJECT_WARN_CHARS}"))
-    if not rendered.preheader.strip():
+    if not preheader.strip():
         findings.append(Finding("warning", where, "preheader is empty; inboxes will preview the first body text instead"))
-    if _TK.search(subject) or _TK.search(rendered.preheader):
+    if _TK.search(subject) or _TK.search(preheader):
         findings.append(Finding("error", where, "subject or preheader holds a 'TK' placeholder"))
-    if issue.note is not None and _TK.search(issue.note.html):
-        findings.append(Finding("error", issue.note.source, "the issue note holds a 'TK' placeholder"))
-    for story in issue.stories:
-        if story.image is not None:
-            if not story.image.alt:
-                findings.append(Finding("warning", story.source, "image has no alt text"))
-            if not story.image.credit:
-                findings.append(Finding("warning", story.source, "image has no credit"))
-            if not (story.image.width and story.image.height):
-                findings.append(Finding("warning", story.source,
-                                        "image has no width and height (image.width, image.height): while images are "
-                                        "blocked no space is kept for it, and the text jumps when it loads"))
-        for label, text in (("headline", story.headline), ("body", story.body_html),
-                            ("caption", story.image.caption if story.image else None),
-                            ("curator_note", story.curator_note)):
-            if text and _TK.search(text):
-                findings.append(Finding("error", story.source, f"{label} holds a 'TK' placeholder"))
-        if story.words == 0:
-            findings.append(Finding("error", story.source, "story body is empty"))
-        elif _EMPTY_LEAD_IN.search(story.body_html):
-            findings.append(Finding("warning", story.source, "a bold lead-in has no text after it (empty section)"))
-    if len(sample_message) > 10 * 1024 * 1024:
-        findings.append(Finding("error", where, f"one message is {len(sample_message) / 1048576:.1f} MB"))
     return findings
+
+
+def _image(story: Story) -> list[Finding]:
+    """A story's image: alt text, credit, and a size that keeps its space while images are blocked."""
+    image = story.image
+    if image is None:
+        return []
+    findings = []
+    if not image.alt:
+        findings.append(Finding("warning", story.source, "image has no alt text"))
+    if not image.credit:
+        findings.append(Finding("warning", story.source, "image has no credit"))
+    if not (image.width and image.height):
+        findings.append(Finding("warning", story.source,
+                                "image has no width and height (image.width, image.height): while images are "
+                                "blocked no space is kept for it, and the text jumps when it loads"))
+    return findings
+
+
+def _placeholders(story: Story) -> list[Finding]:
+    """A 'TK' left in any of a story's texts."""
+    texts = (("headline", story.headline), ("body", story.body_html),
+             ("caption", story.image.caption if story.image else None), ("curator_note", story.curator_note))
+    return [Finding("error", story.source, f"{label} holds a 'TK' placeholder")
+            for label, text in texts if text and _TK.search(text)]
+
+
+def _body(story: Story) -> list[Finding]:
+    """A story's body: not empty, no bold lead-in with nothing after it."""
+    if story.words == 0:
+        return [Finding("error", story.source, "story body is empty")]
+    if _EMPTY_LEAD_IN.search(story.body_html):
+        return [Finding("warning", story.source, "a bold lead-in has no text after it (empty section)")]
+    return []

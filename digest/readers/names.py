@@ -47,22 +47,25 @@ def greeting_name(name: str) -> str:
     The ``first_name`` column, when filled in, is used instead of this.
     """
     text = " ".join(name.split())
-    if not text:
+    if not text or any(_is_family_first_script(c) for c in text):
         return ""
-    if any(_is_family_first_script(c) for c in text):
-        return ""
-    parts = [p.strip() for p in text.split(",")]
-    if len(parts) == 2 and parts[1].casefold() in _SUFFIXES:
-        if len(parts[0].split()) < 2:
-            return ""  # "King, Jr.": one word before a suffix is a family name
-        text = parts[0]  # "Martin King, Jr.": the name is in order before the suffix
-    elif len(parts) == 2 and parts[0] and parts[1]:
-        text = parts[1]  # "Pruitt, Harriet": family name, then given name
-    elif len(parts) > 1:
-        return ""
-    words = text.split()
+    words = _given_first(text).split()
     if not words:
         return ""
     if len(words) > 1 and words[0].casefold() in _FAMILY_FIRST:
         return ""
     return words[0] if _usable(words[0]) else ""
+
+
+def _given_first(text: str) -> str:
+    """``text`` with its commas read: the part that starts with the given name, or '' when none does."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) == 2 and parts[1].casefold() in _SUFFIXES:
+        if len(parts[0].split()) < 2:
+            return ""  # "King, Jr.": one word before a suffix is a family name
+        return parts[0]  # "Martin King, Jr.": the name is in order before the suffix
+    if len(parts) == 2 and parts[0] and parts[1]:
+        return parts[1]  # "Pruitt, Harriet": family name, then given name
+    if len(parts) > 1:
+        return ""
+    return text

@@ -131,54 +131,71 @@ def read_rows(path: Path, known_editions: frozenset[str],
 
 def _read_open(handle: TextIO, path: Path, known_editions: frozenset[str],
                lines: LineCount) -> Iterator[Subscriber | RowProblem]:
+    """The rows of an opened file after its header, each line counted in ``lines``."""
     with handle:
         physical = _Lines(handle)
-        header_end = physical.record_end(0)
-        if physical.count == 0:
-            raise SubscriberError("file is empty; it needs a header row with an 'email' column", file=path, line=1)
-        try:
-            if header_end is None:
-                raise csv.Error("a quoted field is never closed")
-            header = _parse(physical.take(0, header_end))
-        except csv.Error as exc:
-            raise SubscriberError(f"header row cannot be read: {exc}", file=path, line=1) from None
-        if _undecodable(header):
-            raise SubscriberError(f"header row is not UTF-8 text ({_undecodable(header)})", file=path, line=1)
-        columns = [c.strip() for c in header]
-        if "email" not in columns:
-            raise SubscriberError("header row has no 'email' column", file=path, line=1)
-        repeated = sorted({c for c in columns if columns.count(c) > 1})
-        if repeated:
-            raise SubscriberError(f"column '{repeated[0]}' appears twice in the header", file=path, line=1)
+        columns, header_end = _read_header(physical, path)
         lines.header = header_end
         seen: dict[str, int] = {}
         for record in records_after(physical, header_end):
-            line = record.line
-            if record.fields is None:
-                # Unreadable: this line alone is left out and reading starts again at the next one.
-                lines.skipped += 1
-                lost, key = _guess(record.raw[0], columns, known_editions)
-                yield RowProblem(SubscriberError(f"row cannot be read: {record.reason}; row skipped", file=path, line=line),
-                                 lost=lost, key=key)
-                continue
-            row, span = record.fields, len(record.raw)
-            if not row or all(not cell.strip() for cell in row):
-                lines.blank += span
-                continue
-            kept = False
-            for item in _check_row(path, line, columns, row, known_editions, seen):
-                kept = kept or isinstance(item, Subscriber)
-                if span > 1 and isinstance(item, RowProblem) and not item.warning:
-                    # Say where the record ends: a stray quote may have joined the next rows to it.
-                    error = item.error
-                    item = RowProblem(SubscriberError(f"{error.message} (this row runs over lines {line}-{line + span - 1})",
-                                                      file=path, line=line, field=error.field), False, item.lost, item.key)
-                yield item
-            if kept:
-                lines.kept += span
-            else:
-                lines.skipped += span
+            yield from _read_record(record, path, columns, known_editions, seen, lines)
         lines.total = physical.count
+
+
+def _read_header(physical: _Lines, path: Path) -> tuple[list[str], int]:
+    """The header's column names and the line index after it; ``SubscriberError`` if it is unusable."""
+    header_end = physical.record_end(0)
+    if physical.count == 0:
+        raise SubscriberError("file is empty; it needs a header row with an 'email' column", file=path, line=1)
+    try:
+        if header_end is None:
+            raise csv.Error("a quoted field is never closed")
+        header = _parse(physical.take(0, header_end))
+    except csv.Error as exc:
+        raise SubscriberError(f"header row cannot be read: {exc}", file=path, line=1) from None
+    if _undecodable(header):
+        raise SubscriberError(f"header row is not UTF-8 text ({_undecodable(header)})", file=path, line=1)
+    columns = [c.strip() for c in header]
+    if "email" not in columns:
+        raise SubscriberError("header row has no 'email' column", file=path, line=1)
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:
+        raise SubscriberError(f"column '{repeated[0]}' appears twice in the header", file=path, line=1)
+    return columns, header_end
+
+
+def _read_record(record: Record, path: Path, columns: list[str], known_editions: frozenset[str],
+                 seen: dict[str, int], lines: LineCount) -> Iterator[Subscriber | RowProblem]:
+    """One record's subscriber and problems; its lines counted as kept, skipped or blank."""
+    line = record.line
+    if record.fields is None:
+        # Unreadable: this line alone is left out and reading starts again at the next one.
+        lines.skipped += 1
+        lost, key = _guess(record.raw[0], columns, known_editions)
+        yield RowProblem(SubscriberError(f"row cannot be read: {record.reason}; row skipped", file=path, line=line),
+                         lost=lost, key=key)
+        return
+    row, span = record.fields, len(record.raw)
+    if not row or all(not cell.strip() for cell in row):
+        lines.blank += span
+        return
+    kept = False
+    for item in _check_row(path, line, columns, row, known_editions, seen):
+        kept = kept or isinstance(item, Subscriber)
+        yield _with_span(item, path, line, span) if span > 1 else item
+    if kept:
+        lines.kept += span
+    else:
+        lines.skipped += span
+
+
+def _with_span(item: Subscriber | RowProblem, path: Path, line: int, span: int) -> Subscriber | RowProblem:
+    """A left-out row's error, saying where the record ends: a stray quote may have joined the next rows to it."""
+    if not isinstance(item, RowProblem) or item.warning:
+        return item
+    error = item.error
+    return RowProblem(SubscriberError(f"{error.message} (this row runs over lines {line}-{line + span - 1})",
+                                      file=path, line=line, field=error.field), False, item.lost, item.key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,81 +386,141 @@ def _undecodable(cells: list[str]) -> str:
     return ""
 
 
-def _check_row(path: Path, line: int, columns: list[str], row: list[str],
-               known: frozenset[str], seen: dict[str, int]) -> Iterator[Subscriber | RowProblem]:
-    values = dict(zip(columns, row))
-    wanted = [s.strip().lower() for s in values.get("editions", "").split(";") if s.strip()]
-    # What this row would have cost if it is left out: its known editions, unless it had left.
-    inactive = values.get("status", "").strip().lower() in ("unsubscribed", "bounced")
-    lost = frozenset() if inactive else frozenset(s for s in wanted if s in known)
+@dataclass(slots=True)
+class _Row:
+    """One data row under check: where it is, its cells by column, and what each check found.
+
+    The checks below run in order; each reads what the earlier ones set (``key``, ``first``...).
+    """
+
+    path: Path
+    line: int
+    cells: list[str]
+    values: dict[str, str]
+    wanted: list[str]  # the editions column's slugs, lower-case, in file order
+    lost: frozenset[str]  # what leaving the row out would cost: its known editions, unless it had left
     key: str | None = None
+    email: str = ""
+    name: str = ""
+    first: str = ""
+    greet: str = ""
+    status: str = ""
+    editions: frozenset[str] = frozenset()
 
-    def problem(message: str, column: str | None, *, warning: bool = False) -> RowProblem:
-        return RowProblem(SubscriberError(message, file=path, line=line, field=column), warning,
-                          frozenset() if warning else lost, key)
+    @classmethod
+    def of(cls, path: Path, line: int, columns: list[str], cells: list[str], known: frozenset[str]) -> _Row:
+        """A row about to be checked, with what leaving it out would cost worked out first."""
+        values = dict(zip(columns, cells))
+        wanted = [s.strip().lower() for s in values.get("editions", "").split(";") if s.strip()]
+        inactive = values.get("status", "").strip().lower() in ("unsubscribed", "bounced")
+        return cls(path, line, cells, values, wanted, frozenset() if inactive else frozenset(s for s in wanted if s in known))
 
-    stray = _undecodable(row)
+    def problem(self, message: str, column: str | None, *, warning: bool = False) -> RowProblem:
+        """A finding on this row: an error leaves it out, a warning keeps it with a remark."""
+        return RowProblem(SubscriberError(message, file=self.path, line=self.line, field=column), warning,
+                          frozenset() if warning else self.lost, self.key)
+
+
+def _check_text(row: _Row, columns: list[str]) -> Iterator[RowProblem]:
+    """The whole row: UTF-8 text, and no more fields than the header has."""
+    stray = _undecodable(row.cells)
     if stray:
-        yield problem(f"row is not UTF-8 text ({stray}); save the file as UTF-8", None)
-        return
+        yield row.problem(f"row is not UTF-8 text ({stray}); save the file as UTF-8", None)
+    elif len(row.cells) > len(columns):
+        yield row.problem(f"row has {len(row.cells)} fields but the header has {len(columns)} (an unquoted comma?)", None)
 
-    if len(row) > len(columns):
-        yield problem(f"row has {len(row)} fields but the header has {len(columns)} (an unquoted comma?)", None)
-        return
-    raw_email = values.get("email", "")
+
+def _check_email(row: _Row, seen: dict[str, int]) -> Iterator[RowProblem]:
+    """The email column: present, a usable address, not one an earlier row already has."""
+    raw_email = row.values.get("email", "")
     email = raw_email.strip()
     if not email:
-        yield problem("is empty", "email")
+        yield row.problem("is empty", "email")
         return
     try:
         check_address(email)
     except (AddressError, HeaderInjectionError) as exc:
         reason = "contains a line break or NUL" if isinstance(exc, HeaderInjectionError) else str(exc)
-        yield problem(f"'{email}' is not a usable address: {reason}", "email")
+        yield row.problem(f"'{email}' is not a usable address: {reason}", "email")
         return
-    key = address_key(email)
+    row.email, row.key = email, address_key(email)
     if email != raw_email:
-        yield problem(f"spaces around '{email}' ignored", "email", warning=True)
-    if key in seen:
-        yield problem(f"'{email}' duplicates line {seen[key]} (addresses compare case-insensitively); row skipped", "email")
-        return
-    name = values.get("name", "").strip()
-    first = values.get("first_name", "").strip()
-    for column, value in (("name", name), ("first_name", first)):
-        if any(c in value for c in "\r\n\x00"):
-            yield problem("contains a line break or NUL", column)
+        yield row.problem(f"spaces around '{email}' ignored", "email", warning=True)
+    if row.key in seen:
+        yield row.problem(f"'{email}' duplicates line {seen[row.key]} (addresses compare case-insensitively); row skipped",
+                          "email")
+
+
+def _check_names(row: _Row) -> Iterator[RowProblem]:
+    """The name and first_name columns, then the name the greeting will use."""
+    row.name = row.values.get("name", "").strip()
+    row.first = row.values.get("first_name", "").strip()
+    for column, value in (("name", row.name), ("first_name", row.first)):
+        problem = _name_problem(value)
+        if problem:
+            yield row.problem(problem, column)
             return
-        hidden = next((c for c in value if _is_hidden_control(c)), None)
-        if hidden is not None:
-            # It would reach the To header, the greeting and every export: ask for the name as meant.
-            yield problem(f"contains the control character U+{ord(hidden):04X}; row skipped", column)
-            return
-        if len(value) > _MAX_NAME:
-            yield problem(f"is longer than {_MAX_NAME} characters", column)
-            return
+    first = row.first
     if first and not (first[0].isalnum() and first[-1].isalnum()):
         # The greeting adds its own punctuation: 'Hello, Ana,.' is worse than 'Hello.'
-        yield problem(f"'{first}' begins or ends with punctuation; the greeting leaves the name out", "first_name", warning=True)
-        greet = ""
+        yield row.problem(f"'{first}' begins or ends with punctuation; the greeting leaves the name out", "first_name",
+                          warning=True)
+        row.greet = ""
     else:
-        greet = first or greeting_name(name)
-    status = values.get("status", "").strip().lower() or "active"
-    if status not in STATUSES:
-        yield problem(f"'{values.get('status')}' is not one of {', '.join(STATUSES)}; row skipped", "status")
-        return
-    unknown = [s for s in wanted if s not in known]
+        row.greet = first or greeting_name(row.name)
+
+
+def _name_problem(value: str) -> str:
+    """Why a name cell cannot be used ('' when it can)."""
+    if any(c in value for c in "\r\n\x00"):
+        return "contains a line break or NUL"
+    hidden = next((c for c in value if _is_hidden_control(c)), None)
+    if hidden is not None:
+        # It would reach the To header, the greeting and every export: ask for the name as meant.
+        return f"contains the control character U+{ord(hidden):04X}; row skipped"
+    if len(value) > _MAX_NAME:
+        return f"is longer than {_MAX_NAME} characters"
+    return ""
+
+
+def _check_status(row: _Row) -> Iterator[RowProblem]:
+    """The status column: blank (active) or one of ``STATUSES``."""
+    row.status = row.values.get("status", "").strip().lower() or "active"
+    if row.status not in STATUSES:
+        yield row.problem(f"'{row.values.get('status')}' is not one of {', '.join(STATUSES)}; row skipped", "status")
+
+
+def _check_editions(row: _Row, known: frozenset[str]) -> Iterator[RowProblem]:
+    """The editions column: unknown slugs are dropped with a remark, as is an active row left with none."""
+    unknown = [s for s in row.wanted if s not in known]
     if unknown:
-        yield problem(f"unknown edition {', '.join(repr(s) for s in unknown)} ignored", "editions", warning=True)
-    editions = _interned(frozenset(s for s in wanted if s in known))
-    if not editions and status == "active":
-        yield problem("subscribed to no known edition", "editions", warning=True)
-    seen[key] = line
+        yield row.problem(f"unknown edition {', '.join(repr(s) for s in unknown)} ignored", "editions", warning=True)
+    row.editions = _interned(frozenset(s for s in row.wanted if s in known))
+    if not row.editions and row.status == "active":
+        yield row.problem("subscribed to no known edition", "editions", warning=True)
+
+
+def _check_row(path: Path, line: int, columns: list[str], row: list[str],
+               known: frozenset[str], seen: dict[str, int]) -> Iterator[Subscriber | RowProblem]:
+    """Each problem of one data row, in the order found, then its ``Subscriber`` if it is kept.
+
+    The columns are checked one after another; the first error (not a warning) leaves the row out.
+    """
+    checked = _Row.of(path, line, columns, row, known)
+    values = checked.values
+    for findings in (_check_text(checked, columns), _check_email(checked, seen), _check_names(checked),
+                     _check_status(checked), _check_editions(checked, known)):
+        for problem in findings:
+            yield problem
+            if not problem.warning:
+                return
+    seen[checked.key] = line  # type: ignore[index]  # _check_email set it
     yield Subscriber(
-        email=email,
-        name=name,
-        editions=editions,
-        status=status,  # type: ignore[arg-type]
+        email=checked.email,
+        name=checked.name,
+        editions=checked.editions,
+        status=checked.status,  # type: ignore[arg-type]
         line=line,
         fields=tuple((c, values.get(c, "")) for c in columns if c not in _KNOWN),
-        greet_name=greet,
+        greet_name=checked.greet,
     )

@@ -51,16 +51,34 @@ def _records(text: str) -> list[tuple[int, str, list[str] | None]]:
 
 def export(path: Path, ledger: Ledger, *, write: bool = True, now: dt.datetime | None = None) -> WriteBack:
     """Apply the ledger's suppressions to ``path``; ``write=False`` only reports the changes."""
+    text, bom = _read_text(path)
+    records = _records(text)
+    column = _header_columns(records, path)
+    result = WriteBack()
+    out = _rewrite(records, column, _suppressions(ledger), result)
+    if write and result.changes:
+        stamp = (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+        result.backup = path.with_name(f"{path.name}.{stamp}.bak")
+        shutil.copy2(path, result.backup)
+        write_atomically(path, (b"\xef\xbb\xbf" if bom else b"") + "".join(out).encode("utf-8"))
+    return result
+
+
+def _read_text(path: Path) -> tuple[str, bool]:
+    """The file's text and whether it starts with a byte-order mark (kept when it is written back)."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise SubscriberError("subscriber file not found", file=path) from None
-    bom = raw.startswith(b"\xef\xbb\xbf")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise SubscriberError(f"not UTF-8 text (byte {exc.start}); export rewrites nothing until it is", file=path) from None
-    records = _records(text)
+    return text, raw.startswith(b"\xef\xbb\xbf")
+
+
+def _header_columns(records: list[tuple[int, str, list[str] | None]], path: Path) -> dict[str, int]:
+    """Column name -> index, from the header record; ``SubscriberError`` when there is none to go by."""
     if not records:
         raise SubscriberError("file is empty", file=path, line=1)
     if records[0][2] is None:
@@ -68,10 +86,13 @@ def export(path: Path, ledger: Ledger, *, write: bool = True, now: dt.datetime |
     header = [c.strip() for c in records[0][2]]
     if "email" not in header:
         raise SubscriberError("header row has no 'email' column", file=path, line=1)
-    column = {name: i for i, name in enumerate(header)}
+    return {name: i for i, name in enumerate(header)}
+
+
+def _rewrite(records: list[tuple[int, str, list[str] | None]], column: dict[str, int],
+             suppressed: dict[str, dict[str, str]], result: WriteBack) -> list[str]:
+    """The file's records with suppressions applied, each change noted in ``result``; the rest as they were."""
     newline = "\r\n" if "\r\n" in records[0][1] else "\n"
-    suppressed = _suppressions(ledger)
-    result = WriteBack()
     out = [records[0][1]]
     for line, raw_record, fields in records[1:]:
         changed = None if fields is None else _apply(fields, column, suppressed)
@@ -84,30 +105,18 @@ def export(path: Path, ledger: Ledger, *, write: bool = True, now: dt.datetime |
         row = buffer.getvalue()
         out.append(row if raw_record.endswith(("\n", "\r")) else row.rstrip("\r\n"))  # last line without newline
         result.changes.append((line, fields[column["email"]].strip(), before, after))
-    if write and result.changes:
-        stamp = (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
-        result.backup = path.with_name(f"{path.name}.{stamp}.bak")
-        shutil.copy2(path, result.backup)
-        write_atomically(path, (b"\xef\xbb\xbf" if bom else b"") + "".join(out).encode("utf-8"))
-    return result
+    return out
 
 
 def _apply(fields: list[str], column: dict[str, int], suppressed: dict[str, dict[str, str]]) -> tuple[str, str, list[str]] | None:
+    """(before, after, new fields) of a row whose reader is suppressed; None when the row stays as it is."""
     email = fields[column["email"]].strip() if len(fields) > column["email"] else ""
     if not email or address_key(email) not in suppressed:
         return None
-    rules = suppressed[address_key(email)]
     fields = list(fields) + [""] * (len(column) - len(fields))
     status_i, editions_i = column.get("status"), column.get("editions")
-    status = (fields[status_i].strip().lower() if status_i is not None else "") or "active"
-    editions = [s.strip() for s in fields[editions_i].split(";") if s.strip()] if editions_i is not None else []
-    new_status, new_editions = status, editions
-    if "*" in rules:
-        new_status = "bounced" if rules["*"] == "bounced" else "unsubscribed"
-    else:
-        new_editions = [s for s in editions if s.lower() not in rules]
-        if editions and not new_editions:
-            new_status = "unsubscribed"
+    status, editions = _row_state(fields, status_i, editions_i)
+    new_status, new_editions = _suppressed(status, editions, suppressed[address_key(email)])
     if new_status == status and new_editions == editions:
         return None
     if status_i is None and new_status != status:
@@ -120,3 +129,18 @@ def _apply(fields: list[str], column: dict[str, int], suppressed: dict[str, dict
     before = f"{status} ({';'.join(editions)})"
     after = f"{new_status} ({';'.join(new_editions)})"
     return before, after, fields
+
+
+def _row_state(fields: list[str], status_i: int | None, editions_i: int | None) -> tuple[str, list[str]]:
+    """A row's status (blank: active) and editions, as read from its columns when it has them."""
+    status = (fields[status_i].strip().lower() if status_i is not None else "") or "active"
+    editions = [s.strip() for s in fields[editions_i].split(";") if s.strip()] if editions_i is not None else []
+    return status, editions
+
+
+def _suppressed(status: str, editions: list[str], rules: dict[str, str]) -> tuple[str, list[str]]:
+    """A row's (status, editions) after its reader's suppressions: the table in this module's docstring."""
+    if "*" in rules:
+        return ("bounced" if rules["*"] == "bounced" else "unsubscribed"), editions
+    left = [s for s in editions if s.lower() not in rules]
+    return ("unsubscribed" if editions and not left else status), left
