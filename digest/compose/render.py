@@ -21,7 +21,7 @@ import jinja2
 from markupsafe import Markup
 
 from ..errors import TemplateError
-from ..models import Curator, Edition, Image, Issue, Newsroom
+from ..models import Curator, Edition, Image, Issue, Newsroom, Story
 from ..sources.plaintext import LinkRefs, first_paragraph, html_to_text
 from .editions import reading_minutes
 
@@ -99,26 +99,7 @@ class Renderer:
         # The note is read first (under the greeting), so its links are numbered first.
         note = issue.note
         note_text = html_to_text(note.html, refs) if note is not None else None
-        views = []
-        for number, story in enumerate(issue.stories, start=1):
-            url_ref = refs.ref(story.url, story.headline) if story.url else None
-            views.append(StoryView(
-                number=number,
-                id=story.id,
-                headline=story.headline,
-                url=story.url,
-                url_ref=url_ref,
-                byline=story.byline,
-                section=story.section,
-                image=story.image,
-                lede=first_paragraph(story.body_html),
-                body_html=Markup(story.body_html),  # sanitised by stories.py: one of the two places that mark HTML safe
-                body_text=html_to_text(story.body_html, refs),
-                editor_note=story.editor_note,
-                # A story may go to several editions; its curator's note belongs to curated ones only.
-                curator_note=story.curator_note if edition.curator is not None else None,
-                reading_minutes=reading_minutes(story.words, newsroom.words_per_minute),
-            ))
+        views = [_story_view(number, story, refs, edition, newsroom) for number, story in enumerate(issue.stories, start=1)]
         context: dict[str, Any] = {
             "newsroom": newsroom,
             "edition": _EditionView(edition),
@@ -150,6 +131,28 @@ class Renderer:
         except jinja2.TemplateError as exc:
             raise TemplateError(_describe(exc), file=getattr(exc, "filename", None), line=getattr(exc, "lineno", None)) from None
         return Rendered(subject=subject, preheader=preheader, html=html, text=text)
+
+
+def _story_view(number: int, story: Story, refs: LinkRefs, edition: Edition, newsroom: Newsroom) -> StoryView:
+    """What a template sees of one story; its links are numbered in ``refs`` in reading order."""
+    url_ref = refs.ref(story.url, story.headline) if story.url else None
+    return StoryView(
+        number=number,
+        id=story.id,
+        headline=story.headline,
+        url=story.url,
+        url_ref=url_ref,
+        byline=story.byline,
+        section=story.section,
+        image=story.image,
+        lede=first_paragraph(story.body_html),
+        body_html=Markup(story.body_html),  # sanitised by stories.py: one of the two places that mark HTML safe
+        body_text=html_to_text(story.body_html, refs),
+        editor_note=story.editor_note,
+        # A story may go to several editions; its curator's note belongs to curated ones only.
+        curator_note=story.curator_note if edition.curator is not None else None,
+        reading_minutes=reading_minutes(story.words, newsroom.words_per_minute),
+    )
 
 
 @dataclass(frozen=True, slots=True)
