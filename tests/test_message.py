@@ -299,3 +299,10 @@ def test_a_newsroom_domain_unfit_for_feedback_id_names_the_config_key(sample_set
     issue = choose_stories(settings.edition("am"), settings.demo_date, sample_stories.stories, words_per_minute=settings.newsroom.words_per_minute)
     with pytest.raises(ConfigError, match="newsroom.domain"):
         compose(settings, issue)
+
+
+def test_reader_values_fill_exactly_the_reader_fields() -> None:
+    from digest.compose.personalise import READER_FIELDS, reader_values
+
+    assert tuple(reader_values("Hi.", "a@example.com", "https://x/u/t")) == READER_FIELDS
+    assert reader_values("Hi.") == {"greeting": "Hi.", "email": "", "unsubscribe_url": ""}
