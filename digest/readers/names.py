@@ -6,6 +6,8 @@ recorded before ``first_name`` was kept.
 
 from __future__ import annotations
 
+import re
+
 # Family names that lead a name in Vietnamese and Chinese order, written without diacritics.
 # Only ones that are rarely a given name in English are listed ("Kim", "Lee" are not).
 _FAMILY_FIRST = frozenset({
@@ -20,14 +22,11 @@ _SUFFIXES = frozenset({"jr", "jr.", "sr", "sr.", "ii", "iii", "iv", "phd", "ph.d
 _JOINERS = "-'’"
 
 
-def _is_family_first_script(char: str) -> bool:
-    """Letters of scripts whose names are written family name first, or that mark such a name:
-    Han, Hiragana, Katakana, Hangul; Vietnamese letters (Latin Extended Additional, ă ơ ư đ);
-    Hungarian ő ű."""
-    code = ord(char)
-    return (0x2E80 <= code <= 0x9FFF or 0xAC00 <= code <= 0xD7AF or 0x1100 <= code <= 0x11FF
-            or 0xF900 <= code <= 0xFAFF or 0x20000 <= code <= 0x2FA1F or 0x1EA0 <= code <= 0x1EF9
-            or char in "ĂăƠơƯưĐđŐőŰű")
+# Letters of scripts whose names are written family name first, or that mark such a name: Han,
+# Hiragana, Katakana, Hangul; Vietnamese letters (Latin Extended Additional, ă ơ ư đ); Hungarian
+# ő ű. One regex search rather than a test per character: it runs for every row of the file.
+_FAMILY_FIRST_SCRIPT = re.compile("[\u2e80-\u9fff\uac00-\ud7af\u1100-\u11ff\uf900-\ufaff"
+                                  "\U00020000-\U0002fa1f\u1ea0-\u1ef9ĂăƠơƯưĐđŐőŰű]")
 
 
 def _usable(word: str) -> bool:
@@ -47,7 +46,7 @@ def greeting_name(name: str) -> str:
     The ``first_name`` column, when filled in, is used instead of this.
     """
     text = " ".join(name.split())
-    if not text or any(_is_family_first_script(c) for c in text):
+    if not text or _FAMILY_FIRST_SCRIPT.search(text):
         return ""
     words = _given_first(text).split()
     if not words:

@@ -16,6 +16,7 @@ starts again at the next physical line. Every line is counted as header, kept, s
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterable, Iterator
 from typing import TextIO
 from dataclasses import dataclass, field
@@ -239,15 +240,10 @@ def csv_records(lines: Iterable[str]) -> Iterator[Record]:
     yield from records_after(_Lines(lines), 0)
 
 
-# Bidirectional embeddings, overrides and isolates reorder what follows them on screen; the
-# marks U+200E/U+200F that right-to-left names may need are allowed.
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
-def _is_hidden_control(char: str) -> bool:
-    """A C0 or C1 control (a tab included), DEL, or a bidi control: nothing a name is written with."""
-    code = ord(char)
-    return code < 0x20 or 0x7F <= code <= 0x9F or char in _BIDI_CONTROLS
+# C0 and C1 controls (a tab included), DEL, and the bidirectional embeddings, overrides and
+# isolates, which reorder what follows them on screen: nothing a name is written with. The marks
+# U+200E/U+200F that right-to-left names may need are allowed.
+_HIDDEN_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 class _Lines:
@@ -472,12 +468,12 @@ def _check_names(row: _Row) -> Iterator[RowProblem]:
 
 def _name_problem(value: str) -> str:
     """Why a name cell cannot be used ('' when it can)."""
-    if any(c in value for c in "\r\n\x00"):
+    if "\n" in value or "\r" in value or "\x00" in value:
         return "contains a line break or NUL"
-    hidden = next((c for c in value if _is_hidden_control(c)), None)
+    hidden = _HIDDEN_CONTROL.search(value)
     if hidden is not None:
         # It would reach the To header, the greeting and every export: ask for the name as meant.
-        return f"contains the control character U+{ord(hidden):04X}; row skipped"
+        return f"contains the control character U+{ord(hidden.group()):04X}; row skipped"
     if len(value) > _MAX_NAME:
         return f"is longer than {_MAX_NAME} characters"
     return ""
