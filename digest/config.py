@@ -472,7 +472,7 @@ def _editions(doc: _Reader, newsroom: Newsroom) -> tuple[Edition, ...]:
     editions_raw = doc.raw.get("editions")
     if not isinstance(editions_raw, list) or not editions_raw:
         raise doc.fail("editions", "at least one [[editions]] table is required")
-    _check_defaults(doc, defaults)
+    _check_defaults(doc, defaults, newsroom)
     editions = tuple(_edition(doc, i, e, defaults, newsroom) for i, e in enumerate(editions_raw))
     seen: set[str] = set()
     for i, edition in enumerate(editions):
@@ -482,19 +482,16 @@ def _editions(doc: _Reader, newsroom: Newsroom) -> tuple[Edition, ...]:
     return editions
 
 
-def _check_defaults(doc: _Reader, defaults: Mapping[str, Any]) -> None:
-    """A bad value in [defaults] is named there even while every edition overrides it: it is
-    latent until the next edition that leaves the key out."""
-    table = _Table(doc, defaults, "defaults", Edition)
-    if "timezone" in defaults or "send_at" in defaults:
-        probe = _Table(doc, {"timezone": "UTC", "send_at": "00:00", **defaults}, "defaults", Edition)
-        _edition_schedule(probe)
-    for key in ("on_empty", "on_broken_story"):
-        if key in defaults:
-            table.one_of(key, ("skip", "fail"), "'skip' or 'fail'")
-    for key in ("reading_minutes", "grace_minutes"):
-        if key in defaults:
-            table.positive_int(key)
+# What a probe edition supplies when [defaults] is read on its own: only keys [defaults] lacks.
+_PROBE_EDITION = {"slug": "defaults", "name": "defaults", "kind": "national", "timezone": "UTC",
+                  "send_at": "00:00", "from": "probe@example.org", "subject": "probe"}
+
+
+def _check_defaults(doc: _Reader, defaults: Mapping[str, Any], newsroom: Newsroom) -> None:
+    """Every value in [defaults] is read by the editions' own rules, named ``defaults.key``, even
+    while every edition overrides it: a bad one is latent until the next edition that leaves it out."""
+    if defaults:
+        _edition_values(_Table(doc, {**_PROBE_EDITION, **defaults}, "defaults", Edition), "defaults", newsroom)
 
 
 def _edition(doc: _Reader, index: int, raw: Any, defaults: Mapping[str, Any], newsroom: Newsroom) -> Edition:
@@ -503,6 +500,11 @@ def _edition(doc: _Reader, index: int, raw: Any, defaults: Mapping[str, Any], ne
     if not _SLUG.match(slug):
         raise table.fail("slug", f"{_shown(slug)} must be lower-case letters, digits and '-'")
     table.where = f"editions[{index}] ({slug})"
+    return _edition_values(table, slug, newsroom)
+
+
+def _edition_values(table: _Table, slug: str, newsroom: Newsroom) -> Edition:
+    """An edition from its merged table (its own keys over [defaults]); errors name ``table.where``."""
     kind = table.text("kind")
     if kind not in _KINDS:
         raise table.fail("kind", f"{_shown(kind)} must be one of {', '.join(_KINDS)}")
@@ -511,7 +513,7 @@ def _edition(doc: _Reader, index: int, raw: Any, defaults: Mapping[str, Any], ne
     reply_to = table.mailbox("reply_to")[1] if table.get("reply_to") is not None else None
     on_empty = table.one_of("on_empty", ("skip", "fail"), "'skip' or 'fail'")
     on_broken_story = table.one_of("on_broken_story", ("skip", "fail"), "'skip' or 'fail'")
-    curator = _curator(doc, table)
+    curator = _curator(table.doc, table)
     return Edition(
         slug=slug,
         name=table.text("name"),

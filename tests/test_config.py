@@ -520,6 +520,9 @@ def test_every_key_left_out_of_digest_toml_takes_the_default_its_dataclass_decla
     ('timezone = "Mars/Olympus"', "defaults.timezone"),
     ('on_empty = "maybe"', "defaults.on_empty"),
     ("reading_minutes = 0", "defaults.reading_minutes"),
+    ('kind = "tabloid"', "defaults.kind"),
+    ('from = "not an address"', "defaults.from"),
+    ('days = ["someday"]', "defaults.days"),
 ])
 def test_a_bad_value_in_defaults_is_named_even_while_every_edition_overrides_it(tmp_path, line, field):
     """Found by a newcomer: `[defaults] send_at = "6am"` was accepted, latent until an edition left it out."""
