@@ -307,6 +307,24 @@ class ThreadedServer:
             self.loop.close()
 
 
+def fire_scheduled(config: Path, slug: str, now: str) -> list[Received]:
+    """Let a Scheduler on ``config`` fire ``slug``'s job at the UTC time ``now`` ("...Z"), sending
+    to a fresh capture server; what the server received."""
+    from digest.config import load_settings
+    from digest.schedule import Scheduler
+
+    clock = dt.datetime.fromisoformat(now.replace("Z", "+00:00"))
+
+    async def scenario() -> list[Received]:
+        async with CaptureServer(FaultHandler()) as server:
+            base = load_settings(config)
+            settings = dataclasses.replace(base, smtp=dataclasses.replace(base.smtp, port=server.port))
+            await Scheduler(settings, clock=lambda: clock).fire(slug)
+            return list(server.handler.received)
+
+    return asyncio.run(scenario())
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, interval: float = 0.01) -> bool:
     """Poll until ``predicate()`` is true; False on timeout (callers assert on it)."""
     end = time.monotonic() + timeout

@@ -8,8 +8,6 @@ because a stack printed to the terminal is the symptom.
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import errno
 import json
 import os
@@ -25,12 +23,11 @@ from smtp_faults import (
     DATE,
     FaultHandler,
     ThreadedServer,
+    fire_scheduled,
 )
 
 from digest import files
 from digest.config import load_settings
-from digest.deliver.capture import CaptureServer
-from digest.schedule import Scheduler
 
 DAY = DATE.isoformat()
 MANIFEST = ".digest-dry-run.jsonl"
@@ -244,16 +241,7 @@ def test_on_broken_story_rejects_an_unknown_value(capsys, newsroom):
 def test_the_scheduler_applies_the_same_rule(newsroom, tmp_path, events, rule):
     break_a_story(newsroom)
     set_in_defaults(newsroom, f'on_broken_story = "{rule}"')
-    now = dt_utc("2026-12-01T11:00:05Z")  # 06:00:05 in New York: am is due
-
-    async def scenario():
-        async with CaptureServer(FaultHandler()) as server:
-            base = load_settings(newsroom)
-            settings = dataclasses.replace(base, smtp=dataclasses.replace(base.smtp, port=server.port))
-            await Scheduler(settings, clock=lambda: now).fire("am")
-            return list(server.handler.received)
-
-    received = asyncio.run(scenario())
+    received = fire_scheduled(newsroom, "am", "2026-12-01T11:00:05Z")  # 06:00:05 in New York: am is due
     unreadable = [line for line in events if "event=story.unreadable" in line]
     assert unreadable and all("level=error" in line and BROKEN in line for line in unreadable), events
     if rule == "skip":
@@ -263,11 +251,6 @@ def test_the_scheduler_applies_the_same_rule(newsroom, tmp_path, events, rule):
         assert received == []
         failed = [line for line in events if "event=issue.failed" in line]
         assert failed and "level=error" in failed[0] and BROKEN in failed[0]
-
-
-def dt_utc(text: str):
-    import datetime as dt
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 # --- item 7: a bad path is one line naming it --------------------------------------------------------

@@ -10,7 +10,6 @@ the issue was created changes no copy of it.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import email.parser
 import email.policy
@@ -26,17 +25,16 @@ from smtp_faults import (
     FaultHandler,
     Reply,
     ThreadedServer,
+    fire_scheduled,
     write_newsroom,
 )
 
 from digest.compose.pipeline import compose
 from digest.compose.planning import plan_issue
 from digest.config import load_settings
-from digest.deliver.capture import CaptureServer
 from digest.deliver.runner import send_issue
 from digest.errors import StoryError, TemplateError
 from digest.readers.subscribers import load_subscribers
-from digest.schedule import Scheduler
 from digest.sources.notes import MAX_NOTE_BYTES, read_note
 from digest.sources.stories import load_folder, parse_story
 from digest.state.ledger import Ledger
@@ -331,16 +329,7 @@ def test_broken_note_with_on_broken_story_fail_refuses_check_render_and_send(cap
 def test_the_scheduler_applies_the_same_rule_to_a_note(newsroom, events, rule):
     break_note(newsroom, "a folder")
     set_in_defaults(newsroom, f'on_broken_story = "{rule}"')
-    now = dt_utc("2026-12-01T15:00:05Z")  # 07:00:05 in Los Angeles: climate is due
-
-    async def scenario():
-        async with CaptureServer(FaultHandler()) as server:
-            base = load_settings(newsroom)
-            settings = dataclasses.replace(base, smtp=dataclasses.replace(base.smtp, port=server.port))
-            await Scheduler(settings, clock=lambda: now).fire("climate")
-            return list(server.handler.received)
-
-    received = asyncio.run(scenario())
+    received = fire_scheduled(newsroom, "climate", "2026-12-01T15:00:05Z")  # 07:00:05 in Los Angeles: climate is due
     unreadable = [line for line in events if "event=note.unreadable" in line]
     assert unreadable and all("level=error" in line and "notes/climate" in line for line in unreadable), events
     if rule == "skip":
