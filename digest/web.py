@@ -216,32 +216,27 @@ def _state(request: Request) -> WebState:
 
 
 async def unsubscribe_link(request: Request) -> Response:
-    """GET or POST /u/<token>."""
+    """GET or POST /u/<token>: the token is checked here, once, for both."""
     # One route for both methods, so a PUT gets 405 with "Allow: GET, HEAD, POST".
-    if request.method == "POST":
-        return await unsubscribe(request)
-    return await unsubscribe_page(request)
-
-
-async def unsubscribe_page(request: Request) -> Response:
-    """GET /u/<token>: which edition and which address, with the two buttons. Changes nothing."""
     state = _state(request)
     reader = state.reader_of(request)
     if reader is None:
         return _invalid_link(request)
     email, edition = reader
+    if request.method == "POST":
+        return await unsubscribe(request, state, email, edition)
+    return await unsubscribe_page(request, state, email, edition)
+
+
+async def unsubscribe_page(request: Request, state: WebState, email: str, edition: Edition) -> Response:
+    """GET /u/<token>: which edition and which address, with the two buttons. Changes nothing."""
     left_edition, left_all = await run_in_threadpool(state.already_left, email, edition)
     return _page(request, "unsubscribe.html", newsroom=state.settings.newsroom, edition=edition, email=email,
                  left_edition=left_edition, left_all=left_all)
 
 
-async def unsubscribe(request: Request) -> Response:
+async def unsubscribe(request: Request, state: WebState, email: str, edition: Edition) -> Response:
     """POST /u/<token>: RFC 8058 one-click, or the page's buttons (``scope=edition`` / ``scope=all``)."""
-    state = _state(request)
-    reader = state.reader_of(request)
-    if reader is None:
-        return _invalid_link(request)
-    email, edition = reader
     form = await _small_form(request)
     if isinstance(form, Response):
         return form
