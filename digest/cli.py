@@ -45,7 +45,7 @@ from .schedule import Scheduler, scheduler_health, send_listing
 from .sources.gathering import BrokenStories, broken_story_rule, gather_stories
 from .sources.notes import note_path
 from .sources.stories import StoryLoad
-from .state.ledger import STATES, Ledger
+from .state.ledger import STATES, Ledger, shown, state_exists
 from .web import serve as serve_web
 
 _WEEKDAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -514,7 +514,7 @@ def _print_unrecorded(settings: Settings, standing: IssueStanding) -> None:
         console.line(f"{slug} {date}: MISSED by the scheduler ({standing.missed}); send it with "
                      f"`digest send {slug} --date {date}`", "error")
         return
-    where = settings.state_db if standing.database else f"{settings.state_db} (no such file yet)"
+    where = shown(settings.state_db) if standing.database else f"{shown(settings.state_db)} (no such database yet)"
     console.line(f"{slug} {date}: no issue recorded in {where}: not sent yet with this state database", "warning")
 
 
@@ -652,8 +652,8 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
 def bounces(ctx: click.Context, path: Path, dry_run: bool, show_all: bool) -> None:
     """Read bounces (DSNs) from a Maildir, mbox, .eml file or folder: suppress hard bounces, count soft ones."""
     settings = _settings(ctx)
-    if not settings.state_db.exists():
-        console.line(f"no state database at {settings.state_db}: nothing has been sent, so no bounce can match", "warning")
+    if not state_exists(settings.state_db):
+        console.line(f"no state database at {shown(settings.state_db)}: nothing has been sent, so no bounce can match", "warning")
         ctx.exit(0)
     with closing(Ledger(settings.state_db, create=not dry_run)) as ledger:
         summary = process_bounces(ledger, path, dry_run=dry_run)
@@ -681,7 +681,7 @@ def subscribers_export(ctx: click.Context, dry_run: bool) -> None:
     settings = _settings(ctx)
     ledger = Ledger.read_only(settings.state_db)
     if ledger is None:
-        console.line(f"no state database at {settings.state_db} yet: nothing to apply", "warning")
+        console.line(f"no state database at {shown(settings.state_db)} yet: nothing to apply", "warning")
         return
     with closing(ledger):
         result = export_subscribers(settings.paths.subscribers, ledger, write=not dry_run)

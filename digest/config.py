@@ -52,7 +52,7 @@ _EDITION_KEYS = {
 _SMTP_KEYS = {"host", "port", "tls", "pool_size", "rate", "timeout", "data_timeout", "allow_insecure",
               "local_hostname", "ca_file"}
 _DELIVERY_KEYS = {"deadline_hours", "max_attempts", "retry_base", "retry_cap", "uncertain",
-                  "breaker_min_rejections", "breaker_ratio"}
+                  "breaker_min_rejections", "breaker_ratio", "lease_seconds", "batch"}
 _NEWSROOM_KEYS = {"name", "domain", "postal_address", "words_per_minute", "signup_url"}
 _WEB_KEYS = {"base_url"}
 _PATHS_KEYS = {"stories", "subscribers", "templates", "state", "out", "notes"}
@@ -396,6 +396,8 @@ def _delivery(doc: _Reader) -> DeliverySettings:
         uncertain=uncertain,
         breaker_min_rejections=table.positive_int("breaker_min_rejections"),
         breaker_ratio=table.number("breaker_ratio", minimum=0.0),
+        lease_seconds=table.number("lease_seconds", minimum=1.0),
+        batch=table.positive_int("batch"),
     )
 
 

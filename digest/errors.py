@@ -17,7 +17,8 @@ in one place. Errors carry the data needed to act on them (file, line, field), n
     ├── DkimError                  a DKIM key or setting cannot be used (exit 2; compose/dkim.py)
     ├── DryRunFolderError          --out holds files digest did not write (exit 2; deliver/eml.py)
     ├── StateError                 the state database cannot be opened; its path named (state/)
-    │   └── StateQueryError        ... or cannot answer a query (an older database, read only)
+    │   ├── StateQueryError        ... or cannot answer a query (an older database, read only)
+    │   └── StateConnectionLost    ... or lost its connection mid-transaction (state/connection.py)
     ├── SmtpSetupError             the relay cannot be used safely: TLS, STARTTLS, AUTH (deliver/transport.py)
     └── AlreadyRunning             another process sends this issue or runs the scheduler (deliver/locks.py)
 

@@ -124,6 +124,8 @@ class DeliverySettings:
     uncertain: Literal["resend", "hold"] = "resend"
     breaker_min_rejections: int = 20  # 5.7.x policy rejections before the breaker may trip
     breaker_ratio: float = 0.05  # ... and their share of this run's attempts
+    lease_seconds: float = 60.0  # a sender's hold on its batch of copies; a dead sender's batch is taken over after this
+    batch: int = 200  # copies a sender claims at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +147,7 @@ class Settings:
     paths: Paths
     editions: tuple[Edition, ...]
     demo_date: dt.date | None
-    state_db: Path
+    state_db: Path | str  # a SQLite file, or a PostgreSQL URL (state.connection.PostgresUrl)
     smtp: SmtpSettings = SmtpSettings(tls="none")  # for Settings built in code (tests); digest.toml's is starttls
     delivery: DeliverySettings = DeliverySettings()
     dkim: DkimSettings = DkimSettings()

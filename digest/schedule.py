@@ -31,7 +31,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from .compose.editions import next_sends, send_time, sends_on, today_in
-from .deliver.locks import AlreadyRunning, ProcessLock
+from .deliver.locks import AlreadyRunning, state_lock
 from .deliver.runner import EmptyIssue, send_issue
 from .deliver.send import Notice
 from .errors import DigestError, StateQueryError
@@ -281,7 +281,7 @@ class Scheduler:
         """Run until ``self.stop`` is set; then let sends in flight finish and return."""
         global _ACTIVE
         state_db = self.settings.state_db
-        with ProcessLock(state_db.parent / "locks" / "scheduler.lock", "digest schedule"):
+        with state_lock(state_db, "scheduler", "digest schedule"):
             holder = self._heartbeat(record=False)  # catch_up still needs the last time we were alive
             if holder is not None:
                 raise AlreadyRunning(f"digest schedule is already running for this state database ({holder})")

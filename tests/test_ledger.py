@@ -9,7 +9,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from conftest import SECRET_KEY
+from conftest import ROOT, SECRET_KEY
 
 from digest.cli import main
 from digest.compose.planning import plan_issue
@@ -93,9 +93,19 @@ def test_state_url_forms(url: str, expected: str) -> None:
     assert state_path(url, Path("default")) == Path(expected)
 
 
-def test_unsupported_state_url_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="postgresql"):
-        state_path("postgresql://db/digest", Path("default"))
+def test_a_postgresql_url_is_kept_as_a_url_and_shown_without_its_password() -> None:
+    from digest.state.ledger import PostgresUrl, shown
+
+    location = state_path("postgresql://digest:s3cret@db.internal:5432/digest", Path("default"))
+    assert isinstance(location, PostgresUrl) and location == "postgresql://digest:s3cret@db.internal:5432/digest"
+    assert shown(location) == "postgresql://digest:***@db.internal:5432/digest"
+    assert state_path("postgres://db/x", Path("default")) == "postgresql://db/x"
+
+
+@pytest.mark.parametrize("url", ["mysql://db/digest", "postgresql:///no-host-here"])
+def test_an_unsupported_or_hostless_state_url_is_a_config_error(url: str) -> None:
+    with pytest.raises(ConfigError, match="DIGEST_STATE_URL|sqlite"):
+        state_path(url, Path("default"))
 
 
 def test_an_issue_whose_only_unsent_copies_are_held_is_not_unfinished(settings) -> None:
@@ -117,8 +127,7 @@ def test_an_issue_whose_only_unsent_copies_are_held_is_not_unfinished(settings) 
 
 def _old_database(path: Path) -> None:
     """A state database as the previous digest created it: deliveries without the failure column."""
-    from digest.state.ledger import SCHEMA
-
+    SCHEMA = (ROOT / "tests" / "data" / "state-0.1.sql").read_text()
     old = SCHEMA.replace("    failure     TEXT,                     -- why a failed copy failed: outcomes.FAILURE_CLASSES\n", "")
     assert old != SCHEMA
     db = sqlite3.connect(path)

@@ -402,6 +402,7 @@ def test_an_older_state_database_without_kept_notes_reads_as_no_note(tmp_path):
         record, _ = ledger.create_issue("climate", DATE, dt_utc("2026-12-01T15:00:00Z"), ["a"], note=("n.md", "Kept."))
         assert ledger.issue_note(record.id) == ("n.md", "Kept.")
         ledger.db.execute("DROP TABLE issue_notes")  # as a database from before notes were kept
+        ledger.db.execute("DROP TABLE alembic_version")  # ... and before migrations were recorded
     with closing(Ledger.read_only(path)) as old:
         assert old.issue_note(record.id) is None  # such an issue went out with no note
     with closing(Ledger(path)) as upgraded:  # opened for writing, it gains the table

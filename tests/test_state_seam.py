@@ -75,7 +75,8 @@ def test_the_check_sees_the_ledgers_own_statements_and_driver():
     # Guard against a check that passes because it sees nothing.
     found = [offence for path in modules(STATE) for offence in offences(path)]
     assert any("imports sqlite3" in offence for offence in found)
-    for statement in ("SELECT", "INSERT", "UPDATE", "DELETE", "CREATE TABLE", "BEGIN", "COMMIT"):
+    assert any("imports psycopg" in offence for offence in found)
+    for statement in ("SELECT", "INSERT", "UPDATE", "DELETE", "PRAGMA", "BEGIN", "COMMIT"):
         assert any(statement in offence for offence in found), statement
 
 

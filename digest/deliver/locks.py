@@ -1,7 +1,10 @@
-"""One sender per issue: an exclusive OS lock on a file beside the state database.
+"""One coordinator per issue, one scheduler per state database: locks that die with their holder.
 
-The kernel releases the lock when the process ends however it ends (even SIGKILL), so a crashed
-sender never leaves a stale lock behind, and the next ``digest send`` can resume at once.
+With a SQLite state, an exclusive OS lock on a file beside the database: the kernel releases it
+when the process ends however it ends (even SIGKILL). With PostgreSQL, whose clients may be on
+many machines, a file cannot coordinate them: the lock is a PostgreSQL advisory lock held by a
+session of its own, which the server releases when that session ends. Either way a crashed
+holder never leaves a stale lock behind, and the next ``digest send`` can resume at once.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from pathlib import Path
 from types import TracebackType
 
 from ..errors import DigestError
+from ..state.ledger import PostgresUrl, StateLocation
+from ..state.connection import SessionLock
 
 
 class AlreadyRunning(DigestError):
@@ -49,6 +54,30 @@ class ProcessLock:
             self.handle = None
 
 
-def issue_lock(state_db: Path, edition: str, date: str) -> ProcessLock:
-    """The lock that makes one process the sender of issue (edition, date)."""
-    return ProcessLock(state_db.parent / "locks" / f"{edition}-{date}.lock", f"digest send {edition} {date}")
+class DatabaseLock:
+    """``with DatabaseLock(url, name, what):`` holds a PostgreSQL advisory lock or raises ``AlreadyRunning``."""
+
+    def __init__(self, url: PostgresUrl, name: str, what: str) -> None:
+        self.lock = SessionLock(url, name)
+        self.what = what
+
+    def __enter__(self) -> DatabaseLock:
+        if not self.lock.acquire():
+            raise AlreadyRunning(f"{self.what} is already running in another process ({self.lock.holder()}); "
+                                 "this one stops without sending anything")
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+        self.lock.release()
+
+
+def state_lock(state: StateLocation, name: str, what: str) -> ProcessLock | DatabaseLock:
+    """The lock ``name`` for this state: a file under state/locks/ beside SQLite, an advisory lock in PostgreSQL."""
+    if isinstance(state, PostgresUrl):
+        return DatabaseLock(state, name, what)
+    return ProcessLock(Path(state).parent / "locks" / f"{name}.lock", what)
+
+
+def issue_lock(state_db: StateLocation, edition: str, date: str) -> ProcessLock | DatabaseLock:
+    """The lock that makes one process the coordinator of issue (edition, date)."""
+    return state_lock(state_db, f"{edition}-{date}", f"digest send {edition} {date}")

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
+import os
 import random
+import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -78,6 +81,34 @@ class SendReport:
         return self.complete and self.counts["failed"] == 0 and self.stopped is None
 
 
+_SENDERS = itertools.count(1)
+_LIVE: set[str] = set()  # this process's senders still running (a finished one's copies may be taken over)
+
+
+def sender_name() -> str:
+    """A name for one sender of one issue, unique across machines and processes: host:pid:n."""
+    name = f"{socket.gethostname()}:{os.getpid()}:{next(_SENDERS)}"
+    _LIVE.add(name)
+    return name
+
+
+def sender_alive(owner: str) -> bool:
+    """False only for a sender of this machine whose process has ended; True when it cannot be told."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    if int(pid) == os.getpid():
+        return owner in _LIVE
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def issue_deadline(send_time: dt.datetime, delivery: DeliverySettings) -> float:
     """When retries stop for an issue sent at ``send_time``: ``deadline_hours`` after it (epoch seconds)."""
     return send_time.timestamp() + delivery.deadline_hours * 3600
@@ -106,7 +137,7 @@ class Dispatcher:
                  delivery: DeliverySettings, *, envelope_sender: str, connect: ConnectionFactory,
                  stop: asyncio.Event | None = None, progress: Progress | None = None,
                  clock: Callable[[], float] = time.time, wait_for_retries: bool = True,
-                 notify: Notify | None = None, deadline: float | None = None) -> None:
+                 notify: Notify | None = None, deadline: float | None = None, reopen: bool = True) -> None:
         self.composed = composed
         self.ledger = ledger
         self.record = record
@@ -130,11 +161,14 @@ class Dispatcher:
         self.this_run: dict[str, int] = {}
         self.due_at_start = 0
         self.signers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dkim") if composed.signer else None
+        self.owner = sender_name()
+        self.reopen = reopen
 
     async def run(self) -> SendReport:
         try:
             return await self._run()
         finally:
+            _LIVE.discard(self.owner)
             if self.signers is not None:
                 self.signers.shutdown(wait=True)
 
@@ -151,8 +185,9 @@ class Dispatcher:
 
         Returns how many copies were recovered; warns when the deadline has already passed.
         """
-        recovered = self.ledger.recover_interrupted(self.record.id)
-        self.ledger.set_status(self.record.id, "open")
+        recovered = self.ledger.recover_interrupted(self.record.id, self.clock(), self._dead_senders())
+        if self.reopen:  # `digest send` resumes a paused issue; a worker never does (a person paused it)
+            self.ledger.set_status(self.record.id, "open")
         start = self.ledger.counts(self.record.id)
         self.due_at_start = start["pending"] + start["deferred"] + (start["uncertain"] if self.delivery.uncertain == "resend" else 0)
         if self.due_at_start and self.clock() >= self.deadline:
@@ -198,11 +233,16 @@ class Dispatcher:
         self._drained = asyncio.Event()  # the pass has nothing left to hand out
         workers = [asyncio.create_task(self._worker()) for _ in range(self.smtp.pool_size)]
         grace = asyncio.create_task(self._cancel_after_grace(workers))
+        lease = asyncio.create_task(self._keep_lease())
         try:
             # If this pass itself is cancelled (a scheduler shutting down), gather cancels the workers.
             results = await asyncio.gather(*workers, return_exceptions=True)
         finally:
             grace.cancel()
+            lease.cancel()
+            # Every worker task has ended: a copy of ours still 'sending' was abandoned mid-delivery.
+            self.ledger.abandon(self.owner)
+            self.ledger.release_claims(self.owner)  # what this pass claimed and did not start, others may take now
         failures = [r for r in results if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)]
         if failures:
             raise failures[0]
@@ -212,8 +252,9 @@ class Dispatcher:
         if self._halted():
             return None
         if not self._buffer:
-            batch = self.ledger.due(self.record.id, self.clock(), include_uncertain=self.delivery.uncertain == "resend",
-                                    after_id=self._after)
+            batch = self.ledger.claim(self.record.id, self.owner, self.clock(), self.delivery.lease_seconds,
+                                      include_uncertain=self.delivery.uncertain == "resend", limit=self.delivery.batch,
+                                      dead=self._dead_senders(), after_id=self._after)
             if not batch:
                 self._drained.set()
                 return None
@@ -223,6 +264,20 @@ class Dispatcher:
 
     def _halted(self) -> bool:
         return self.stop.is_set() or self.stopped is not None
+
+    def _dead_senders(self) -> list[str]:
+        """Senders on this machine holding copies whose process is gone (killed): their copies are
+        free (or, those in 'sending', in doubt) now, without waiting for their lease to lapse. Other
+        machines' senders are judged by their lease alone."""
+        return [owner for owner in self.ledger.claim_owners(self.record.id) if not sender_alive(owner)]
+
+    async def _keep_lease(self) -> None:
+        """Renew the lease on this pass's claimed copies at a third of its length, so it lapses only
+        when this process stops (or stalls for longer than the lease)."""
+        every = self.delivery.lease_seconds / 3
+        while True:
+            await asyncio.sleep(every)
+            self.ledger.renew_claims(self.owner, self.clock() + self.delivery.lease_seconds)
 
     async def _cancel_after_grace(self, workers: list[asyncio.Task]) -> None:
         """After a stop signal, in-flight copies get STOP_GRACE seconds; then they are abandoned.

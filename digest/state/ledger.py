@@ -1,8 +1,8 @@
 """The state database: issues, their stories, one delivery row per issue x reader, suppressions.
 
-SQLite by default (``DIGEST_STATE_URL``, else ``state/digest.sqlite3`` beside digest.toml),
-read and written only through ``Ledger``'s named methods, in short transactions, so another
-backend can take its place (the tables and opening a database: schema.py).
+SQLite by default (``state/digest.sqlite3`` beside digest.toml), PostgreSQL when
+``DIGEST_STATE_URL`` names one; read and written only through ``Ledger``'s named methods, in short
+transactions (opening a database: schema.py; the tables: migrations/; the drivers: connection.py).
 An issue is created once per (edition, date) and its story list is frozen when it is created;
 asking again returns the issue as it was first recorded. The audience is frozen when the issue is created. A dry run reads this
 database and never writes it.
@@ -18,13 +18,17 @@ Delivery states (one row per issue x reader)::
 
 ``sending`` is committed before the DATA body and ``sent`` right after the server's 250, each in
 its own transaction, so a crash leaves at most the copies in flight in doubt.
+
+Many senders share one issue through claims: a sender takes a batch of due copies with a lease
+(``claim``: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, SQLite's single writer elsewhere), renews
+it while it works, and clears it as each copy settles. A batch whose lease lapsed (its sender
+died) is taken over by the next claim: its ``sending`` copies become ``uncertain`` first.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,10 +36,13 @@ from pathlib import Path
 
 from ..errors import ConfigError, StateError, StateQueryError
 from ..outcomes import failure_of_record
-from .schema import SCHEMA, UPGRADES, check_state_path, connect, has_column, has_table
+from .connection import PostgresUrl, StateConnectionLost, StateLocation, shown, sqlalchemy_url, state_location
+from .schema import check_state_path, connect, exists, has_column, has_table
+from .schema import exists as state_exists
 
-__all__ = ["FINAL", "HELD", "SCHEMA", "STATES", "UPGRADES", "BounceChange", "Delivery", "IssueRecord", "Ledger",
-           "SentCopy", "StateError", "StateQueryError", "check_state_path", "job_store", "state_path"]
+__all__ = ["FINAL", "HELD", "STATES", "BounceChange", "Delivery", "IssueRecord", "Ledger", "PostgresUrl",
+           "SentCopy", "StateError", "StateLocation", "StateQueryError", "check_state_path", "job_store", "shown",
+           "state_exists", "state_path"]
 
 STATES = ("pending", "sending", "sent", "deferred", "failed", "uncertain", "suppressed")
 FINAL = ("sent", "failed", "suppressed")
@@ -98,33 +105,23 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def state_path(url: str | None, default: Path) -> Path:
-    """The SQLite file named by DIGEST_STATE_URL, as SQLAlchemy spells it (``sqlite:///rel.db``,
-    ``sqlite:////abs/path.db``), or a plain path."""
-    if not url:
-        return default
-    if url.startswith("sqlite:///"):
-        return Path(url[len("sqlite:///"):])
-    if url.startswith("sqlite:"):
-        return Path(url[len("sqlite:"):])
-    if "://" in url:
-        raise ConfigError(f"only SQLite state URLs are supported so far (sqlite:///path), not '{url.split('://')[0]}'",
-                          field="DIGEST_STATE_URL")
-    return Path(url)
+def state_path(url: str | None, default: Path) -> StateLocation:
+    """The state named by DIGEST_STATE_URL (a SQLite file or a PostgreSQL URL), else ``default``."""
+    return state_location(url, default)
 
 
-def job_store(state_db: Path) -> dict[str, str]:
+def job_store(state_db: StateLocation) -> dict[str, str]:
     """The scheduler's job store, kept in the state database, as APScheduler's configuration by
     plugin name: the scheduler builds it, so apscheduler stays imported in schedule.py alone and
     only this package knows which driver the database speaks. A new dict each call (APScheduler
     consumes it)."""
-    return {"type": "sqlalchemy", "url": f"sqlite:///{state_db}"}
+    return {"type": "sqlalchemy", "url": sqlalchemy_url(state_db)}
 
 
 class Ledger:
     """A connection to the state database."""
 
-    def __init__(self, path: Path, *, create: bool = True) -> None:
+    def __init__(self, path: StateLocation, *, create: bool = True) -> None:
         self.path = path
         check_state_path(path)
         self.db = connect(path, create=create)
@@ -133,14 +130,14 @@ class Ledger:
         self._failure = "failure" if has_column(self.db, "deliveries", "failure") else "NULL"
 
     @classmethod
-    def read_only(cls, path: Path) -> Ledger | None:
+    def read_only(cls, path: StateLocation) -> Ledger | None:
         """Open an existing database without writing to it; None when there is none yet.
 
         A path that cannot be a database (a folder, a device, a file where a folder should be) is
         a ``StateError``, never "nothing sent yet": an operator told that might send again.
         """
         check_state_path(path)
-        return cls(path, create=False) if path.exists() else None
+        return cls(path, create=False) if exists(path) else None
 
     def close(self) -> None:
         self.db.close()
@@ -153,13 +150,13 @@ class Ledger:
     @contextmanager
     def _transaction(self) -> Iterator[None]:
         """One write transaction, taken at once (so two senders do not both read and then write)."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self.db.transaction():
             yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+
+    @property
+    def where(self) -> str:
+        """The database as an operator should see it named (a URL's password hidden)."""
+        return shown(self.path)
 
     def used_story_ids(self, edition: str, before: dt.date) -> frozenset[str]:
         """Stories carried by issues of ``edition`` dated before ``before``."""
@@ -199,12 +196,11 @@ class Ledger:
             existing = self.find_issue(edition, date)
             if existing is not None:
                 return existing, False
-            cursor = self.db.execute(
-                "INSERT INTO issues (edition, issue_date, send_time, created_at) VALUES (?, ?, ?, ?)",
+            issue_id = self.db.execute(
+                "INSERT INTO issues (edition, issue_date, send_time, created_at) VALUES (?, ?, ?, ?) RETURNING id",
                 (edition, date.isoformat(), send_time.isoformat(), now.isoformat()),
-            )
+            ).fetchone()[0]
             ids = tuple(story_ids)
-            issue_id = cursor.lastrowid
             self.db.executemany("INSERT INTO issue_stories (issue_id, position, story_id) VALUES (?, ?, ?)",
                                 [(issue_id, n, story_id) for n, story_id in enumerate(ids)])
             if note is not None:
@@ -225,9 +221,9 @@ class Ledger:
             for line, key, reason in left_out:
                 if key is None or self.db.execute("SELECT 1 FROM deliveries WHERE issue_id = ? AND key = ?",
                                                   (issue_id, key)).fetchone() is None:
-                    self.db.execute("INSERT OR IGNORE INTO left_out_rows (issue_id, line, key, reason) VALUES (?, ?, ?, ?)",
-                                    (issue_id, line, key, reason))
-        return IssueRecord(cursor.lastrowid, edition, date, ids), True
+                    self.db.execute("INSERT INTO left_out_rows (issue_id, line, key, reason) VALUES (?, ?, ?, ?) "
+                                    "ON CONFLICT DO NOTHING", (issue_id, line, key, reason))
+        return IssueRecord(issue_id, edition, date, ids), True
 
     def issue_note(self, issue_id: int) -> tuple[str, str] | None:
         """(source, Markdown) of the note kept with the issue when it was created; None: it had none.
@@ -284,15 +280,107 @@ class Ledger:
 
     # --- deliveries -------------------------------------------------------------------------
 
-    def recover_interrupted(self, issue_id: int) -> int:
-        """Mark copies left in ``sending`` by a crashed sender as ``uncertain``. Returns how many.
+    def recover_interrupted(self, issue_id: int, now: float, dead: Iterable[str] = ()) -> int:
+        """Mark copies left in ``sending`` by a sender that died as ``uncertain``. Returns how many.
 
-        Only call this while holding the issue's send lock: then no live sender owns them.
+        A copy a live sender holds (its claim's lease not lapsed at ``now``) is left alone, unless
+        its holder is one of ``dead`` (senders known to have stopped: see ``sending_owners``).
         """
+        gone = tuple(dead)
+        if gone:  # what a stopped sender held and had not started is free again at once
+            self.db.execute(f"UPDATE deliveries SET claimed_by = NULL, claim_until = NULL WHERE issue_id = ? "
+                            f"AND state <> 'sending' AND claimed_by IN ({','.join('?' * len(gone))})", (issue_id, *gone))
         cursor = self.db.execute(
             "UPDATE deliveries SET state = 'uncertain', last_text = 'sender stopped during delivery; outcome unknown', "
-            "updated_at = ? WHERE issue_id = ? AND state = 'sending'", (_now(), issue_id))
+            "updated_at = ?, claimed_by = NULL, claim_until = NULL WHERE issue_id = ? AND state = 'sending' "
+            f"AND (claim_until IS NULL OR claim_until < ?{' OR claimed_by IN (' + ','.join('?' * len(gone)) + ')' if gone else ''})",
+            (_now(), issue_id, now, *gone))
         return cursor.rowcount
+
+    def claim_owners(self, issue_id: int) -> list[str]:
+        """The senders holding copies of this issue (their names are host:pid:n)."""
+        rows = self.db.execute("SELECT DISTINCT claimed_by FROM deliveries WHERE issue_id = ? "
+                               "AND claimed_by IS NOT NULL", (issue_id,))
+        return [row[0] for row in rows]
+
+    def abandon(self, owner: str) -> int:
+        """``owner`` gave up copies it had started (stopped mid-delivery): they are in doubt now."""
+        return self.db.execute(
+            "UPDATE deliveries SET state = 'uncertain', last_text = 'sender stopped during delivery; outcome unknown', "
+            "updated_at = ?, claimed_by = NULL, claim_until = NULL WHERE claimed_by = ? AND state = 'sending'",
+            (_now(), owner)).rowcount
+
+    def claim(self, issue_id: int, owner: str, now: float, lease: float, *, include_uncertain: bool,
+              limit: int = 200, dead: Iterable[str] = (), after_id: int = 0) -> list[Delivery]:
+        """Take up to ``limit`` copies due now that no live sender holds, for ``lease`` seconds, in
+        audience order from ``after_id`` on (a pass tries each copy once). Copies whose sender died
+        mid-delivery become ``uncertain`` first.
+
+        Only an open issue's copies are handed out: a paused or finished one gives none.
+        """
+        states = ("pending", "deferred", "uncertain") if include_uncertain else ("pending", "deferred")
+        for attempt in range(3):
+            try:
+                with self.db.transaction(serialised=False):
+                    self.recover_interrupted(issue_id, now, dead)
+                    rows = self.db.execute(
+                        f"UPDATE deliveries SET claimed_by = ?, claim_until = ? WHERE id IN (SELECT id FROM deliveries "
+                        f"WHERE issue_id = ? AND id > ? AND state IN ({','.join('?' * len(states))}) AND (next_at IS NULL OR next_at <= ?) "
+                        "AND (claim_until IS NULL OR claim_until < ?) AND EXISTS (SELECT 1 FROM issues "
+                        "WHERE issues.id = ? AND issues.status = 'open') ORDER BY id LIMIT ?"
+                        f"{' FOR UPDATE SKIP LOCKED' if self.db.postgres else ''}) "
+                        "RETURNING id, email, name, state, attempts, message_id, first_name",
+                        (owner, now + lease, issue_id, after_id, *states, now, now, issue_id, limit)).fetchall()
+                return sorted((Delivery(*row[:6], first_name=row[6]) for row in rows), key=lambda d: d.id)
+            except StateConnectionLost:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def renew_claims(self, owner: str, until: float) -> int:
+        """Extend the lease on every copy ``owner`` holds; how many it holds."""
+        return self.db.execute("UPDATE deliveries SET claim_until = ? WHERE claimed_by = ?", (until, owner)).rowcount
+
+    def release_claims(self, owner: str) -> int:
+        """Give back the copies ``owner`` holds and has not started (a copy in ``sending`` keeps its claim:
+        whether it arrived is unknown until its lease lapses)."""
+        return self.db.execute("UPDATE deliveries SET claimed_by = NULL, claim_until = NULL "
+                               "WHERE claimed_by = ? AND state <> 'sending'", (owner,)).rowcount
+
+    def issues_with_work(self, now: float, *, include_uncertain: bool) -> list[int]:
+        """Open issues with copies due now that no live sender holds, oldest issue first."""
+        states = "('pending', 'deferred', 'uncertain')" if include_uncertain else "('pending', 'deferred')"
+        rows = self.db.execute(
+            "SELECT i.id FROM issues i WHERE i.status = 'open' AND EXISTS (SELECT 1 FROM deliveries d "
+            f"WHERE d.issue_id = i.id AND ((d.state IN {states} AND (d.next_at IS NULL OR d.next_at <= ?) "
+            "AND (d.claim_until IS NULL OR d.claim_until < ?)) OR (d.state = 'sending' AND d.claim_until < ?))) "
+            "ORDER BY i.id", (now, now, now))
+        return [row[0] for row in rows]
+
+    def issue_by_id(self, issue_id: int) -> tuple[IssueRecord, str] | None:
+        """(record, send time as recorded) of the issue with this id, if it exists."""
+        row = self.db.execute("SELECT edition, issue_date, send_time FROM issues WHERE id = ?", (issue_id,)).fetchone()
+        if row is None:
+            return None
+        record = self.find_issue(row[0], dt.date.fromisoformat(row[1]))
+        assert record is not None
+        return record, row[2]
+
+    def beat(self, worker: str, now: float, issue_id: int | None, sent: int, started_at: str) -> None:
+        """Record that sender ``worker`` is alive (for ``digest status``)."""
+        self.db.execute("INSERT INTO workers (name, started_at, seen_at, issue_id, sent) VALUES (?, ?, ?, ?, ?) "
+                        "ON CONFLICT (name) DO UPDATE SET seen_at = excluded.seen_at, issue_id = excluded.issue_id, "
+                        "sent = excluded.sent", (worker, started_at, now, issue_id, sent))
+
+    def forget_worker(self, worker: str) -> None:
+        self.db.execute("DELETE FROM workers WHERE name = ?", (worker,))
+
+    def workers(self, since: float) -> list[tuple[str, float, int | None, int]]:
+        """Senders seen since ``since``: (name, last seen, issue id, copies sent), by name."""
+        if not self.has_table("workers"):
+            return []
+        return [tuple(row) for row in self.db.execute(  # type: ignore[misc]
+            "SELECT name, seen_at, issue_id, sent FROM workers WHERE seen_at >= ? ORDER BY name", (since,))]
 
     def due(self, issue_id: int, now: float, *, include_uncertain: bool, after_id: int = 0, limit: int = 1000) -> list[Delivery]:
         """Copies to attempt now, in audience order, from ``after_id`` on."""
@@ -337,7 +425,7 @@ class Ledger:
             failure = failure_of_record(code, text)
         self.db.execute(
             "UPDATE deliveries SET state = ?, last_code = ?, last_text = ?, next_at = ?, "
-            "attempts = attempts + ?, updated_at = ?, failure = ? WHERE id = ?",
+            "attempts = attempts + ?, updated_at = ?, failure = ?, claimed_by = NULL, claim_until = NULL WHERE id = ?",
             (state, code, text, next_at, 1 if count_attempt else 0, _now(), failure if state == "failed" else None,
              delivery_id))
 
@@ -382,7 +470,7 @@ class Ledger:
         """The deadline an operator gave the issue (``digest send --deadline``), or None: the computed one."""
         try:
             row = self.db.execute("SELECT deadline FROM issues WHERE id = ?", (issue_id,)).fetchone()
-        except sqlite3.OperationalError:  # a read-only database from before the column
+        except StateError:  # a read-only database from before the column
             return None
         return row[0] if row else None
 
@@ -557,7 +645,7 @@ class Ledger:
         (one no scheduler has written, opened read only, has no leases table)."""
         try:
             row = self.db.execute("SELECT owner, expires_at FROM leases WHERE name = ?", (name,)).fetchone()
-        except sqlite3.OperationalError as exc:
+        except StateError as exc:
             raise StateQueryError(f"{self.path}: cannot read the lease '{name}' ({exc})") from exc
         return (row[0], row[1]) if row else None
 

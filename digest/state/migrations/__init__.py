@@ -1,0 +1,1 @@
+"""Alembic migrations of the state database (SQLite and PostgreSQL); run by state/migrate.py."""
