@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench browser postfix clean
+.PHONY: demo test bench browser postfix postgres clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,12 +21,16 @@ demo: $(STAMP)
 browser:
 	bash tests/browser_setup.sh
 
+# The tests start throwaway PostgreSQL clusters (tests/postgres.py); postgres_setup.sh installs the server when missing.
+postgres:
+	bash tests/postgres_setup.sh
+
 # Postfix's smtp-sink and smtp-source: the DKIM-through-a-real-MTA test and bench/send.py use them.
 postfix:
 	sh bench/setup-postfix.sh
 
 # Two cores on CI: one pytest worker per core (pytest-xdist); a test file runs alone with plain pytest.
-test: $(STAMP) browser postfix
+test: $(STAMP) browser postfix postgres
 	$(BIN)/python -m pytest -n auto
 
 bench: $(STAMP) postfix

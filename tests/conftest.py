@@ -1,5 +1,6 @@
 """What the tests share: the sample newsroom and its paths, the signing keys, a clean DIGEST_*
-environment (in-process and for `digest` subprocesses), the CLI runner, a time limit, event lines.
+environment (in-process and for `digest` subprocesses), the CLI runner, a time limit, event lines,
+and real PostgreSQL servers (tests/postgres.py).
 
 Fixtures are found by pytest; constants and plain helpers are imported by test files with
 ``from conftest import ...``, as they import ``smtp_faults``.
@@ -120,6 +121,61 @@ def tls(tmp_path: Path):
     if material is None:
         pytest.skip("neither trustme nor the openssl command is available to make a test CA")
     return material
+
+
+# --- PostgreSQL: real servers, started only for the tests that ask ----------------------------------------
+
+POSTGRES_FIXTURES = {"postgres_cluster", "postgres_url", "own_postgres"}
+
+
+def _new_cluster():
+    from postgres import Cluster, PostgresError  # psycopg and the server only for tests that use them
+
+    try:
+        return Cluster()
+    except PostgresError as error:
+        pytest.fail(str(error), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """One throwaway PostgreSQL cluster per test process (each pytest-xdist worker has its own),
+    started by the first test that needs it and destroyed when the session ends. Tests share it:
+    one that stops or kills a server uses ``own_postgres`` instead."""
+    cluster = _new_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster) -> Iterator[str]:
+    """The URL of a new, empty database on the session's cluster, dropped (sessions and all) after the test."""
+    url = postgres_cluster.create_database()
+    yield url
+    if not postgres_cluster.running:
+        postgres_cluster.start()  # the tests after this one still get their server
+        pytest.fail("the shared PostgreSQL cluster was down after this test: a test that stops or kills "
+                    "a server takes its own (the own_postgres fixture)", pytrace=False)
+    postgres_cluster.drop_database(url)
+
+
+@pytest.fixture
+def own_postgres():
+    """A PostgreSQL cluster of the test's own, to restart, stop or kill; destroyed after the test."""
+    cluster = _new_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # `-m postgres` selects every test that runs a server, not only the ones marked by hand.
+    for item in items:
+        if POSTGRES_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.postgres)
 
 
 # --- running the CLI in-process -----------------------------------------------------------------------
