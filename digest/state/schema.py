@@ -91,6 +91,13 @@ CREATE TABLE IF NOT EXISTS issue_notes (     -- added later: an older database g
     source      TEXT NOT NULL,            -- the note file it was read from
     markdown    TEXT NOT NULL             -- its text when the issue was created: every copy shows this
 );
+CREATE TABLE IF NOT EXISTS issue_compositions (   -- added later: an older database gains it when opened
+    issue_id    INTEGER PRIMARY KEY REFERENCES issues(id),
+    format      INTEGER NOT NULL,         -- of body: compose/pipeline.py STORED_FORMAT
+    body        TEXT NOT NULL,            -- the composed issue as JSON: every sender rebuilds its copies from it
+    fingerprint TEXT NOT NULL,            -- 16 hex digits of SHA-256 over body's canonical JSON
+    stored_at   TEXT NOT NULL
+);
 """
 # Columns added to tables of an existing database when it is opened (name, table, declaration).
 UPGRADES = (
