@@ -300,6 +300,8 @@ def _drop(path: str):
     (_set("headers.subject", "Hi\r\nBcc: everyone@example.com"), "line break"),
     (_set("headers.sender.address", "bad address\n@example.com"), "From"),
     (_set("headers.extra", [["X-Ok"]]), "headers.extra"),
+    (_set("headers.extra", [["Bcc", "everyone@example.com"]]), "not an X- header name"),
+    (_set("headers.extra", [["X-A:\r\nBcc", "x"]]), "not an X- header name"),
     (_set("stories", []), "stories"),
     (_set("reading_minutes", True), "reading_minutes"),
     (_set("send_time", "2026-12-01T06:00:00"), "send_time"),

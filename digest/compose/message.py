@@ -38,6 +38,7 @@ _ATOM_SAFE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*$")
 _HEADER_START = re.compile(rb"\r\n(?![ \t])")
 _ENCODED_WORD_BYTES = 45  # 45 bytes -> 60 base64 characters: the word stays under RFC 2047's 75
 _FEEDBACK_FIELD = re.compile(r"^[A-Za-z0-9._-]+$")
+_EXTRA_NAME = re.compile(r"X-[A-Za-z0-9-]{1,60}")  # a further header of IssueHeaders.extra, read back from state
 #: RFC 3834: the message is machine-made, so auto-responders should not answer it.
 AUTO_SUBMITTED = "auto-generated"
 #: Not a standard (RFC 2076 records it), but vacation programs and many autoresponders still read it.
@@ -192,6 +193,10 @@ class IssueHeaders:
         if not isinstance(extra, list) or not all(
                 isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, str) for v in pair) for pair in extra):
             raise ValueError("headers.extra must be a list of [name, value] strings")
+        for name, _ in extra:
+            # Only digest's own markers go there; a stored name could otherwise add any header (a Bcc).
+            if not _EXTRA_NAME.fullmatch(name):
+                raise ValueError(f"headers.extra names {name!r}, not an X- header name")
         try:
             date = dt.datetime.fromisoformat(stored_value(fields, "date", str, "headers"))
         except ValueError:
