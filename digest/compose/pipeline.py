@@ -51,7 +51,7 @@ _BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,./:=?-]{1,70}")  # RFC 2046 bchars, les
 class ComposedIssue:
     """One issue, rendered and encoded once, ready to be personalised for each reader."""
 
-    issue: Issue  # rebuilt from the stored form: edition, date, send time, window, minutes; no Story objects
+    issue: Issue  # rebuilt from a stored form: edition, date, send time, window and minutes, but no Story objects
     rendered: RenderedIssue
     template: MessageTemplate
     recipients: RecipientFactory
