@@ -19,8 +19,8 @@ import click
 
 from . import console
 from .compose.editions import next_sends, sends_on, today_in
-from .compose.pipeline import compose
-from .compose.planning import plan_issue
+from .compose.pipeline import ComposedIssue, compose
+from .compose.planning import plan_issue, recorded_composition
 from .compose.preflight import Finding, check_plan, check_rendered
 from .compose.render import Renderer
 from .compose.templates import builtin_names, copy_builtins, template_list
@@ -32,7 +32,7 @@ from .deliver.runner import EmptyIssue, send_issue, send_test_copies
 from .deliver.send import Notice, SendReport
 from .deliver.status import IssueStanding, issue_standing, state_shown
 from .deliver.transport import check_smtp_settings
-from .errors import ConfigError, DigestError, TemplateError
+from .errors import ConfigError, DigestError, StoredCompositionError, TemplateError
 from .events import log_to_stderr
 from .files import write_atomically
 from .models import Edition, Issue, Settings, Subscriber
@@ -264,7 +264,19 @@ class _Preflight:
         composed = compose(self.preview, issue, self.renderer)
         sample = audience[0] if audience else Subscriber("reader@example.com", "Sample Reader", frozenset({ed.slug}), "active", 0)
         message = composed.message(composed.recipient(sample))
-        return len(message), check_rendered(composed, message)
+        return len(message), check_rendered(composed, message) + self._as_created(ed, issue, composed)
+
+    def _as_created(self, ed: Edition, issue: Issue, composed: ComposedIssue) -> list[Finding]:
+        """A warning when an issue already created would be composed otherwise from today's files."""
+        try:
+            recorded = recorded_composition(self.preview, ed, issue.date)
+        except StoredCompositionError as exc:
+            return [Finding("error", f"{ed.slug} {issue.date.isoformat()}", str(exc))]
+        if recorded is None or recorded.same_copies(composed):
+            return []
+        return [Finding("warning", f"{ed.slug} {issue.date.isoformat()}",
+                        "stories or templates changed since the issue was created; its copies still go as created "
+                        f"(fingerprint {recorded.fingerprint}), and `digest render` shows them")]
 
 
 def _summary(results: list[DryRun]) -> None:
@@ -272,6 +284,9 @@ def _summary(results: list[DryRun]) -> None:
     for r in results:  # a line of its own: a long path is never wrapped inside a table cell
         if r.folder:
             console.line(f"{r.issue.edition.slug} {r.issue.date.isoformat()}: {r.written} .eml file(s) and index.html in {r.folder}")
+        if r.fingerprint:
+            console.note(f"{r.issue.edition.slug} {r.issue.date.isoformat()} was already created: its copies are "
+                         f"rebuilt from the composition kept with it (fingerprint {r.fingerprint}), not from the story files")
 
 
 def _warning_line(text: str) -> None:

@@ -18,7 +18,8 @@ in one place. Errors carry the data needed to act on them (file, line, field), n
     ├── DryRunFolderError          --out holds files digest did not write (exit 2; deliver/eml.py)
     ├── StateError                 the state database cannot be opened; its path named (state/)
     │   ├── StateQueryError        ... or cannot answer a query (an older database, read only)
-    │   └── StateConnectionLost    ... or lost its connection mid-transaction (state/connection.py)
+    │   ├── StateConnectionLost    ... or lost its connection mid-transaction (state/connection.py)
+    │   └── StoredCompositionError an issue's stored composition cannot be used (format, fingerprint; compose/pipeline.py)
     ├── SmtpSetupError             the relay cannot be used safely: TLS, STARTTLS, AUTH (deliver/transport.py)
     └── AlreadyRunning             another process sends this issue or runs the scheduler (deliver/locks.py)
 
@@ -117,6 +118,12 @@ class StateError(DigestError):
 class StateQueryError(StateError):
     """The state database cannot answer a query: a table an older digest did not have, opened read
     only, or the database busy beyond its timeout. The driver's own error stays inside state/."""
+
+
+class StoredCompositionError(StateError):
+    """An issue's composition kept in the state database cannot be used: a format this digest does
+    not know, a fingerprint that does not match its text, or a field missing or of the wrong kind.
+    Copies are never rebuilt any other way for that issue: it stops, naming the issue."""
 
 
 class MessageIntegrityError(DigestError):

@@ -188,3 +188,25 @@ def test_a_recorded_failure_class_is_kept_and_cleared_when_the_copy_is_sent_late
         assert ledger.deliveries(record.id)[0].failure == "retries"
         ledger.mark(copy.id, "sent", 250, "OK")
         assert ledger.deliveries(record.id)[0].failure is None
+
+
+def test_a_composition_is_kept_once_with_its_issue_and_an_older_database_reads_as_none(settings) -> None:
+    send = dt.datetime(2026, 12, 1, 6, tzinfo=dt.timezone.utc)
+    with closing(Ledger(settings.state_db)) as ledger:
+        record, _ = ledger.create_issue("am", DATE, send, ["a"], composition=(1, '{"format":1}', "0123456789abcdef"),
+                                        archive_page="<html>page</html>")
+        assert ledger.composition(record.id) == (1, '{"format":1}', "0123456789abcdef")
+        assert ledger.has_archive_page(record.id)  # kept in the same transaction
+        ledger.keep_composition(record.id, 2, "{}", "ffffffffffffffff")  # a later writer: the first one stays
+        assert ledger.composition(record.id) == (1, '{"format":1}', "0123456789abcdef")
+        older, _ = ledger.create_issue("pm", DATE, send, ["b"])  # as an older digest created it
+        assert ledger.composition(older.id) is None
+        ledger.keep_composition(older.id, 1, '{"format":1,"x":1}', "fedcba9876543210")
+        assert ledger.composition(older.id)[2] == "fedcba9876543210"
+        ledger.db.execute("DROP TABLE issue_compositions")  # as a database from before compositions were kept:
+        ledger.db.execute("UPDATE alembic_version SET version_num = '0001'")  # at the first revision
+    with closing(Ledger.read_only(settings.state_db)) as old:
+        assert not old.has_table("issue_compositions")
+        assert old.composition(record.id) is None
+    with closing(Ledger(settings.state_db)) as upgraded:  # opened for writing, it gains the table
+        assert upgraded.has_table("issue_compositions") and upgraded.composition(record.id) is None

@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass
 from email.header import decode_header, make_header
 from email.parser import BytesParser
+from typing import Any
 
 from ..errors import HeaderInjectionError, HeaderValueError, MessageIntegrityError
 from ..models import Mailbox
@@ -37,6 +38,7 @@ _ATOM_SAFE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*$")
 _HEADER_START = re.compile(rb"\r\n(?![ \t])")
 _ENCODED_WORD_BYTES = 45  # 45 bytes -> 60 base64 characters: the word stays under RFC 2047's 75
 _FEEDBACK_FIELD = re.compile(r"^[A-Za-z0-9._-]+$")
+_EXTRA_NAME = re.compile(r"X-[A-Za-z0-9-]{1,60}")  # a further header of IssueHeaders.extra, read back from state
 #: RFC 3834: the message is machine-made, so auto-responders should not answer it.
 AUTO_SUBMITTED = "auto-generated"
 #: Not a standard (RFC 2076 records it), but vacation programs and many autoresponders still read it.
@@ -164,6 +166,73 @@ class IssueHeaders:
     list_id: str
     feedback_id: str  # see feedback_id(); the same for every issue of an edition
     extra: tuple[tuple[str, str], ...] = ()  # further (name, value) headers, e.g. a test-copy marker
+
+    def stored(self) -> dict[str, object]:
+        """These values as plain JSON data, for the issue's stored composition (``from_stored`` reads it)."""
+        return {
+            "sender": {"name": self.sender.name, "address": self.sender.address},
+            "reply_to": self.reply_to,
+            "subject": self.subject,
+            "date": self.date.isoformat(),
+            "list_name": self.list_name,
+            "list_id": self.list_id,
+            "feedback_id": self.feedback_id,
+            "extra": [[name, value] for name, value in self.extra],
+        }
+
+    @classmethod
+    def from_stored(cls, data: object, zone: dt.tzinfo) -> IssueHeaders:
+        """The headers ``stored`` wrote, the Date in ``zone`` (the edition's). ValueError names a bad field.
+
+        The values are not trusted for being stored: MessageTemplate refuses, as ever, any that
+        cannot go in a header.
+        """
+        fields = stored_fields(data, "headers")
+        sender = stored_fields(fields.get("sender"), "headers.sender")
+        extra = fields.get("extra")
+        if not isinstance(extra, list) or not all(
+                isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, str) for v in pair) for pair in extra):
+            raise ValueError("headers.extra must be a list of [name, value] strings")
+        for name, _ in extra:
+            # Only digest's own markers go there; a stored name could otherwise add any header (a Bcc).
+            if not _EXTRA_NAME.fullmatch(name):
+                raise ValueError(f"headers.extra names {name!r}, not an X- header name")
+        try:
+            date = dt.datetime.fromisoformat(stored_value(fields, "date", str, "headers"))
+        except ValueError:
+            raise ValueError("headers.date is not an ISO 8601 time") from None
+        if date.tzinfo is None:
+            raise ValueError("headers.date has no UTC offset")
+        return cls(
+            sender=Mailbox(stored_value(sender, "name", str, "headers.sender"),
+                           stored_value(sender, "address", str, "headers.sender")),
+            reply_to=stored_value(fields, "reply_to", (str, type(None)), "headers"),
+            subject=stored_value(fields, "subject", str, "headers"),
+            date=date.astimezone(zone),
+            list_name=stored_value(fields, "list_name", str, "headers"),
+            list_id=stored_value(fields, "list_id", str, "headers"),
+            feedback_id=stored_value(fields, "feedback_id", str, "headers"),
+            extra=tuple((name, value) for name, value in extra),
+        )
+
+
+def stored_fields(data: object, where: str) -> dict[str, object]:
+    """``data`` as a JSON object of a stored composition; ValueError naming ``where`` otherwise."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must be a JSON object")
+    return data
+
+
+def stored_value(fields: dict[str, object], key: str, kind: type | tuple[type, ...], where: str = "") -> Any:
+    """``fields[key]`` when it is of ``kind``; ValueError naming the field otherwise (a bool is no int)."""
+    name = f"{where}.{key}" if where else key
+    if key not in fields:
+        raise ValueError(f"{name} is missing")
+    value = fields[key]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise ValueError(f"{name} must be {' or '.join(k.__name__ for k in kinds)}, not {type(value).__name__}")
+    return value
 
 
 

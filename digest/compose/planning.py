@@ -1,10 +1,12 @@
 """Choosing an issue's stories: ``plan_issue``, the one function that says what (edition, date) carries.
 
-An issue already recorded is composed with exactly the stories it was created with, and with
-the note kept with it then, so a dry run after a send shows what readers got and a note edited
-later changes no copy of it. Otherwise a new plan is made (``choose_stories``) that leaves out
-stories earlier issues of the edition already carried, and the note is read from its file
-(``notes.py``).
+An issue already recorded is planned with exactly the stories it was created with, and with
+the note kept with it then, so a note edited later changes no copy of it. Its copies, though, come
+from the composition kept with it (``recorded_composition``), which reads no story at all: a
+story edited or removed since changes nothing. ``plan_issue`` of a recorded issue serves
+``digest check`` and issues an older digest created without keeping their composition.
+Otherwise a new plan is made (``choose_stories``) that leaves out stories earlier issues of the
+edition already carried, and the note is read from its file (``notes.py``).
 
 A fresh plan covers the stories published in the issue's window (``editions.previous_send`` to
 ``editions.send_time``). They are ordered by priority (1 first), then newest first, and admitted
@@ -23,6 +25,25 @@ from ..models import Edition, Issue, Settings, Story
 from ..sources.notes import note_path, parse_note, read_note
 from ..state.ledger import Ledger
 from .editions import is_eligible, previous_send, reading_minutes, send_time
+from .pipeline import ComposedIssue, StoredComposition, composed_from_stored
+
+
+def recorded_composition(settings: Settings, edition: Edition, date: dt.date,
+                         ledger: Ledger | None = None) -> ComposedIssue | None:
+    """The issue (edition, date) as composed when it was created, rebuilt from the state database
+    without reading a story; None when there is no such issue or an older digest created it
+    without keeping its composition. Reads, never writes (without ``ledger``: opened read only)."""
+    if ledger is None:
+        opened = Ledger.read_only(settings.state_db)
+        if opened is None:
+            return None
+        with closing(opened):
+            return recorded_composition(settings, edition, date, opened)
+    record = ledger.find_issue(edition.slug, date)
+    kept = ledger.composition(record.id) if record is not None else None
+    if kept is None:
+        return None
+    return composed_from_stored(settings, edition, StoredComposition(*kept), date=date)
 
 
 def plan_issue(settings: Settings, edition: Edition, date: dt.date, stories: tuple[Story, ...],

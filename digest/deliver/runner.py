@@ -1,10 +1,12 @@
 """One issue's send, end to end, for `digest send`, the scheduler and `digest demo`.
 
-    load inputs -> lock (edition, date) -> find the issue, or plan it and create it with its
-    audience frozen -> compose once -> dispatch -> report
+    lock (edition, date) -> find the issue, or: load inputs, plan it, compose it once and create it
+    with its audience frozen and its composition kept -> rebuild the copies from the kept
+    composition -> dispatch -> report
 
-A second call for the same issue finds it in the ledger and resumes it; while another process
-holds the lock, the call stops with a clear message and sends nothing.
+A second call for the same issue finds it in the ledger and resumes it from its kept
+composition, reading no story file, so every copy of an issue has the bytes it was created with.
+While another process holds the lock, the call stops with a clear message and sends nothing.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from dataclasses import dataclass
 
 from ..compose.archive import public_page
 from ..compose.personalise import Recipient
-from ..compose.pipeline import compose
-from ..compose.planning import plan_issue
+from ..compose.pipeline import StoredComposition, compose
+from ..compose.planning import plan_issue, recorded_composition
 from ..errors import StoryError
 from ..models import Edition, Issue, Settings, SmtpSettings, Subscriber
 from ..readers.subscribers import RowProblem, iter_audience
@@ -59,32 +61,43 @@ async def send_issue(settings: Settings, edition: Edition, date: dt.date, *,
 
     ``notify`` hears what the operator must know while the send goes on (an unreachable relay).
     ``deadline`` replaces the issue's delivery deadline, in the ledger, for this run and later ones.
-    A story file that cannot be read follows the edition's ``on_broken_story``: left out (and
-    passed to ``warn``, and logged) or the issue refused with ``BrokenStories``.
+    When the issue is composed (it is new, or an older digest created it without keeping its
+    composition), a story file that cannot be read follows the edition's ``on_broken_story``: left
+    out (and passed to ``warn``, and logged) or the issue refused with ``BrokenStories``. A resume
+    of an issue with a kept composition reads no story file; one it cannot use is a
+    ``StoredCompositionError`` and nothing is sent.
     """
     connect = connect or connection_factory(settings.smtp)
-    stories = gather_stories(settings)
     with issue_lock(settings.state_db, edition.slug, date.isoformat()), closing(Ledger(settings.state_db)) as ledger:
         record = ledger.find_issue(edition.slug, date)
-        issue = plan_issue(settings, edition, date, stories.stories, ledger)  # a created issue: its kept note
-        for problem in broken_story_rule(edition, date, stories, note=issue.note_problem):  # as check and render
-            if warn is not None:
-                warn(f"{problem}; left out of this issue")
         added = 0
-        if record is None:
-            if issue.is_empty:
-                return EmptyIssue(edition, date)
-            record = _create_issue(settings, ledger, issue)
-        else:
+        if record is not None:
             added = _add_fixed_readers(settings, ledger, record, edition)
+        if record is None or ledger.composition(record.id) is None:
+            # A new issue, or one an older digest created without keeping its composition: composed
+            # from the story files this once, and kept, so every later run sends the same bytes.
+            stories = gather_stories(settings)
+            issue = plan_issue(settings, edition, date, stories.stories, ledger)  # a created issue: its kept note
+            for problem in broken_story_rule(edition, date, stories, note=issue.note_problem):  # as check and render
+                if warn is not None:
+                    warn(f"{problem}; left out of this issue")
+            if record is None:
+                if issue.is_empty:
+                    return EmptyIssue(edition, date)
+                kept = StoredComposition.of(compose(settings, issue))
+                record = _create_issue(settings, ledger, issue, kept, public_page(settings, issue))
+            else:
+                if not ledger.has_archive_page(record.id):
+                    ledger.keep_archive_page(record.id, public_page(settings, issue))
+                kept = StoredComposition.of(compose(settings, issue))
+                ledger.keep_composition(record.id, kept.format, kept.body, kept.fingerprint)
+        # Every run, the first one too, sends what the ledger keeps, as any other sender of the issue would.
+        composed = recorded_composition(settings, edition, date, ledger)
+        assert composed is not None, "the issue's composition was kept above"
         if deadline is not None:
             ledger.set_deadline(record.id, deadline.timestamp())
-        composed = compose(settings, issue)
-        if not ledger.has_archive_page(record.id):
-            # Kept before the first copy goes: the archive shows the issue as sent, from state.
-            ledger.keep_archive_page(record.id, public_page(settings, issue))
         dispatcher = Dispatcher(composed, ledger, record, settings.smtp, settings.delivery,
-                                envelope_sender=edition.sender.address, connect=connect, stop=stop,
+                                envelope_sender=composed.template.headers.sender.address, connect=connect, stop=stop,
                                 progress=progress, wait_for_retries=wait_for_retries, notify=notify,
                                 deadline=ledger.deadline(record.id))
         report = await dispatcher.run()
@@ -93,8 +106,11 @@ async def send_issue(settings: Settings, edition: Edition, date: dt.date, *,
         return report
 
 
-def _create_issue(settings: Settings, ledger: Ledger, issue: Issue) -> IssueRecord:
-    """Record a new issue with its audience frozen, its stories and its note as read for this plan."""
+def _create_issue(settings: Settings, ledger: Ledger, issue: Issue, composition: StoredComposition,
+                  archive_page: str) -> IssueRecord:
+    """Record a new issue with its audience frozen, its stories and its note as read for this plan,
+    its composition and its public page (kept before the first copy goes: the archive shows the
+    issue as sent, from state)."""
     slug = issue.edition.slug
     # Streamed from the CSV straight into the ledger: a million readers are never all in memory.
     # The rows it cannot use are recorded with the issue, so the loss stays visible.
@@ -104,6 +120,8 @@ def _create_issue(settings: Settings, ledger: Ledger, issue: Issue) -> IssueReco
     note = (issue.note.source, issue.note.markdown) if issue.note is not None else None
     record, _ = ledger.create_issue(slug, issue.date, issue.send_time, [s.id for s in issue.stories],
                                     audience=audience, note=note,
+                                    composition=(composition.format, composition.body, composition.fingerprint),
+                                    archive_page=archive_page,
                                     left_out=((p.error.line or 0, p.key, p.error.message) for p in problems))
     return record
 

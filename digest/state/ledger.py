@@ -3,7 +3,8 @@
 SQLite by default (``state/digest.sqlite3`` beside digest.toml), PostgreSQL when
 ``DIGEST_STATE_URL`` names one; read and written only through ``Ledger``'s named methods, in short
 transactions (opening a database: schema.py; the tables: migrations/; the drivers: connection.py).
-An issue is created once per (edition, date) and its story list is frozen when it is created;
+An issue is created once per (edition, date) and its story list is frozen when it is created,
+with its composition (the JSON every sender rebuilds its copies from; compose/pipeline.py);
 asking again returns the issue as it was first recorded. The audience is frozen when the issue is created. A dry run reads this
 database and never writes it.
 
@@ -180,9 +181,12 @@ class Ledger:
                      now: dt.datetime | None = None,
                      audience: Iterable[tuple[str, ...]] = (),
                      left_out: Iterable[tuple[int, str | None, str]] = (),
-                     note: tuple[str, str] | None = None) -> tuple[IssueRecord, bool]:
+                     note: tuple[str, str] | None = None,
+                     composition: tuple[int, str, str] | None = None,
+                     archive_page: str | None = None) -> tuple[IssueRecord, bool]:
         """Create the issue once, freezing its stories, its note (source, Markdown) and its audience
-        of (email, name, key[, first name]).
+        of (email, name, key[, first name]), with its composition (format, body, fingerprint) and
+        its public page: in one transaction, so no issue is ever found without them.
 
         A later call returns the first record and ignores its arguments. (record, created now?)
         Readers already suppressed for this edition are recorded as ``suppressed``.
@@ -206,6 +210,10 @@ class Ledger:
             if note is not None:
                 self.db.execute("INSERT INTO issue_notes (issue_id, source, markdown) VALUES (?, ?, ?)",
                                 (issue_id, note[0], note[1]))
+            if composition is not None:
+                self.keep_composition(issue_id, *composition)
+            if archive_page is not None:
+                self.keep_archive_page(issue_id, archive_page)
             stamp = now.isoformat()
             self.db.executemany(
                 "INSERT INTO deliveries (issue_id, email, name, key, first_name, state, updated_at) "
@@ -234,6 +242,22 @@ class Ledger:
             return None
         row = self.db.execute("SELECT source, markdown FROM issue_notes WHERE issue_id = ?", (issue_id,)).fetchone()
         return (row[0], row[1]) if row is not None else None
+
+    def keep_composition(self, issue_id: int, format: int, body: str, fingerprint: str) -> None:
+        """Keep the issue's composition (its format, JSON text and fingerprint) once; a later call
+        keeps the first one, so every sender of the issue rebuilds the same copies."""
+        self.db.execute("INSERT INTO issue_compositions (issue_id, format, body, fingerprint, stored_at) "
+                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (issue_id) DO NOTHING",
+                        (issue_id, format, body, fingerprint, _now()))
+
+    def composition(self, issue_id: int) -> tuple[int, str, str] | None:
+        """(format, body, fingerprint) kept with the issue; None for an issue an older digest created
+        (a read-only database from before compositions were kept has no table for them)."""
+        if not self.has_table("issue_compositions"):
+            return None
+        row = self.db.execute("SELECT format, body, fingerprint FROM issue_compositions WHERE issue_id = ?",
+                              (issue_id,)).fetchone()
+        return (row[0], row[1], row[2]) if row is not None else None
 
     def left_out(self, issue_id: int, *, pending_only: bool = False) -> list[tuple[int, str | None, str, str | None]]:
         """Subscriber rows the audience freeze could not use: (line, key, reason, added_at), by line.
