@@ -30,7 +30,7 @@ from .deliver.demo import run_demo
 from .deliver.dryrun import DryRun, dry_run
 from .deliver.runner import EmptyIssue, send_issue, send_test_copies
 from .deliver.send import Notice, SendReport
-from .deliver.status import IssueStanding, issue_standing, state_shown
+from .deliver.status import RELAY_STATES, IssueStanding, issue_standing, state_shown
 from .deliver.transport import check_smtp_settings
 from .errors import ConfigError, DigestError, StoredCompositionError, TemplateError
 from .events import log_to_stderr
@@ -538,6 +538,9 @@ def _print_standing(settings: Settings, standing: IssueStanding) -> None:
     slug, date = standing.edition.slug, standing.date
     assert standing.record is not None
     console.table(f"{slug} {date}: {standing.record.status}", ["state", "copies"], standing.rows)
+    if standing.relays:
+        console.table("Per relay (the relay that gave each copy's last outcome)", ["relay", *RELAY_STATES],
+                      standing.relays)
     if standing.left_out:
         console.line(f"audience frozen with {_left_out_text(standing.left_out)}; fix them and run "
                      f"`digest send {slug} --date {date}` to add the readers whose address can be read", "error")
@@ -613,7 +616,8 @@ def schedule(ctx: click.Context, show_list: bool, count: int, health: bool) -> N
         _schedule_list(settings, count)
         return
     _require_keys(settings)
-    check_smtp_settings(settings.smtp)
+    for relay in settings.smtp_relays():
+        check_smtp_settings(relay)
     log_to_stderr()
     daemon = Scheduler(settings)
 

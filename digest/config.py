@@ -51,6 +51,9 @@ _EDITION_KEYS = {
 }
 _SMTP_KEYS = {"host", "port", "tls", "pool_size", "rate", "timeout", "data_timeout", "allow_insecure",
               "local_hostname", "ca_file"}
+_RELAY_KEYS = _SMTP_KEYS | {"name", "weight", "username_env", "password_env"}
+_TLS_MODES = ("starttls", "tls", "none")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DELIVERY_KEYS = {"deadline_hours", "max_attempts", "retry_base", "retry_cap", "uncertain",
                   "breaker_min_rejections", "breaker_ratio", "lease_seconds", "batch"}
 _NEWSROOM_KEYS = {"name", "domain", "postal_address", "words_per_minute", "signup_url"}
@@ -180,6 +183,7 @@ class _Reader:
         editions = _editions(self, newsroom)
         demo_date = _demo_date(self)
         paths = _paths(self)
+        smtp, relays = _smtp(self)
         return Settings(
             config_file=self.file,
             newsroom=newsroom,
@@ -188,7 +192,8 @@ class _Reader:
             editions=editions,
             demo_date=demo_date,
             state_db=state_path(self.env.get("DIGEST_STATE_URL"), paths.state / "digest.sqlite3"),
-            smtp=_smtp(self),
+            smtp=smtp,
+            relays=relays,
             delivery=_delivery(self),
             dkim=_dkim(self, newsroom),
             sources=_sources(self),
@@ -340,19 +345,37 @@ def _paths(doc: _Reader) -> Paths:
 
 # -- [smtp], [delivery], [dkim] ------------------------------------------------------------------
 
-def _smtp(doc: _Reader) -> SmtpSettings:
-    """[smtp] from digest.toml, overridden by DIGEST_SMTP_*; credentials from the environment only."""
-    table = doc.table("smtp", _SMTP_KEYS | {"username", "password"}, SmtpSettings)
+def _smtp(doc: _Reader) -> tuple[SmtpSettings, tuple[SmtpSettings, ...]]:
+    """(the relay [smtp] describes, the [[smtp.relays]] entries) from digest.toml and DIGEST_SMTP_*.
+
+    With [[smtp.relays]], [smtp] holds the settings every entry inherits unless it sets its own
+    (host and port belong to each entry), and the first entry is also returned as the first value.
+    Credentials come from the environment only.
+    """
+    table = doc.table("smtp", _SMTP_KEYS | {"username", "password", "relays"}, SmtpSettings)
     for secret in ("username", "password"):
         if secret in table:
             raise table.fail(secret, f"credentials belong in the environment (DIGEST_SMTP_{secret.upper()}), not in digest.toml")
+    if "relays" in table:
+        _check_shared(doc, table)
     host, port, tls = _smtp_endpoint(doc, table)
-    return SmtpSettings(
+    smtp = SmtpSettings(
         host=host,
         port=port,
         tls=tls,
         username=doc.env.get("DIGEST_SMTP_USERNAME") or None,
         password=doc.env.get("DIGEST_SMTP_PASSWORD") or None,
+        **_connection_values(doc, table),
+    )
+    if "relays" not in table:
+        return smtp, ()
+    relays = _relays(doc, table)
+    return relays[0], relays
+
+
+def _connection_values(doc: _Reader, table: _Table) -> dict[str, Any]:
+    """What [smtp] and each [[smtp.relays]] entry say alike: pool, rate, timeouts, EHLO name, CA file."""
+    return dict(
         pool_size=table.positive_int("pool_size"),
         rate=table.number("rate", minimum=0.0),
         timeout=table.number("timeout", minimum=0.001),
@@ -361,6 +384,103 @@ def _smtp(doc: _Reader) -> SmtpSettings:
         local_hostname=table.setting("local_hostname"),
         ca_file=(doc.base / table.get("ca_file")).resolve() if table.get("ca_file") else None,
     )
+
+
+def _check_shared(doc: _Reader, table: _Table) -> None:
+    """With [[smtp.relays]], an [smtp] host or port (or DIGEST_SMTP_HOST/PORT/TLS) would name a relay
+    that is never used, or override every entry's own: refused, naming it."""
+    for key in ("host", "port"):
+        if key in table:
+            raise table.fail(key, f"with [[smtp.relays]] each relay names its own {key}: move it into a "
+                             "[[smtp.relays]] table (the other [smtp] keys are defaults for every relay)")
+    for variable in ("DIGEST_SMTP_HOST", "DIGEST_SMTP_PORT", "DIGEST_SMTP_TLS"):
+        if doc.env.get(variable):
+            raise doc.fail(variable, "is set, but digest.toml has [[smtp.relays]], which name each relay's host, port "
+                           "and tls: unset it, or set the relays in digest.toml")
+
+
+def _relays(doc: _Reader, shared: _Table) -> tuple[SmtpSettings, ...]:
+    """Every [[smtp.relays]] entry over [smtp]'s keys; at least one, each name once."""
+    raw = shared.get("relays")
+    if not isinstance(raw, list) or not raw:
+        raise doc.fail("smtp.relays", "must be one or more [[smtp.relays]] tables")
+    relays: list[SmtpSettings] = []
+    for index, entry in enumerate(raw):
+        relay = _relay(doc, index, entry, shared)
+        earlier = next((i for i, r in enumerate(relays) if r.relay_name == relay.relay_name), None)
+        if earlier is not None:
+            how = "its name" if relay.name else "the name it takes from host:port when it has none"
+            raise doc.fail(f"smtp.relays[{index}].name", f"'{relay.relay_name}' ({how}) is used by "
+                           f"smtp.relays[{earlier}] too; give each relay its own name")
+        relays.append(relay)
+    return tuple(relays)
+
+
+def _relay(doc: _Reader, index: int, raw: Any, shared: _Table) -> SmtpSettings:
+    """One [[smtp.relays]] entry, its own keys over [smtp]'s; errors name ``smtp.relays[i].key``."""
+    where = f"smtp.relays[{index}]"
+    if not isinstance(raw, dict):
+        raise doc.fail(where, "must be a table")
+    for secret in ("username", "password"):
+        if secret in raw:
+            raise doc.fail(f"{where}.{secret}", f"credentials belong in the environment: name the variable that "
+                           f"holds it with {secret}_env, not the {secret} itself")
+    doc.reject_unknown(raw, _RELAY_KEYS, where)
+    inherited = {key: value for key, value in shared.values.items() if key in _SMTP_KEYS}
+    table = _Table(doc, {**inherited, **raw}, where, SmtpSettings)
+    host = table.text("host")
+    if any(c in host for c in " \t"):
+        raise table.fail("host", f"{_shown(host)} must be a host name or address")
+    port = table.values.get("port", table.default("port"))
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        raise table.fail("port", f"{_shown(port)} must be a TCP port, a number from 1 to 65535 without quotes")
+    username_env, password_env = _credential_names(table)
+    return SmtpSettings(
+        host=host,
+        port=port,
+        tls=table.one_of("tls", _TLS_MODES, "starttls, tls or none"),
+        username=doc.env.get(username_env) or None,
+        password=doc.env.get(password_env) or None,
+        name=_relay_name(table) if "name" in raw else "",
+        weight=_weight(table),
+        username_env=username_env,
+        password_env=password_env,
+        **_connection_values(doc, table),
+    )
+
+
+def _relay_name(table: _Table) -> str:
+    """A relay's name: one line of at most 64 characters (the ledger and `digest status` show it)."""
+    name = table.text("name")
+    if len(name) > 64:
+        raise table.fail("name", f"{_shown(name)} is longer than 64 characters")
+    return name
+
+
+def _weight(table: _Table) -> float:
+    value = table.setting("weight")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise table.fail("weight", f"{_shown(value)} must be a number greater than 0 (a relay's share of the copies)")
+    return float(value)
+
+
+def _credential_names(table: _Table) -> tuple[str, str]:
+    """(username_env, password_env): the names of the variables holding the relay's credentials.
+
+    Both or neither; left out, they are [smtp]'s own DIGEST_SMTP_USERNAME and DIGEST_SMTP_PASSWORD.
+    """
+    given = [key for key in ("username_env", "password_env") if key in table]
+    if len(given) == 1:
+        other = "password_env" if given[0] == "username_env" else "username_env"
+        raise table.fail(given[0], f"goes with {other}: name both variables, or neither (then "
+                         "DIGEST_SMTP_USERNAME and DIGEST_SMTP_PASSWORD are read)")
+    names = []
+    for key in ("username_env", "password_env"):
+        name = table.setting(key)
+        if not isinstance(name, str) or not _ENV_NAME.match(name):
+            raise table.fail(key, f"{_shown(name)} must be the name of an environment variable (letters, digits, _)")
+        names.append(name)
+    return names[0], names[1]
 
 
 def _smtp_endpoint(doc: _Reader, table: _Table) -> tuple[str, int, Any]:
@@ -378,7 +498,7 @@ def _smtp_endpoint(doc: _Reader, table: _Table) -> tuple[str, int, Any]:
     except (TypeError, ValueError):
         raise doc.fail("smtp.port / DIGEST_SMTP_PORT", f"'{port_raw}' is not a TCP port") from None
     tls = env.get("DIGEST_SMTP_TLS") or table.setting("tls")
-    if tls not in ("starttls", "tls", "none"):
+    if tls not in _TLS_MODES:
         raise doc.fail("smtp.tls / DIGEST_SMTP_TLS", f"{_shown(tls)} must be starttls, tls or none")
     if not isinstance(host, str) or not host or any(c in host for c in " \r\n\x00"):
         raise doc.fail("smtp.host / DIGEST_SMTP_HOST", "must be a host name or address")

@@ -111,6 +111,21 @@ class SmtpSettings:
     allow_insecure: bool = False  # tls = "none" to a host that is not loopback
     local_hostname: str | None = None  # EHLO name
     ca_file: Path | None = None  # extra CA bundle to trust (a private relay's CA); system CAs otherwise
+    name: str = ""  # a [[smtp.relays]] entry's name; "": host:port
+    weight: float = 1.0  # this relay's share of the copies, against the other relays' weights
+    username_env: str = "DIGEST_SMTP_USERNAME"  # the environment variables the credentials were read from
+    password_env: str = "DIGEST_SMTP_PASSWORD"
+
+    @property
+    def relay_name(self) -> str:
+        """What the ledger and `digest status` call this relay: its name, else ``host:port``."""
+        return self.name or f"{self.host}:{self.port}"
+
+    @property
+    def where(self) -> str:
+        """How messages name the relay: ``mx-a (10.0.0.5:587)``, or ``host:port`` when it has no name."""
+        endpoint = f"{self.host}:{self.port}"
+        return endpoint if self.relay_name == endpoint else f"{self.name} ({endpoint})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,10 +164,15 @@ class Settings:
     demo_date: dt.date | None
     state_db: Path | str  # a SQLite file, or a PostgreSQL URL (state.connection.PostgresUrl)
     smtp: SmtpSettings = SmtpSettings(tls="none")  # for Settings built in code (tests); digest.toml's is starttls
+    relays: tuple[SmtpSettings, ...] = ()  # [[smtp.relays]] (smtp is then the first); empty: smtp is the one relay
     delivery: DeliverySettings = DeliverySettings()
     dkim: DkimSettings = DkimSettings()
     sources: tuple = ()  # feeds.FeedSource values from [[sources]]
     signing_keys: tuple[SigningKey, ...] = field(default=(), repr=False)
+
+    def smtp_relays(self) -> tuple[SmtpSettings, ...]:
+        """The relays copies go through: the [[smtp.relays]] entries, else the one [smtp] describes."""
+        return self.relays or (self.smtp,)
 
     def edition(self, slug: str) -> Edition:
         """The edition with this slug; raises KeyError when there is none."""

@@ -550,3 +550,77 @@ def test_a_signup_url_that_is_not_a_plain_https_url_is_refused(tmp_path, value):
 
 def test_no_signup_url_means_no_link(tmp_path):
     assert load_settings(write_config(tmp_path, BASE), environ={}).newsroom.signup_url is None
+
+
+# --- [[smtp.relays]] -------------------------------------------------------------------------------
+
+
+def relays_config(*entries: str, smtp: str = "") -> str:
+    """BASE with an [smtp] table (``smtp``: its lines) and one [[smtp.relays]] table per entry."""
+    tables = "".join(f"\n[[smtp.relays]]\n{entry}\n" for entry in entries)
+    return BASE + f"\n[smtp]\n{smtp}\n" + tables
+
+
+MX_A = 'name = "mx-a"\nhost = "10.0.0.5"\nport = 587\ntls = "starttls"\nweight = 3\nrate = 50\npool_size = 6\n' \
+       'username_env = "MX_A_USER"\npassword_env = "MX_A_PASS"'
+MX_B = 'host = "127.0.0.1"\nport = 2525'
+MX_C = 'name = "mx-c"\nhost = "10.0.0.7"\nport = 25'
+
+
+def test_each_relay_is_read_over_the_smtp_table_and_credentials_come_from_the_variables_it_names(tmp_path):
+    text = relays_config(MX_A, MX_B, smtp='tls = "none"\npool_size = 2\ntimeout = 5')
+    env = {"MX_A_USER": "mx-a-user", "MX_A_PASS": "mx-a-secret", "DIGEST_SMTP_USERNAME": "shared",
+           "DIGEST_SMTP_PASSWORD": "shared-secret"}
+    settings = load_settings(write_config(tmp_path, text), environ=env)
+    a, b = settings.relays
+    assert (a.name, a.host, a.port, a.tls, a.weight, a.rate, a.pool_size) == ("mx-a", "10.0.0.5", 587, "starttls", 3.0, 50.0, 6)
+    assert (a.username, a.password, a.timeout) == ("mx-a-user", "mx-a-secret", 5.0)  # timeout from [smtp]
+    # Left out, a relay takes [smtp]'s values, its name from host:port and [smtp]'s own variables.
+    assert (b.relay_name, b.tls, b.pool_size, b.weight, b.username, b.password) == (
+        "127.0.0.1:2525", "none", 2, 1.0, "shared", "shared-secret")
+    assert a.where == "mx-a (10.0.0.5:587)" and b.where == "127.0.0.1:2525"
+    assert settings.smtp == a and settings.smtp_relays() == (a, b)
+    assert "mx-a-secret" not in repr(settings)
+
+
+def test_a_plain_smtp_table_is_the_one_relay(tmp_path):
+    settings = load_settings(write_config(tmp_path, BASE + '\n[smtp]\nhost = "relay.example.org"\n'), environ={})
+    assert settings.relays == () and settings.smtp_relays() == (settings.smtp,)
+    assert settings.smtp.relay_name == "relay.example.org:25"
+
+
+@pytest.mark.parametrize("entries, smtp, env, field, said", [
+    ((MX_A, MX_B, MX_C.replace("port = 25", "port = 0")), "", {}, "smtp.relays[2].port", "TCP port"),
+    ((MX_A, MX_B, MX_C.replace("port = 25", "port = 70000")), "", {}, "smtp.relays[2].port", "TCP port"),
+    ((MX_A, MX_B.replace("port = 2525", 'port = "2525"')), "", {}, "smtp.relays[1].port", "without quotes"),
+    ((MX_A, MX_B + '\ntls = "ssl"'), "", {}, "smtp.relays[1].tls", "starttls, tls or none"),
+    ((MX_A, MX_B + "\nweight = 0"), "", {}, "smtp.relays[1].weight", "greater than 0"),
+    ((MX_A, MX_B + "\nweight = -2"), "", {}, "smtp.relays[1].weight", "greater than 0"),
+    ((MX_A, MX_B + '\nweight = "heavy"'), "", {}, "smtp.relays[1].weight", "greater than 0"),
+    ((MX_A, MX_B + "\npool_size = 0"), "", {}, "smtp.relays[1].pool_size", "positive whole number"),
+    ((MX_A, MX_B + "\nrate = -1"), "", {}, "smtp.relays[1].rate", "at least 0"),
+    ((MX_A, MX_C.replace('"mx-c"', '"mx-a"')), "", {}, "smtp.relays[1].name", "smtp.relays[0] too"),
+    ((MX_B, MX_A, MX_B), "", {}, "smtp.relays[2].name", "host:port"),
+    ((MX_A, 'name = "x"\nport = 25'), "", {}, "smtp.relays[1].host", "required"),
+    ((MX_A, MX_B + "\nwieght = 2"), "", {}, "smtp.relays[1].wieght", "did you mean 'weight'"),
+    ((MX_A, MX_B + '\npassword = "hunter2"'), "", {}, "smtp.relays[1].password", "password_env"),
+    ((MX_A, MX_B + '\nusername_env = "B_USER"'), "", {}, "smtp.relays[1].username_env", "password_env"),
+    ((MX_A, MX_B + '\nusername_env = "B USER"\npassword_env = "B_PASS"'), "", {}, "smtp.relays[1].username_env",
+     "environment variable"),
+    ((MX_A,), 'host = "relay.example.org"', {}, "smtp.host", "each relay names its own host"),
+    ((MX_A,), "port = 587", {}, "smtp.port", "each relay names its own port"),
+    ((MX_A,), "pool_size = 0", {}, "smtp.pool_size", "positive whole number"),  # a default of every relay: named as [smtp]'s
+    ((MX_A,), "", {"DIGEST_SMTP_HOST": "relay.example.org"}, "DIGEST_SMTP_HOST", "[[smtp.relays]]"),
+    ((MX_A,), "", {"DIGEST_SMTP_TLS": "none"}, "DIGEST_SMTP_TLS", "[[smtp.relays]]"),
+], ids=["port-0", "port-70000", "quoted-port", "tls", "weight-0", "weight-negative", "weight-text", "pool-size",
+        "rate", "duplicate-name", "duplicate-default-name", "no-host", "typo", "password", "one-variable",
+        "bad-variable-name", "smtp-host", "smtp-port", "smtp-default", "env-host", "env-tls"])
+def test_a_bad_relay_is_named_by_its_position_and_key(tmp_path, entries, smtp, env, field, said):
+    err = load_error(tmp_path, relays_config(*entries, smtp=smtp), env)
+    assert err.field == field, err
+    assert said in str(err), err
+
+
+def test_an_empty_relay_list_is_refused(tmp_path):
+    err = load_error(tmp_path, BASE + "\n[smtp]\nrelays = []\n")
+    assert err.field == "smtp.relays" and "[[smtp.relays]]" in str(err)

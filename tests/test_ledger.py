@@ -210,3 +210,36 @@ def test_a_composition_is_kept_once_with_its_issue_and_an_older_database_reads_a
         assert old.composition(record.id) is None
     with closing(Ledger(settings.state_db)) as upgraded:  # opened for writing, it gains the table
         assert upgraded.has_table("issue_compositions") and upgraded.composition(record.id) is None
+
+
+# --- the relay that gave each copy's outcome -------------------------------------------------------
+
+
+def test_the_relay_of_each_copys_last_outcome_is_kept_and_counted(tmp_path):
+    audience = [(f"{n}@example.com", n, f"{n}@example.com") for n in ("a", "b", "c", "d", "e")]
+    with closing(Ledger(tmp_path / "state.db")) as ledger:
+        record, _ = ledger.create_issue("am", DATE, dt.datetime(2026, 12, 1, 11, tzinfo=dt.timezone.utc), [],
+                                        audience=audience)
+        a, b, c, d, _ = ledger.deliveries(record.id)
+        ledger.mark(a.id, "sent", 250, "OK", relay="mx-a")
+        ledger.mark(b.id, "deferred", 451, "busy", next_at=0.0, relay="mx-b")
+        ledger.mark(b.id, "sent", 250, "OK", relay="mx-a")  # retried through another relay: the last one counts
+        ledger.mark(c.id, "sent", 250, "OK", relay="mx-b")
+        ledger.mark(c.id, "failed", 550, "5.1.1 mailbox unknown")  # a bounce read later keeps the relay
+        ledger.mark(d.id, "deferred", 451, "busy", next_at=0.0, relay="mx-b")
+        assert ledger.relay_counts(record.id) == {"mx-a": {"sent": 2}, "mx-b": {"failed": 1, "deferred": 1}}
+        assert [copy.relay for copy in ledger.deliveries(record.id)] == ["mx-a", "mx-a", "mx-b", "mx-b", None]
+
+
+def test_a_database_from_before_relays_has_no_relay_counts_read_only_and_gains_the_column_when_opened(tmp_path):
+    path = tmp_path / "old.db"
+    _old_database(path)
+    ledger = Ledger.read_only(path)
+    assert ledger is not None
+    with closing(ledger):
+        assert ledger.relay_counts(1) == {}
+        assert {copy.relay for copy in ledger.deliveries(1)} == {None}
+    with closing(Ledger(path)) as upgraded:
+        first = upgraded.deliveries(1)[0]
+        upgraded.mark(first.id, "sent", 250, "OK", relay="mx-a")
+        assert upgraded.relay_counts(1) == {"mx-a": {"sent": 1}}

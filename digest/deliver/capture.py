@@ -86,17 +86,17 @@ class CaptureServer:
     def __init__(self, handler: CaptureHandler | None = None, *, host: str = "127.0.0.1",
                  tls_context: ssl.SSLContext | None = None, require_starttls: bool = False,
                  credentials: tuple[str, str] | None = None, auth_require_tls: bool = True,
-                 implicit_tls: bool = False, max_sessions: int | None = None) -> None:
+                 implicit_tls: bool = False, max_sessions: int | None = None, port: int = 0) -> None:
         """``implicit_tls`` speaks TLS from the first byte (port 465 style) with ``tls_context``;
         ``max_sessions`` answers 421 to a connection beyond that many open ones (a relay's
-        per-client connection limit)."""
+        per-client connection limit); ``port`` 0 is a free one."""
         self.handler = handler or CaptureHandler()
         self.implicit_tls = implicit_tls
         self.max_sessions = max_sessions
         self.sessions = 0
         self.refused = 0
         self.host = host
-        self.port = 0
+        self.port = port
         self.tls_context = tls_context
         self.require_starttls = require_starttls
         self.credentials = credentials
@@ -132,7 +132,7 @@ class CaptureServer:
                              # aiosmtpd offers any handler attribute named auth_* as a mechanism
                              auth_exclude_mechanism=["ATTEMPTS"], on_close=self._closed)
 
-        self.server = await loop.create_server(protocol, host=self.host, port=0,
+        self.server = await loop.create_server(protocol, host=self.host, port=self.port,
                                                ssl=self.tls_context if self.implicit_tls else None)
         self.port = self.server.sockets[0].getsockname()[1]
         return self

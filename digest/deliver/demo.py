@@ -45,7 +45,8 @@ async def _send_all(settings: Settings, state: Path, dates: dict[str, dt.date], 
     rows = []
     async with CaptureServer() as server:
         demo_settings = dataclasses.replace(settings, state_db=state / "digest.sqlite3",
-                                            smtp=SmtpSettings("127.0.0.1", server.port, "none", pool_size=4))
+                                            smtp=SmtpSettings("127.0.0.1", server.port, "none", pool_size=4),
+                                            relays=())  # the capture server only, whatever relays digest.toml names
         for ed in settings.editions:
             issue_date = dates[ed.slug]
             before = len(server.handler.received)

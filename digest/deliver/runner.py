@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import secrets
-import ssl
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
@@ -24,14 +23,17 @@ from ..compose.personalise import Recipient
 from ..compose.pipeline import StoredComposition, compose
 from ..compose.planning import plan_issue, recorded_composition
 from ..errors import StoryError
-from ..models import Edition, Issue, Settings, SmtpSettings, Subscriber
+from ..models import Edition, Issue, Settings, Subscriber
 from ..readers.subscribers import RowProblem, iter_audience
 from ..sources.gathering import broken_story_rule, gather_stories
 from ..state.ledger import IssueRecord, Ledger
 from .copies import copies
 from .locks import issue_lock
+from .relays import RelayPool, connection_factory
 from .send import Dispatcher, Notify, Progress, SendReport
-from .transport import SmtpConnection, check_smtp_settings
+from .transport import RelayUnreachable, SmtpConnection
+
+__all__ = ["EmptyIssue", "connection_factory", "send_issue", "send_test_copies"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,24 +44,15 @@ class EmptyIssue:
     date: dt.date
 
 
-def connection_factory(smtp: SmtpSettings) -> Callable[[], SmtpConnection]:
-    """Connections to the configured relay, verifying certificates (plus ``ca_file`` if set)."""
-    check_smtp_settings(smtp)
-    context = None
-    if smtp.tls != "none":
-        context = ssl.create_default_context(cafile=str(smtp.ca_file) if smtp.ca_file else None)
-    return lambda: SmtpConnection(smtp, context)
-
-
 async def send_issue(settings: Settings, edition: Edition, date: dt.date, *,
                      stop: asyncio.Event | None = None, progress: Progress | None = None,
-                     wait_for_retries: bool = True,
-                     connect: Callable[[], SmtpConnection] | None = None,
+                     wait_for_retries: bool = True, relays: RelayPool | None = None,
                      notify: Notify | None = None, deadline: dt.datetime | None = None,
                      warn: Callable[[str], None] | None = None) -> SendReport | EmptyIssue:
     """Create-or-resume issue (edition, date) and deliver it. Raises AlreadyRunning if locked.
 
     ``notify`` hears what the operator must know while the send goes on (an unreachable relay).
+    ``relays`` replaces the pool of the configured relays (``Settings.smtp_relays``).
     ``deadline`` replaces the issue's delivery deadline, in the ledger, for this run and later ones.
     When the issue is composed (it is new, or an older digest created it without keeping its
     composition), a story file that cannot be read follows the edition's ``on_broken_story``: left
@@ -67,7 +60,7 @@ async def send_issue(settings: Settings, edition: Edition, date: dt.date, *,
     of an issue with a kept composition reads no story file; one it cannot use is a
     ``StoredCompositionError`` and nothing is sent.
     """
-    connect = connect or connection_factory(settings.smtp)
+    relays = relays or RelayPool(settings.smtp_relays(), settings.delivery)
     with issue_lock(settings.state_db, edition.slug, date.isoformat()), closing(Ledger(settings.state_db)) as ledger:
         record = ledger.find_issue(edition.slug, date)
         added = 0
@@ -96,8 +89,8 @@ async def send_issue(settings: Settings, edition: Edition, date: dt.date, *,
         assert composed is not None, "the issue's composition was kept above"
         if deadline is not None:
             ledger.set_deadline(record.id, deadline.timestamp())
-        dispatcher = Dispatcher(composed, ledger, record, settings.smtp, settings.delivery,
-                                envelope_sender=composed.template.headers.sender.address, connect=connect, stop=stop,
+        dispatcher = Dispatcher(composed, ledger, record, relays, settings.delivery,
+                                envelope_sender=composed.template.headers.sender.address, stop=stop,
                                 progress=progress, wait_for_retries=wait_for_retries, notify=notify,
                                 deadline=ledger.deadline(record.id))
         report = await dispatcher.run()
@@ -146,10 +139,11 @@ async def send_test_copies(settings: Settings, edition: Edition, date: dt.date, 
     """Send a copy marked as a test to each address; the ledger is neither read for it nor written.
 
     The copy is rendered as ``reader`` would get it (name and greeting), or for a synthetic reader.
+    It goes through ``connect``'s connection, else the first configured relay that takes a connection.
     A story or note file that cannot be read follows ``on_broken_story`` as for the real send
     (``warn`` is told of each one left out). Returns (address, SMTP code, reply) per address.
     """
-    connect = connect or connection_factory(settings.smtp)
+    factories = [connect] if connect else [connection_factory(relay) for relay in settings.smtp_relays()]
     stories = gather_stories(settings)
     issue = plan_issue(settings, edition, date, stories.stories)
     for problem in broken_story_rule(edition, date, stories, note=issue.note_problem, log=False):
@@ -165,7 +159,7 @@ async def send_test_copies(settings: Settings, edition: Edition, date: dt.date, 
         return composed.recipients.for_address(address, reader.name if reader else "Test Reader", message_id=test_id,
                                                greet_name=reader.greet_name if reader else None)
 
-    connection = connect()
+    connection = await _first_answering(factories)
     results = []
     try:
         async for copy in copies(composed, addresses, recipient_of, edition.sender.address):
@@ -176,3 +170,15 @@ async def send_test_copies(settings: Settings, edition: Edition, date: dt.date, 
         await connection.close()
     return results
 
+
+
+async def _first_answering(factories: list[Callable[[], SmtpConnection]]) -> SmtpConnection:
+    """An open connection to the first relay that takes one; the last one's RelayUnreachable if none does."""
+    for factory in factories[:-1]:
+        connection = factory()
+        try:
+            await connection.open()
+        except RelayUnreachable:
+            continue
+        return connection
+    return factories[-1]()  # opened by its first message, which reports a refusal as it always has

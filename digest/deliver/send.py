@@ -1,8 +1,9 @@
 """The dispatch loop: every reader of an issue gets one copy, and the ledger knows what happened.
 
     create-or-find issue (audience frozen) -> mark 'sending' rows of a crashed run 'uncertain'
-    -> pass over due copies with N workers (one SMTP connection each, one shared rate limit)
-       per copy: suppressed? -> build bytes (copies.copies) -> MAIL/RCPT -> commit 'sending' -> DATA -> commit outcome
+    -> pass over due copies with N workers (N: every relay's pool_size together)
+       per copy: suppressed? -> build bytes (copies.copies) -> a relay's connection (relays.RelayPool: weights,
+       per-relay rate limit, rest) -> MAIL/RCPT -> commit 'sending' -> DATA -> commit outcome and the relay
     -> wait for deferred copies while the deadline allows -> report
 
 Nothing here decides what an SMTP reply means (outcomes.py does) or how bytes are built
@@ -25,15 +26,14 @@ from dataclasses import dataclass, field
 
 from ..compose.personalise import Recipient
 from ..compose.pipeline import ComposedIssue
-from ..models import DeliverySettings, SmtpSettings
+from ..models import DeliverySettings
 from ..outcomes import SmtpReply, Verdict, classify_reply
 from ..readers.addresses import address_key
 from ..state.ledger import HELD, Delivery, IssueRecord, Ledger
 from .copies import Copy, copies
-from .ratelimit import TokenBucket
+from .relays import AllResting, Lease, RelayPool
 from .transport import RelayUnreachable, SmtpConnection, SmtpSetupError
 
-ConnectionFactory = Callable[[], SmtpConnection]
 STOP_GRACE = 10.0  # seconds in-flight copies get to finish after SIGINT/SIGTERM
 Progress = Callable[[dict[str, int], int], None]  # (outcomes this run, copies due at the start)
 NOTICE_EVERY = 600.0  # seconds before an unchanged notice is repeated
@@ -43,7 +43,7 @@ NOTICE_EVERY = 600.0  # seconds before an unchanged notice is repeated
 class Notice:
     """Something the operator must hear while the send goes on: one line, and an event name for logs."""
 
-    event: str  # relay.unreachable | relay.limit | relay.reachable | issue.deadline_passed
+    event: str  # relay.unreachable | relay.resting | relay.limit | relay.reachable | issue.deadline_passed
     text: str
 
 
@@ -68,7 +68,7 @@ class SendReport:
     recovered: int = 0  # copies found in 'sending' from a crashed run
     stopped: str | None = None  # why the run ended early: 'signal', 'paused', or a fatal error
     this_run: dict[str, int] = field(default_factory=dict)
-    relay_problem: str | None = None  # the relay was unreachable when the run ended: why, since when
+    relay_problem: str | None = None  # every relay was unreachable when the run ended: why, since when
     left_out: tuple[tuple[int, str], ...] = ()  # (line, reason) of subscriber rows the freeze could not use, still unfixed
     added: int = 0  # readers added this run because their left-out row had been fixed
 
@@ -133,30 +133,27 @@ class _Breaker:
 class Dispatcher:
     """Sends one composed issue to its frozen audience."""
 
-    def __init__(self, composed: ComposedIssue, ledger: Ledger, record: IssueRecord, smtp: SmtpSettings,
-                 delivery: DeliverySettings, *, envelope_sender: str, connect: ConnectionFactory,
+    def __init__(self, composed: ComposedIssue, ledger: Ledger, record: IssueRecord, relays: RelayPool,
+                 delivery: DeliverySettings, *, envelope_sender: str,
                  stop: asyncio.Event | None = None, progress: Progress | None = None,
                  clock: Callable[[], float] = time.time, wait_for_retries: bool = True,
                  notify: Notify | None = None, deadline: float | None = None, reopen: bool = True) -> None:
         self.composed = composed
         self.ledger = ledger
         self.record = record
-        self.smtp = smtp
+        self.relays = relays
         self.delivery = delivery
         self.envelope_sender = envelope_sender
-        self.connect = connect
         self.stop = stop or asyncio.Event()
         self.progress = progress
         self.clock = clock
         self.wait_for_retries = wait_for_retries
-        self.bucket = TokenBucket(smtp.rate)
         self.breaker = _Breaker(delivery)
         self.edition = composed.issue.edition.slug
         self.deadline = deadline if deadline is not None else issue_deadline(composed.issue.send_time, delivery)
         self.notify = notify
         self.relay_problem: str | None = None
         self._told: dict[str, tuple[str, float]] = {}
-        self._busy: set[SmtpConnection] = set()
         self.stopped: str | None = None
         self.this_run: dict[str, int] = {}
         self.due_at_start = 0
@@ -227,22 +224,26 @@ class Dispatcher:
         return SendReport(self.record, counts, recovered, self.stopped, self.this_run, self.relay_problem)
 
     async def _pass(self) -> None:
-        """One sweep over the copies due now, with ``pool_size`` workers pulling from one buffer."""
+        """One sweep over the copies due now, with a worker per relay connection pulling from one buffer."""
         self._buffer: deque[Delivery] = deque()
         self._after = 0
         self._drained = asyncio.Event()  # the pass has nothing left to hand out
-        workers = [asyncio.create_task(self._worker()) for _ in range(self.smtp.pool_size)]
+        workers = [asyncio.create_task(self._worker()) for _ in range(self.relays.size)]
         grace = asyncio.create_task(self._cancel_after_grace(workers))
-        lease = asyncio.create_task(self._keep_lease())
+        renewal = asyncio.create_task(self._keep_lease())
         try:
             # If this pass itself is cancelled (a scheduler shutting down), gather cancels the workers.
             results = await asyncio.gather(*workers, return_exceptions=True)
+        except BaseException:
+            self.relays.drop()
+            raise
         finally:
             grace.cancel()
-            lease.cancel()
+            renewal.cancel()
             # Every worker task has ended: a copy of ours still 'sending' was abandoned mid-delivery.
             self.ledger.abandon(self.owner)
             self.ledger.release_claims(self.owner)  # what this pass claimed and did not start, others may take now
+        await self.relays.close(polite=not self.stop.is_set())  # no polite QUIT while shutting down
         failures = [r for r in results if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)]
         if failures:
             raise failures[0]
@@ -289,13 +290,12 @@ class Dispatcher:
         for worker in workers:
             worker.cancel()
 
-    def _due(self, connection: SmtpConnection) -> Iterator[Delivery]:
-        """The copies ``connection``'s worker takes from the pass, less those whose reader has left (recorded here)."""
+    def _due(self) -> Iterator[Delivery]:
+        """The copies a worker takes from the pass, less those whose reader has left (recorded here)."""
         while (delivery := self._next()) is not None:
             if self.ledger.is_suppressed(address_key(delivery.email), self.edition):
                 self._record(delivery, "suppressed", None, "left before this copy went")  # never named to the relay
                 continue
-            self._busy.add(connection)  # carrying this copy from now (while it is built, too) until it settles
             yield delivery
 
     def _recipient(self, delivery: Delivery) -> Recipient:
@@ -305,32 +305,27 @@ class Dispatcher:
         return recipients.for_address(delivery.email, delivery.name, message_id=message_id, greet_name=delivery.first_name)
 
     async def _worker(self) -> None:
-        connection = self.connect()
-        try:
-            async for copy in copies(self.composed, self._due(connection), self._recipient, self.envelope_sender,
-                                     signers=self.signers):
-                await self._deliver(connection, copy)
-                self._busy.discard(connection)
-        except asyncio.CancelledError:
-            connection.drop()
-            raise
-        finally:
-            self._busy.discard(connection)
-        if self.stop.is_set():
-            connection.drop()  # no polite QUIT while shutting down
-        else:
-            await connection.close()
+        async for copy in copies(self.composed, self._due(), self._recipient, self.envelope_sender,
+                                 signers=self.signers):
+            await self._deliver(copy)
 
-    async def _deliver(self, connection: SmtpConnection, copy: Copy[Delivery]) -> None:
-        """Hand one copy to the relay on ``connection``; what the relay (not the reader) got wrong is retried here."""
+    async def _deliver(self, copy: Copy[Delivery]) -> None:
+        """Hand one copy to the relay the pool gives it; what a relay (not the reader) got wrong is retried here."""
         delivery, data = copy.reader, copy.data
         key = address_key(delivery.email)
         message_id = copy.recipient.message_id
-        waited = 0
         fresh = False  # already retried on a new connection after a 503
         while True:
-            await self.bucket.take()
+            lease = await self.relays.acquire(self.stop)
+            if lease is None:
+                return  # stopped while waiting for a connection; the copy stays as it was
+            if isinstance(lease, AllResting):
+                if await self._all_relays_resting(lease):
+                    return
+                continue
+            connection = lease.connection
             try:
+                await lease.relay.bucket.take()
                 # Suppressions are checked in the same statement that records 'sending', right
                 # before the body goes: a reader who left during the send gets nothing.
                 reply = await connection.deliver(
@@ -338,45 +333,36 @@ class Dispatcher:
                     before_body=lambda: self.ledger.mark_sending(delivery.id, message_id, key, self.edition),
                 )
             except SmtpSetupError as exc:
+                self.relays.release(lease)
                 self.stopped = str(exc)
                 return
             except ConnectionError as exc:
-                # The relay, not the reader: wait for it without spending the reader's attempts.
-                waited += 1
-                delay = self._backoff(waited)
-                others = [c for c in self._busy if c is not connection]
-                if others:
-                    # Another connection is carrying copies (a relay at its per-client connection
-                    # limit refuses the rest): hand this copy to it rather than hold it through the
-                    # wait. No await since the check, so a busy worker's next _next() gets it.
-                    self._buffer.appendleft(delivery)
-                    self._relay_trouble(exc, delay, others)
-                    await self._wait(delay, until_drained=True)
-                    return
-                if self.clock() >= self.deadline:
-                    self.stopped = f"the relay stayed unreachable until the deadline: {exc}"
-                    return
-                self._relay_trouble(exc, delay, others)
-                if await self._wait(delay):
-                    return  # stopped while waiting; the copy stays pending
+                # The relay, not the reader: another relay (or this one after its rest) takes the
+                # copy, and none of the reader's attempts is spent.
+                self._refused(lease, exc)
+                self.relays.release(lease)
                 continue
-            if self.relay_problem is not None:
-                self.relay_problem = None
-                self._tell(Notice("relay.reachable", f"{self.smtp.host}:{self.smtp.port} answers again; sending"))
-            if reply is None:
-                self._count("suppressed")
-                return
-            verdict = classify_reply(reply)
-            if verdict.reconnect:
-                connection.drop()  # the next message opens a new session
-            if not verdict.retry_fresh:
-                break
-            if fresh:
-                self.stopped = (f"the relay answered {reply.code} again on a new connection ({reply.phase}: "
-                                f"{reply.text.strip()}); readers stay pending, run the same command again to resume")
-                return
-            fresh = True
-        self._settle(connection, delivery, reply, verdict)
+            except BaseException:  # cancelled in flight: no polite QUIT on this connection
+                self.relays.release(lease, drop=True)
+                raise
+            try:
+                self._answered(lease)
+                if reply is None:
+                    self._count("suppressed")
+                    return
+                verdict = classify_reply(reply)
+                if verdict.reconnect:
+                    connection.drop()  # the next message opens a new session
+                if not verdict.retry_fresh:
+                    self._settle(connection, delivery, reply, verdict)
+                    return
+                if fresh:
+                    self.stopped = (f"the relay answered {reply.code} again on a new connection ({reply.phase}: "
+                                    f"{reply.text.strip()}); readers stay pending, run the same command again to resume")
+                    return
+                fresh = True
+            finally:
+                self.relays.release(lease)
 
     def _settle(self, connection: SmtpConnection, delivery: Delivery, reply: SmtpReply, verdict: Verdict) -> None:
         """Record the relay's final word on one copy, or stop the send when it speaks about us."""
@@ -384,13 +370,14 @@ class Dispatcher:
             connection.drop()
             self.stopped = f"{verdict.reason}: {reply.code} {reply.text}".strip()
             return  # the copy was not attempted as far as the reader is concerned; it stays pending
-        self._apply(delivery, reply, verdict)
+        self._apply(delivery, reply, verdict, relay=connection.relay)
         if self.breaker.record(verdict):
             self.stopped = "paused"
             self.ledger.set_status(self.record.id, "paused", f"paused by the circuit breaker after "
                                    f"{self.breaker.rejections} policy rejections in {self.breaker.attempts} attempts")
 
-    def _apply(self, delivery: Delivery, reply: SmtpReply, verdict: Verdict) -> None:
+    def _apply(self, delivery: Delivery, reply: SmtpReply, verdict: Verdict, *, relay: str | None = None) -> None:
+        """Record what ``relay``'s reply means for the reader: sent, retried later, failed or held."""
         text = f"{reply.text}".strip()[:500] or verdict.reason
         reached_data = reply.phase in ("data", "body")  # mark_sending counted the attempt already
         attempts = delivery.attempts + 1
@@ -398,16 +385,17 @@ class Dispatcher:
             if attempts >= self.delivery.max_attempts:
                 if verdict.state == "deferred":
                     self._record(delivery, "failed", reply.code or None, f"gave up after {attempts} attempts: {text}",
-                                 count=not reached_data, failure="retries")
+                                 count=not reached_data, failure="retries", relay=relay)
                 else:  # it may have arrived every time: stop resending and leave it for a person
                     self._record(delivery, "uncertain", None, f"held after {attempts} attempts: {text}",
-                                 next_at=HELD, count=not reached_data)
+                                 next_at=HELD, count=not reached_data, relay=relay)
                 return
             delay = 0.0 if verdict.retry_now and attempts <= 2 else self._backoff(attempts)
             self._record(delivery, verdict.state, reply.code or None, text, next_at=self.clock() + delay,
-                         count=not reached_data)
+                         count=not reached_data, relay=relay)
             return
-        self._record(delivery, verdict.state, reply.code, text, count=not reached_data, failure=verdict.failure)
+        self._record(delivery, verdict.state, reply.code, text, count=not reached_data, failure=verdict.failure,
+                     relay=relay)
         if verdict.suppress:
             self.ledger.suppress(address_key(delivery.email), "*", "bounced", text)
 
@@ -423,14 +411,49 @@ class Dispatcher:
                 waiting.cancel()
         return self.stop.is_set()
 
-    def _relay_trouble(self, exc: ConnectionError, delay: float, others: list[SmtpConnection]) -> None:
-        """Tell the operator, once per reason (and every NOTICE_EVERY seconds), what is wrong and what happens next."""
-        what = str(exc) if isinstance(exc, RelayUnreachable) else f"{self.smtp.host}:{self.smtp.port}: {exc}"
-        if others and isinstance(exc, RelayUnreachable) and exc.answered:
-            self._tell(Notice("relay.limit", f"{what}; {len(others)} other connection(s) carry on, this one tries "
-                              f"again in {duration(delay)}. If the relay limits connections per client, set [smtp] "
-                              f"pool_size to what it allows (now {self.smtp.pool_size})"), what)
+    async def _all_relays_resting(self, resting: AllResting) -> bool:
+        """Every relay refuses: wait for the first to be tried again, without spending any reader's
+        attempts, until the deadline. True when the send stops (deadline or signal)."""
+        if self.clock() >= self.deadline:
+            which = "the relay" if self.relays.single else "every relay"
+            self.stopped = f"{which} stayed unreachable until the deadline: {resting.reason}"
+            return True
+        self._relay_trouble(resting.reason)
+        return await self._wait(resting.seconds)
+
+    def _refused(self, lease: Lease, exc: ConnectionError) -> None:
+        """A relay would not take a connection: the pool rests it (or, at its connection limit, the one
+        slot); the operator hears of it when other relays or connections carry on meanwhile."""
+        refusal = self.relays.refused(lease, exc)
+        relay = refusal.relay
+        what = str(exc) if isinstance(exc, RelayUnreachable) else f"{relay.where}: {exc}"
+        if refusal.limit:
+            table = "[smtp]" if self.relays.single else "its [[smtp.relays]] entry's"
+            self._tell(Notice("relay.limit", f"{what}; {refusal.others} other connection(s) carry on, this one tries "
+                              f"again in {duration(refusal.seconds)}. If the relay limits connections per client, set "
+                              f"{table} pool_size to what it allows (now {relay.settings.pool_size})"), what)
             return
+        carrying = [r.name for r in self.relays.carrying()]
+        if refusal.new and carrying:
+            longer = (f", longer each time it refuses again (up to {duration(self.delivery.retry_cap)})"
+                      if refusal.seconds < self.delivery.retry_cap else "")
+            self._tell(Notice("relay.resting", f"{what}; resting it {duration(refusal.seconds)}{longer}; its copies go "
+                              f"to {', '.join(carrying)} meanwhile and no reader's attempts are spent"), what)
+
+    def _answered(self, lease: Lease) -> None:
+        """The relay took the transaction: after an outage of every relay, or this one's rest, say it is back."""
+        back = self.relays.answered(lease)
+        if self.relay_problem is not None:
+            self.relay_problem = None
+            self._tell(Notice("relay.reachable", f"{lease.relay.where} answers again; sending"))
+        elif back:
+            self._tell(Notice("relay.reachable", f"{lease.relay.where} answers again; it carries its share of the "
+                              "copies again"))
+
+    def _relay_trouble(self, reason: str) -> None:
+        """Every relay refuses: tell the operator, once per reason (and every NOTICE_EVERY seconds), what
+        is wrong and what happens next."""
+        what = reason if self.relays.single else f"every relay is unreachable: {reason}"
         if self.relay_problem is None:
             since = dt.datetime.fromtimestamp(self.clock(), self.composed.issue.send_time.tzinfo)
             self.relay_problem = f"{what} (since {since:%H:%M:%S %Z})"
@@ -461,8 +484,10 @@ class Dispatcher:
         return base * random.uniform(0.8, 1.2)
 
     def _record(self, delivery: Delivery, state: str, code: int | None, text: str, *,
-                next_at: float | None = None, count: bool = False, failure: str | None = None) -> None:
-        self.ledger.mark(delivery.id, state, code, text, next_at=next_at, count_attempt=count, failure=failure)
+                next_at: float | None = None, count: bool = False, failure: str | None = None,
+                relay: str | None = None) -> None:
+        self.ledger.mark(delivery.id, state, code, text, next_at=next_at, count_attempt=count, failure=failure,
+                         relay=relay)
         self._count(state)
 
     def _count(self, state: str) -> None:

@@ -1,7 +1,8 @@
 """Where one issue stands, for `digest status`: read from the ledger, never written.
 
     open the ledger read only -> the issue's record, or the scheduler's missed send ->
-    copies per state (failed ones per reason) -> rows left out of the audience -> copies not sent
+    copies per state (failed ones per reason) -> per relay, with more than one -> rows left out
+    of the audience -> copies not sent
 
 The CLI prints an ``IssueStanding``; nothing here prints.
 """
@@ -19,6 +20,7 @@ from ..state.ledger import FINAL, STATES, Delivery, IssueRecord, Ledger
 
 # Copies not sent, the ones that need a person first; pending ones too (README promises it).
 _NOT_SENT_ORDER = {"failed": 0, "uncertain": 1, "deferred": 2, "sending": 3, "pending": 4}
+RELAY_STATES = ("sent", "deferred", "failed", "uncertain")  # the columns of the per-relay table
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,7 @@ class IssueStanding:
     left_out: list[tuple[int, str]] = field(default_factory=list)  # (line, reason) of rows still left out
     added: int = 0  # readers added since the freeze, their rows fixed
     not_sent: list[Delivery] = field(default_factory=list)
+    relays: list[tuple[str, ...]] = field(default_factory=list)  # (relay, *RELAY_STATES counts), when more than one
     csv: str | None = None  # every copy's outcome, when asked for
 
     @property
@@ -62,7 +65,7 @@ def issue_standing(settings: Settings, edition: Edition, date: dt.date, *, with_
         record = ledger.find_issue(edition.slug, date)
         if record is None:
             return IssueStanding(edition, date, database=True, missed=_missed(ledger, edition, date))
-        return _recorded(ledger, edition, date, record, with_csv)
+        return _recorded(ledger, edition, date, record, with_csv, _relay_rows(ledger, record, settings))
 
 
 def _missed(ledger: Ledger, edition: Edition, date: dt.date) -> str | None:
@@ -72,14 +75,15 @@ def _missed(ledger: Ledger, edition: Edition, date: dt.date) -> str | None:
     return next((detail for _, day, _, detail in ledger.missed(edition.slug) if day == date), None)
 
 
-def _recorded(ledger: Ledger, edition: Edition, date: dt.date, record: IssueRecord, with_csv: bool) -> IssueStanding:
+def _recorded(ledger: Ledger, edition: Edition, date: dt.date, record: IssueRecord, with_csv: bool,
+              relays: list[tuple]) -> IssueStanding:
     left_out = ledger.left_out(record.id)
     still_out = [(line, reason) for line, _, reason, added in left_out if added is None]
     not_sent = sorted(ledger.deliveries(record.id, list(_NOT_SENT_ORDER)), key=lambda d: _NOT_SENT_ORDER[d.state])
     counts = ledger.counts(record.id)
     return IssueStanding(edition, date, True, record, counts=counts, rows=_state_rows(ledger, record, counts),
                          left_out=still_out, added=len(left_out) - len(still_out), not_sent=not_sent,
-                         csv=deliveries_csv(ledger.deliveries(record.id)) if with_csv else None)
+                         csv=deliveries_csv(ledger.deliveries(record.id)) if with_csv else None, relays=relays)
 
 
 def _state_rows(ledger: Ledger, record: IssueRecord, counts: dict[str, int]) -> list[tuple[str, int]]:
@@ -92,3 +96,14 @@ def _state_rows(ledger: Ledger, record: IssueRecord, counts: dict[str, int]) -> 
         if state == "failed":
             rows += [(state_shown(state, failure), n) for failure, n in sorted(failures.items())]
     return rows
+
+
+def _relay_rows(ledger: Ledger, record: IssueRecord, settings: Settings) -> list[tuple]:
+    """(relay, sent, deferred, failed, uncertain) per relay: the configured ones in their order, then
+    any other the ledger names (renamed or removed since); none when only one relay is in play."""
+    counts = ledger.relay_counts(record.id)
+    names = [relay.relay_name for relay in settings.smtp_relays()]
+    names += [name for name in counts if name not in names]
+    if len(settings.smtp_relays()) < 2 and len(counts) < 2:
+        return []
+    return [(name, *(counts.get(name, {}).get(state, 0) for state in RELAY_STATES)) for name in names]

@@ -108,13 +108,18 @@ def is_loopback(host: str) -> bool:
 
 def check_smtp_settings(smtp: SmtpSettings) -> None:
     """Refuse settings that would send mail or a password where it can be read in transit."""
+    relay = f" (relay {smtp.where})" if smtp.name else ""
     if smtp.tls == "none" and not is_loopback(smtp.host) and not smtp.allow_insecure:
         raise SmtpSetupError(f"tls = 'none' is only allowed for a loopback relay, not {smtp.host}; "
                              "use starttls or tls (or set [smtp] allow_insecure = true to force it)")
     if smtp.tls == "none" and smtp.username and not is_loopback(smtp.host):
-        raise SmtpSetupError("refusing to send SMTP credentials without TLS")
+        raise SmtpSetupError(f"refusing to send SMTP credentials without TLS{relay}")
     if bool(smtp.username) != bool(smtp.password):
-        raise SmtpSetupError("set both DIGEST_SMTP_USERNAME and DIGEST_SMTP_PASSWORD, or neither")
+        raise SmtpSetupError(f"set both {smtp.username_env} and {smtp.password_env}, or neither{relay}")
+    if not smtp.username and smtp.username_env != "DIGEST_SMTP_USERNAME":
+        # Variables named on purpose that are not set: sending without AUTH would only get refused later.
+        raise SmtpSetupError(f"{smtp.username_env} and {smtp.password_env} (username_env and password_env{relay}) "
+                             "are not set in the environment")
 
 
 class SmtpConnection:
@@ -122,6 +127,7 @@ class SmtpConnection:
 
     def __init__(self, settings: SmtpSettings, tls_context: ssl.SSLContext | None = None) -> None:
         self.settings = settings
+        self.relay = settings.relay_name  # what the ledger records as the relay that had the copy
         self.tls_context = tls_context
         self.client: aiosmtplib.SMTP | None = None
         self.messages = 0
@@ -138,7 +144,7 @@ class SmtpConnection:
         will not help). A TLS failure is a setting to fix, whichever exception aiosmtplib wraps it in.
         """
         s = self.settings
-        where = f"{s.host}:{s.port}"
+        where = s.where
         client = aiosmtplib.SMTP(
             hostname=s.host, port=s.port, timeout=s.timeout, use_tls=s.tls == "tls", start_tls=False,
             validate_certs=True, tls_context=self.tls_context, local_hostname=s.local_hostname,

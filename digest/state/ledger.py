@@ -18,7 +18,8 @@ Delivery states (one row per issue x reader)::
     pending/deferred/uncertain -> suppressed (unsubscribed or bounced before this copy went)
 
 ``sending`` is committed before the DATA body and ``sent`` right after the server's 250, each in
-its own transaction, so a crash leaves at most the copies in flight in doubt.
+its own transaction, so a crash leaves at most the copies in flight in doubt. Each outcome also
+records the relay (by name) that gave it, which ``relay_counts`` counts for `digest status`.
 
 Many senders share one issue through claims: a sender takes a batch of due copies with a lease
 (``claim``: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, SQLite's single writer elsewhere), renews
@@ -75,6 +76,7 @@ class Delivery:
     next_at: float | None = None
     first_name: str | None = None  # the greeting's name as read at freeze time ('' none); None: derive
     failure: str | None = None  # failed copies: a key of outcomes.FAILURE_CLASSES (derived for old rows)
+    relay: str | None = None  # the relay that gave the last outcome (its name); None: no attempt yet, or an older row
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +131,7 @@ class Ledger:
         # A read-only look at a database from an older digest may lack the newer columns.
         self._first_name = "first_name" if has_column(self.db, "deliveries", "first_name") else "NULL"
         self._failure = "failure" if has_column(self.db, "deliveries", "failure") else "NULL"
+        self._relay = "relay" if has_column(self.db, "deliveries", "relay") else "NULL"
 
     @classmethod
     def read_only(cls, path: StateLocation) -> Ledger | None:
@@ -441,17 +444,20 @@ class Ledger:
         return False
 
     def mark(self, delivery_id: int, state: str, code: int | None, text: str | None, *,
-             next_at: float | None = None, count_attempt: bool = False, failure: str | None = None) -> None:
-        """Record an outcome (committed at once); ``failure`` says why a failed copy failed."""
+             next_at: float | None = None, count_attempt: bool = False, failure: str | None = None,
+             relay: str | None = None) -> None:
+        """Record an outcome (committed at once); ``failure`` says why a failed copy failed, ``relay``
+        which relay gave it (None keeps the one recorded, e.g. for a bounce that arrives later)."""
         if state not in STATES:
             raise ValueError(state)
         if state == "failed" and failure is None:
             failure = failure_of_record(code, text)
         self.db.execute(
             "UPDATE deliveries SET state = ?, last_code = ?, last_text = ?, next_at = ?, "
-            "attempts = attempts + ?, updated_at = ?, failure = ?, claimed_by = NULL, claim_until = NULL WHERE id = ?",
+            "attempts = attempts + ?, updated_at = ?, failure = ?, relay = coalesce(?, relay), "
+            "claimed_by = NULL, claim_until = NULL WHERE id = ?",
             (state, code, text, next_at, 1 if count_attempt else 0, _now(), failure if state == "failed" else None,
-             delivery_id))
+             relay, delivery_id))
 
     def expire_deferred(self, issue_id: int, reason: str, failure: str = "deadline") -> int:
         """Give up on every deferred copy (deadline or attempts exhausted); they become failed."""
@@ -469,7 +475,7 @@ class Ledger:
     def deliveries(self, issue_id: int, states: Iterable[str] | None = None) -> list[Delivery]:
         """Every copy of an issue (optionally only some states), in audience order."""
         query = ("SELECT id, email, name, state, attempts, message_id, last_code, last_text, updated_at, next_at, "
-                 f"{self._first_name}, {self._failure} FROM deliveries WHERE issue_id = ?")
+                 f"{self._first_name}, {self._failure}, {self._relay} FROM deliveries WHERE issue_id = ?")
         args: list[object] = [issue_id]
         if states is not None:
             wanted = tuple(states)
@@ -489,6 +495,21 @@ class Ledger:
         for delivery in self.deliveries(issue_id, ["failed"]):
             counts[delivery.failure or "permanent"] = counts.get(delivery.failure or "permanent", 0) + 1
         return counts
+
+    def relay_counts(self, issue_id: int) -> dict[str, dict[str, int]]:
+        """Copies per relay that gave their last outcome, and per state: ``{"mx-a": {"sent": 9, ...}}``.
+
+        Copies no relay has answered for (pending, suppressed before sending) are not counted, nor
+        rows from before relays were recorded.
+        """
+        if self._relay == "NULL":  # a read-only look at a database from before the column
+            return {}
+        found: dict[str, dict[str, int]] = {}
+        rows = self.db.execute("SELECT relay, state, COUNT(*) FROM deliveries WHERE issue_id = ? AND relay IS NOT NULL "
+                               "GROUP BY relay, state ORDER BY relay", (issue_id,))
+        for relay, state, count in rows:
+            found.setdefault(relay, {})[state] = count
+        return found
 
     def deadline(self, issue_id: int) -> float | None:
         """The deadline an operator gave the issue (``digest send --deadline``), or None: the computed one."""
