@@ -183,11 +183,12 @@ def _lines_of(stream, into: list[str]) -> threading.Thread:
 
 def test_digest_send_to_a_closed_port_says_what_is_wrong_within_5_s_and_what_was_pending_on_sigterm(tmp_path):
     port = _closed_port()
+    # The sample day's stories, with a deadline two days from now however long ago that day was.
+    days_ago = (dt.datetime.now(ZoneInfo("America/Chicago")).date() - DATE).days
     config = write_newsroom(tmp_path / "newsroom", port=port, pool_size=3,
-                            delivery={"retry_base": 30, "retry_cap": 30, "deadline_hours": 48})
+                            delivery={"retry_base": 30, "retry_cap": 30, "deadline_hours": 24 * (days_ago + 2)})
     state = tmp_path / "state.db"
-    now = dt.datetime.now(ZoneInfo("America/Chicago"))
-    process = start_digest(config, state, "send", "am", "--date", now.date().isoformat())
+    process = start_digest(config, state, "send", "am", "--date", DATE.isoformat())
     err: list[str] = []
     reader = _lines_of(process.stderr, err)
     try:
