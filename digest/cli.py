@@ -32,7 +32,7 @@ from .deliver.runner import EmptyIssue, send_issue, send_test_copies
 from .deliver.send import Notice, SendReport
 from .deliver.status import RELAY_STATES, IssueStanding, issue_standing, state_shown
 from .deliver.transport import check_smtp_settings
-from .errors import ConfigError, DigestError, StoredCompositionError, TemplateError
+from .errors import ConfigError, DigestError, StateError, StoredCompositionError, TemplateError
 from .events import log_to_stderr
 from .files import write_atomically
 from .models import Edition, Issue, Settings, Subscriber
@@ -45,7 +45,8 @@ from .schedule import Scheduler, scheduler_health, send_listing
 from .sources.gathering import BrokenStories, broken_story_rule, gather_stories
 from .sources.notes import note_path
 from .sources.stories import StoryLoad
-from .state.ledger import STATES, Ledger, shown, state_exists
+from .state.ledger import STATES, Ledger, shown, state_exists, state_path
+from .state.migrate import COPIED, copy_state, upgrade
 from .web import serve as serve_web
 
 _WEEKDAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -712,6 +713,44 @@ def subscribers_export(ctx: click.Context, dry_run: bool) -> None:
                   [(line, email, f"{before} -> {after}") for line, email, before, after in result.changes])
     if result.backup:
         console.line(f"backup of the previous file: {result.backup}")
+
+
+@cli.group()
+@config_option
+def state() -> None:
+    """The state database: upgrade its tables, or move every record to another database."""
+
+
+@state.command("migrate")
+@config_option
+@click.pass_context
+def state_migrate(ctx: click.Context) -> None:
+    """Bring the state database (DIGEST_STATE_URL, else [paths] state) to this release's tables."""
+    settings = _settings(ctx)
+    before, after = upgrade(settings.state_db)
+    if before == after:
+        console.line(f"{shown(settings.state_db)}: already at revision {after}", "ok")
+    else:
+        console.line(f"{shown(settings.state_db)}: upgraded from revision {before or 'none (an older digest)'} "
+                     f"to {after}, every record kept", "ok")
+
+
+@state.command("copy")
+@click.argument("from_url", metavar="FROM_URL")
+@click.argument("to_url", metavar="TO_URL")
+def state_copy(from_url: str, to_url: str) -> None:
+    """Copy every record of one state database into an empty one, e.g. from SQLite to PostgreSQL:
+    digest state copy sqlite:///state/digest.sqlite3 postgresql://digest@db/digest
+
+    Stop the scheduler and every sender first. Then point DIGEST_STATE_URL at TO_URL."""
+    source = state_path(from_url, Path(from_url))
+    if not state_exists(source):
+        raise StateError(f"{shown(source)}: no state database there to copy from")
+    target = state_path(to_url, Path(to_url))
+    copied = copy_state(source, target)
+    console.table(f"Copied {shown(source)} -> {shown(target)}", ["table", "rows"],
+                  [(name, f"{copied[name]:,}") for name in COPIED])
+    console.line(f"row counts checked against the source; now set DIGEST_STATE_URL={shown(target)}", "ok")
 
 
 @cli.group()

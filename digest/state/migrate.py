@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from contextlib import contextmanager
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,3 +95,82 @@ def _migration_lock(location: StateLocation, engine: sa.Engine) -> Iterator[sa.C
             yield connection
     finally:
         os.close(handle)
+
+
+# What `copy` moves, parents before children. Leases and workers say who holds what on the source
+# right now; a copy must not inherit them. APScheduler writes its own job table again on start.
+COPIED = ("issues", "issue_stories", "issue_notes", "issue_compositions", "archive_pages", "deliveries",
+          "left_out_rows", "suppressions", "missed_sends", "marks")
+_LIVE_FOR = 60.0  # a worker seen this recently may still be writing to the source
+
+
+def copy_state(source: StateLocation, target: StateLocation, *, batch: int = 5000,
+               now: float | None = None) -> dict[str, int]:
+    """Copy every record from one state database into an empty one (SQLite to PostgreSQL, or back).
+
+    Both are upgraded to HEAD first. The target is written in one transaction, so a failed copy
+    leaves it empty; afterwards the row count of every table is compared with the source's.
+    Claims on copies are not carried over (the processes that held them are the source's).
+    Returns the rows copied per table."""
+    if sqlalchemy_url(source) == sqlalchemy_url(target):
+        raise StateError(f"{shown(source)}: is both the source and the target of the copy")
+    upgrade(source)
+    upgrade(target)
+    source_engine = sa.create_engine(sqlalchemy_url(source), poolclass=sa.pool.NullPool)
+    target_engine = sa.create_engine(sqlalchemy_url(target), poolclass=sa.pool.NullPool)
+    try:
+        with source_engine.connect() as reader, target_engine.connect() as writer:
+            _refuse_live_source(source, reader, time.time() if now is None else now)
+            tables = sa.MetaData()
+            tables.reflect(writer, only=COPIED)
+            counts = {name: reader.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar_one() for name in COPIED}
+            held = {name: n for name in COPIED if (n := writer.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar_one())}
+            if held:
+                raise StateError(f"{shown(target)}: already holds records ({_listed(held)}); copy into an empty database")
+            for name in COPIED:
+                _copy_table(reader, writer, tables.tables[name], batch)
+            if is_postgres(target):
+                for name in ("issues", "deliveries"):
+                    writer.execute(sa.text(f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), "
+                                           f"coalesce(max(id), 1), max(id) IS NOT NULL) FROM {name}"))
+            copied = {name: writer.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar_one() for name in COPIED}
+            if copied != counts:
+                writer.rollback()
+                differ = {name: f"{counts[name]} -> {copied[name]}" for name in COPIED if counts[name] != copied[name]}
+                raise StateError(f"{shown(target)}: copy rolled back, row counts differ ({_listed(differ)})")
+            writer.commit()
+    except sa.exc.SQLAlchemyError as exc:
+        raise StateError(f"copying {shown(source)} to {shown(target)} failed, nothing was written "
+                         f"({str(exc.orig if getattr(exc, 'orig', None) else exc).strip()})") from None
+    finally:
+        source_engine.dispose()
+        target_engine.dispose()
+    return copied
+
+
+def _copy_table(reader: sa.Connection, writer: sa.Connection, table: sa.Table, batch: int) -> None:
+    names = [c.name for c in table.columns]
+    order = ", ".join(c.name for c in table.primary_key.columns) or names[0]
+    rows = reader.execution_options(stream_results=True, yield_per=batch).execute(
+        sa.text(f"SELECT {', '.join(names)} FROM {table.name} ORDER BY {order}"))
+    for chunk in rows.partitions(batch):
+        values = [dict(zip(names, row)) for row in chunk]
+        if table.name == "deliveries":
+            for value in values:
+                value["claimed_by"] = value["claim_until"] = None
+        writer.execute(table.insert(), values)
+
+
+def _refuse_live_source(source: StateLocation, reader: sa.Connection, now: float) -> None:
+    """A scheduler or sender still writing to the source would add records the copy misses."""
+    lease = reader.execute(sa.text("SELECT name, owner FROM leases WHERE expires_at > :now"), {"now": now}).first()
+    if lease is None:
+        lease = reader.execute(sa.text("SELECT 'sender', name FROM workers WHERE seen_at > :seen"),
+                               {"seen": now - _LIVE_FOR}).first()
+    if lease is not None:
+        raise StateError(f"{shown(source)}: a {lease[0]} ({lease[1]}) is still using it; stop the scheduler "
+                         "and every sender first, so no record is written after the copy")
+
+
+def _listed(counts: dict[str, object]) -> str:
+    return ", ".join(f"{name} {n}" for name, n in counts.items())

@@ -1,0 +1,121 @@
+"""`digest state migrate` and `digest state copy`: a newsroom moves from SQLite to PostgreSQL
+without losing a delivery record, and an older SQLite file upgrades in place.
+
+The copy runs over a real send (aiosmtpd on loopback) into a real SQLite file, then into a
+throwaway PostgreSQL database; the send after the move must find every reader already served.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from contextlib import closing
+
+import pytest
+from conftest import flat, run
+from smtp_faults import AM_READERS, DATE, FaultHandler, ThreadedServer, stored_by_reader, write_newsroom
+from test_ledger import OLD_CLASSES, _old_database
+
+from digest.state.ledger import Ledger, state_path
+from digest.state.migrate import COPIED, HEAD
+
+D = DATE.isoformat()
+pytestmark = pytest.mark.usefixtures("no_hang")
+
+
+@pytest.fixture
+def server():
+    with ThreadedServer(FaultHandler()) as running:
+        yield running
+
+
+@pytest.fixture
+def newsroom(tmp_path, env, server):
+    env.chdir(tmp_path)
+    return write_newsroom(tmp_path / "newsroom", port=server.port, pool_size=2)
+
+
+def copies(location) -> list[tuple[str, str, int, str]]:
+    """(email, state, attempts, message_id) of every copy of the am issue, through the Ledger."""
+    ledger = Ledger.read_only(location)
+    assert ledger is not None
+    with closing(ledger):
+        record = ledger.find_issue("am", DATE)
+        assert record is not None
+        return sorted((d.email, d.state, d.attempts, d.message_id) for d in ledger.deliveries(record.id))
+
+
+def test_migrate_upgrades_an_older_database_in_place_and_then_has_nothing_to_do(capsys, tmp_path, env):
+    path = tmp_path / "state.db"
+    _old_database(path)
+    code, out, err = run(capsys, "state", "migrate")
+    assert code == 0, out + err
+    assert f"upgraded from revision none (an older digest) to {HEAD}" in flat(out)
+    code, out, _ = run(capsys, "state", "migrate")
+    assert code == 0 and f"already at revision {HEAD}" in flat(out)
+    with closing(Ledger.read_only(path)) as ledger:
+        assert {d.email: d.failure for d in ledger.deliveries(1)} == OLD_CLASSES
+
+
+def test_copy_moves_a_sent_issue_to_postgresql_and_the_next_send_resends_nobody(
+        capsys, newsroom, server, tmp_path, env, postgres_url):
+    code, out, err = run(capsys, "--config", str(newsroom), "send", "am", "--date", D)
+    assert code == 0, out + err
+    before = copies(tmp_path / "state.db")
+    assert len(before) == len(AM_READERS)
+
+    code, out, err = run(capsys, "state", "copy", f"sqlite:///{tmp_path / 'state.db'}", postgres_url)
+    assert code == 0, out + err
+    assert "row counts checked against the source" in flat(out)
+    assert copies(state_path(postgres_url, tmp_path)) == before
+
+    env.setenv("DIGEST_STATE_URL", postgres_url)
+    code, out, err = run(capsys, "--config", str(newsroom), "send", "am", "--date", D)
+    assert code == 0, out + err
+    assert sorted(stored_by_reader(server.handler.received)) == sorted(AM_READERS)  # nobody twice
+    code, out, _ = run(capsys, "--config", str(newsroom), "status", "am", "--date", D)
+    assert code == 0 and "sent" in out and str(len(AM_READERS)) in out
+
+    # and back again, into a new SQLite file: the same records
+    back = tmp_path / "back.db"
+    code, out, err = run(capsys, "state", "copy", postgres_url, str(back))
+    assert code == 0, out + err
+    assert copies(back) == before
+
+
+def test_copy_refuses_a_target_that_holds_records_and_writes_nothing(capsys, tmp_path, env):
+    source, target = tmp_path / "source.db", tmp_path / "target.db"
+    _old_database(source)
+    _old_database(target)
+    code, out, err = run(capsys, "state", "copy", str(source), str(target))
+    assert code == 1
+    assert "already holds records (issues 1, deliveries 6)" in flat(out + err)
+    assert sqlite3.connect(target).execute("SELECT count(*) FROM deliveries").fetchone() == (6,)
+
+
+def test_copy_refuses_a_source_a_scheduler_still_writes_to(capsys, tmp_path, env):
+    source, target = tmp_path / "source.db", tmp_path / "target.db"
+    _old_database(source)
+    run(capsys, "state", "migrate")  # env points at tmp_path/state.db: upgrade the source by hand instead
+    with closing(Ledger(source)) as ledger:
+        ledger.db.execute("INSERT INTO leases (name, owner, expires_at) VALUES ('scheduler', 'host:42', ?)",
+                          (time.time() + 60,))
+    code, out, err = run(capsys, "state", "copy", str(source), str(target))
+    assert code == 1
+    assert "a scheduler (host:42) is still using it" in flat(out + err)
+    with closing(Ledger.read_only(target)) as ledger:
+        assert all(ledger.db.execute(f"SELECT count(*) FROM {name}").fetchone() == (0,) for name in COPIED)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("nowhere/state.db", "x.db"), "no state database there to copy from"),
+    (("same.db", "sqlite:///same.db"), "is both the source and the target"),
+    (("old.db", "mysql://db/digest"), "state URLs are sqlite:///path or postgresql://"),
+])
+def test_copy_names_a_bad_path_or_url(capsys, tmp_path, env, args, message):
+    env.chdir(tmp_path)
+    _old_database(tmp_path / "same.db")
+    _old_database(tmp_path / "old.db")
+    code, out, err = run(capsys, "state", "copy", *args)
+    assert code in (1, 2)
+    assert message in flat(out + err)
