@@ -155,13 +155,15 @@ def issue_state(state_db: Path) -> list[tuple[str, str]]:
 def test_send_with_a_broken_row_sends_the_rest_says_so_and_exits_1(capsys, tmp_path, env):
     with ThreadedServer(FaultHandler()) as server:
         config = write_newsroom(tmp_path / "newsroom", port=server.port, pool_size=4)
-        broken_file(config.with_name("subscribers.csv"))
+        # 500 rows after the broken one: a quote that swallowed the rest of the file would lose them all
+        # (the load test above reads 5,000; sending them proves no more and took 40 s).
+        broken_file(config.with_name("subscribers.csv"), good=500)
         code, out, err = run(capsys, "--config", str(config), "send", "am", "--date", D)
         received = stored_by_reader(server.handler.received)
     text = flat(out + err)
     assert code == 1, text[-2000:]
-    assert len(received) == 5001 and "broken@example.com" not in received
-    assert "5001 sent" in text or "5,001 sent" in text
+    assert len(received) == 501 and "broken@example.com" not in received
+    assert "501 sent" in text
     assert "subscriber file had errors" in text and "line 3" in text
     assert "done:" not in text
 
