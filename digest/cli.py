@@ -727,8 +727,11 @@ def state() -> None:
 def state_migrate(ctx: click.Context) -> None:
     """Bring the state database (DIGEST_STATE_URL, else [paths] state) to this release's tables."""
     settings = _settings(ctx)
+    existed = state_exists(settings.state_db)
     before, after = upgrade(settings.state_db)
-    if before == after:
+    if not existed:
+        console.line(f"{shown(settings.state_db)}: no state database was there; created one at revision {after}", "ok")
+    elif before == after:
         console.line(f"{shown(settings.state_db)}: already at revision {after}", "ok")
     else:
         console.line(f"{shown(settings.state_db)}: upgraded from revision {before or 'none (an older digest)'} "

@@ -119,3 +119,18 @@ def test_copy_names_a_bad_path_or_url(capsys, tmp_path, env, args, message):
     code, out, err = run(capsys, "state", "copy", *args)
     assert code in (1, 2)
     assert message in flat(out + err)
+
+
+def test_migrate_where_there_is_no_database_says_it_created_one(capsys, tmp_path, env):
+    code, out, err = run(capsys, "state", "migrate")
+    assert code == 0, out + err
+    assert f"no state database was there; created one at revision {HEAD}" in flat(out)
+    assert (tmp_path / "state.db").exists()
+
+
+def test_copy_to_a_postgresql_server_that_is_not_there_says_so_on_one_line(capsys, tmp_path, env):
+    _old_database(tmp_path / "old.db")
+    code, out, err = run(capsys, "state", "copy", str(tmp_path / "old.db"), "postgresql://nobody@127.0.0.1:1/digest")
+    assert code == 1
+    (line,) = [line for line in err.splitlines() if line.startswith("error:")]
+    assert "127.0.0.1" in line and "Connection refused" in line and "\\n" not in line

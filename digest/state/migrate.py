@@ -57,7 +57,7 @@ def upgrade(location: StateLocation) -> tuple[str | None, str]:
             after = connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
     except sa.exc.SQLAlchemyError as exc:
         raise StateError(f"{shown(location)}: cannot upgrade the state database's tables "
-                         f"({str(exc.orig if getattr(exc, 'orig', None) else exc).strip()})") from None
+                         f"({_reason(exc)})") from None
     finally:
         engine.dispose()
     return before, after
@@ -141,7 +141,7 @@ def copy_state(source: StateLocation, target: StateLocation, *, batch: int = 500
             writer.commit()
     except sa.exc.SQLAlchemyError as exc:
         raise StateError(f"copying {shown(source)} to {shown(target)} failed, nothing was written "
-                         f"({str(exc.orig if getattr(exc, 'orig', None) else exc).strip()})") from None
+                         f"({_reason(exc)})") from None
     finally:
         source_engine.dispose()
         target_engine.dispose()
@@ -174,3 +174,8 @@ def _refuse_live_source(source: StateLocation, reader: sa.Connection, now: float
 
 def _listed(counts: dict[str, object]) -> str:
     return ", ".join(f"{name} {n}" for name, n in counts.items())
+
+
+def _reason(exc: sa.exc.SQLAlchemyError) -> str:
+    """The driver's own words on one line (libpq's span several)."""
+    return " ".join(str(exc.orig if getattr(exc, "orig", None) else exc).split())
