@@ -739,6 +739,7 @@ def state_migrate(ctx: click.Context) -> None:
 
 
 @state.command("copy")
+@config_option
 @click.argument("from_url", metavar="FROM_URL")
 @click.argument("to_url", metavar="TO_URL")
 def state_copy(from_url: str, to_url: str) -> None:

@@ -42,10 +42,19 @@ from digest.deliver.locks import AlreadyRunning, issue_lock
 from digest.deliver.runner import send_issue
 from digest.deliver.transport import SmtpSetupError
 from digest.readers.addresses import address_key
-from digest.state.ledger import Ledger
+from digest.state.ledger import Ledger, state_path
 
 ANA, JOSE, MARCUS, LENA, ELLIE, CHEN = AM_READERS[:6]
 OLU = AM_READERS[-1]
+
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def state_db(request, tmp_path):
+    """Every scenario runs twice: on a SQLite file and on a fresh database of a real PostgreSQL."""
+    if request.param == "sqlite":
+        return tmp_path / "state.db"
+    return state_path(request.getfixturevalue("postgres_url"), tmp_path)
 
 
 async def send(settings, slug: str = "am", date=DATE, *, within: float = 30.0, stop: asyncio.Event | None = None,
@@ -73,12 +82,12 @@ async def send(settings, slug: str = "am", date=DATE, *, within: float = 30.0, s
         pytest.fail(f"send_issue({slug}, {date}) did not finish within {within} s (stopped: {report.counts})")
     return report
 
-def send_once(handler, sample_settings, tmp_path):
+def send_once(handler, sample_settings, state_db):
     """Send the sample AM issue once to a fresh server running ``handler``: (settings, report)."""
 
     async def scenario():
         async with CaptureServer(handler) as server:
-            settings = settings_for(sample_settings, tmp_path / "state.db", server.port)
+            settings = settings_for(sample_settings, state_db, server.port)
             return settings, await send(settings)
 
     return asyncio.run(scenario())
@@ -107,10 +116,10 @@ def finish(settings, handler, *, deliverable=AM_READERS, slug: str = "am"):
 
 
 def test_happy_path_sends_each_reader_the_bytes_render_writes(sample_settings, composed_sample, sample_subscribers,
-                                                             tmp_path, monkeypatch, capsys):
+                                                             tmp_path, state_db, monkeypatch, capsys):
     handler = FaultHandler()
 
-    settings, report = send_once(handler, sample_settings, tmp_path)
+    settings, report = send_once(handler, sample_settings, state_db)
     assert report.stopped is None and report.ok
     assert report.counts["sent"] == 11 and report.this_run == {"sent": 11}
     record, rows, stored = finish(settings, handler)
@@ -143,13 +152,13 @@ def test_happy_path_sends_each_reader_the_bytes_render_writes(sample_settings, c
 # --- 2. hard bounce -------------------------------------------------------------------------------------
 
 
-def test_hard_bounce_fails_suppresses_and_is_never_retried(sample_settings, tmp_path):
+def test_hard_bounce_fails_suppresses_and_is_never_retried(sample_settings, tmp_path, state_db):
     # The script would bounce her every time: a retry would show as a second RCPT.
     handler = FaultHandler(rcpt_script={ANA: [Reply("550 5.1.1 <ana.lucero@example.com>: user unknown")] * 5})
 
     async def scenario():
         async with CaptureServer(handler) as server:
-            settings = settings_for(sample_settings, tmp_path / "state.db", server.port)
+            settings = settings_for(sample_settings, state_db, server.port)
             first = await send(settings)
             again = await send(settings)  # a resume must not ask again
             later = await send(settings, "pm")  # a later issue: she is frozen out of it
@@ -175,10 +184,10 @@ def test_hard_bounce_fails_suppresses_and_is_never_retried(sample_settings, tmp_
 # --- 3, 4. temporary failures -----------------------------------------------------------------------------
 
 
-def test_451_twice_then_accepted_ends_sent_after_three_attempts(sample_settings, tmp_path):
+def test_451_twice_then_accepted_ends_sent_after_three_attempts(sample_settings, tmp_path, state_db):
     handler = FaultHandler(rcpt_script={JOSE: [Reply("451 4.3.0 try again later")] * 2})
 
-    settings, report = send_once(handler, sample_settings, tmp_path)
+    settings, report = send_once(handler, sample_settings, state_db)
     assert report.ok
     _, rows, stored = finish(settings, handler)
     jose = by_email(rows)[JOSE]
@@ -186,13 +195,13 @@ def test_451_twice_then_accepted_ends_sent_after_three_attempts(sample_settings,
     assert rcpt_counts(handler)[JOSE] == 3 and len(stored[JOSE]) == 1
 
 
-def test_452_defers_then_sends_and_endless_451_gives_up_after_max_attempts(sample_settings, tmp_path):
+def test_452_defers_then_sends_and_endless_451_gives_up_after_max_attempts(sample_settings, tmp_path, state_db):
     handler = FaultHandler(rcpt_script={MARCUS: [Reply("452 4.2.2 mailbox full, try later")],
                                         LENA: [Reply("451 4.7.1 greylisted")] * 50})
 
     async def scenario():
         async with CaptureServer(handler) as server:
-            settings = settings_for(sample_settings, tmp_path / "state.db", server.port, delivery={"max_attempts": 4})
+            settings = settings_for(sample_settings, state_db, server.port, delivery={"max_attempts": 4})
             return settings, await send(settings)
 
     settings, report = asyncio.run(scenario())
@@ -211,12 +220,12 @@ def test_452_defers_then_sends_and_endless_451_gives_up_after_max_attempts(sampl
 # --- 5. 421 mid-session -------------------------------------------------------------------------------------
 
 
-def test_421_mid_session_retries_on_a_new_connection(sample_settings, tmp_path):
+def test_421_mid_session_retries_on_a_new_connection(sample_settings, tmp_path, state_db):
     handler = FaultHandler(rcpt_script={MARCUS: [Reply("421 4.3.2 service shutting down", close=True)]})
 
     async def scenario():
         async with CaptureServer(handler) as server:
-            settings = settings_for(sample_settings, tmp_path / "state.db", server.port, smtp={"pool_size": 1})
+            settings = settings_for(sample_settings, state_db, server.port, smtp={"pool_size": 1})
             return settings, await send(settings)
 
     settings, report = asyncio.run(scenario())
@@ -230,10 +239,10 @@ def test_421_mid_session_retries_on_a_new_connection(sample_settings, tmp_path):
 # --- 6. DATA-phase 451 -------------------------------------------------------------------------------------
 
 
-def test_451_after_the_body_defers_then_sends(sample_settings, tmp_path):
+def test_451_after_the_body_defers_then_sends(sample_settings, tmp_path, state_db):
     handler = FaultHandler(data_script={ELLIE: [Reply("451 4.3.0 queue busy, try again")]})
 
-    settings, report = send_once(handler, sample_settings, tmp_path)
+    settings, report = send_once(handler, sample_settings, state_db)
     assert report.ok
     _, rows, stored = finish(settings, handler)
     ellie = by_email(rows)[ELLIE]
@@ -245,12 +254,12 @@ def test_451_after_the_body_defers_then_sends(sample_settings, tmp_path):
 
 
 @pytest.mark.parametrize("kept", [True, False], ids=["server-kept-it", "server-lost-it"])
-def test_drop_after_the_body_is_uncertain_and_resent_with_the_same_message_id(sample_settings, tmp_path, kept):
+def test_drop_after_the_body_is_uncertain_and_resent_with_the_same_message_id(sample_settings, tmp_path, state_db, kept):
     handler = FaultHandler(data_script={CHEN: [Drop(keep=kept)]})
 
     async def scenario():
         async with CaptureServer(handler) as server:
-            settings = settings_for(sample_settings, tmp_path / "state.db", server.port,
+            settings = settings_for(sample_settings, state_db, server.port,
                                     delivery={"uncertain": "resend"})
             first = await send(settings)
             _, rows = ledger_state(settings)
@@ -275,12 +284,12 @@ def test_drop_after_the_body_is_uncertain_and_resent_with_the_same_message_id(sa
     assert all(len(v) == 1 for k, v in stored.items() if k != CHEN)
 
 
-def test_drop_after_the_body_with_hold_stays_uncertain_and_is_not_resent(sample_settings, tmp_path):
+def test_drop_after_the_body_with_hold_stays_uncertain_and_is_not_resent(sample_settings, tmp_path, state_db):
     handler = FaultHandler(data_script={CHEN: [Drop(keep=True)]})
 
     async def scenario():
         async with CaptureServer(handler) as server:
-            settings = settings_for(sample_settings, tmp_path / "state.db", server.port, delivery={"uncertain": "hold"})
+            settings = settings_for(sample_settings, state_db, server.port, delivery={"uncertain": "hold"})
             return settings, await send(settings), await send(settings)
 
     settings, first, second = asyncio.run(scenario())
@@ -295,12 +304,12 @@ def test_drop_after_the_body_with_hold_stays_uncertain_and_is_not_resent(sample_
 
 
 @pytest.mark.parametrize("kept", [True, False], ids=["stored-before-stall", "stored-after-reply"])
-def test_slow_reply_after_the_body_is_uncertain_not_sent_and_not_lost(sample_settings, tmp_path, kept):
+def test_slow_reply_after_the_body_is_uncertain_not_sent_and_not_lost(sample_settings, tmp_path, state_db, kept):
     handler = FaultHandler(data_script={LENA: [Stall(1.5, keep_first=kept)]})
 
     async def scenario():
         async with CaptureServer(handler) as server:
-            settings = settings_for(sample_settings, tmp_path / "state.db", server.port, smtp={"data_timeout": 0.3})
+            settings = settings_for(sample_settings, state_db, server.port, smtp={"data_timeout": 0.3})
             runs = [await send(settings)]
             _, rows = ledger_state(settings)
             after_first = by_email(rows)[LENA]
@@ -321,10 +330,10 @@ def test_slow_reply_after_the_body_is_uncertain_not_sent_and_not_lost(sample_set
 # --- 9. a server that closes after K messages ------------------------------------------------------------
 
 
-def test_server_closing_after_three_messages_gets_every_copy_exactly_once(sample_settings, tmp_path):
+def test_server_closing_after_three_messages_gets_every_copy_exactly_once(sample_settings, tmp_path, state_db):
     handler = FaultHandler(close_after=3)
 
-    settings, report = send_once(handler, sample_settings, tmp_path)
+    settings, report = send_once(handler, sample_settings, state_db)
     assert report.ok and report.counts["sent"] == 11
     _, rows, stored = finish(settings, handler)
     assert {k: len(v) for k, v in stored.items()} == {r: 1 for r in AM_READERS}
@@ -344,12 +353,12 @@ async def _send_expecting_setup_error(settings):
     return report.stopped, report
 
 
-def test_starttls_required_but_not_offered_sends_nothing_and_never_auths(sample_settings, tmp_path):
+def test_starttls_required_but_not_offered_sends_nothing_and_never_auths(sample_settings, tmp_path, state_db):
     handler = FaultHandler()
 
     async def scenario():
         async with CaptureServer(handler, credentials=("u", "p"), auth_require_tls=False) as server:
-            settings = settings_for(sample_settings, tmp_path / "state.db", server.port,
+            settings = settings_for(sample_settings, state_db, server.port,
                                     smtp={"tls": "starttls", "username": "u", "password": "p"})
             return settings, await _send_expecting_setup_error(settings)
 
@@ -361,12 +370,12 @@ def test_starttls_required_but_not_offered_sends_nothing_and_never_auths(sample_
         assert report.counts["sent"] == report.counts["failed"] == 0
 
 
-def test_wrong_password_stops_at_once_and_leaves_every_copy_pending(sample_settings, tmp_path):
+def test_wrong_password_stops_at_once_and_leaves_every_copy_pending(sample_settings, tmp_path, state_db):
     handler = FaultHandler()
 
     async def scenario():
         async with CaptureServer(handler, credentials=("u", "p"), auth_require_tls=False) as server:
-            settings = settings_for(sample_settings, tmp_path / "state.db", server.port,
+            settings = settings_for(sample_settings, state_db, server.port,
                                     smtp={"username": "u", "password": "wrong"})
             return settings, await _send_expecting_setup_error(settings)
 
@@ -382,13 +391,13 @@ def test_wrong_password_stops_at_once_and_leaves_every_copy_pending(sample_setti
 # --- 12. circuit breaker on policy rejections ---------------------------------------------------------------
 
 
-def test_policy_rejections_pause_the_issue_without_suppressing(sample_settings, tmp_path):
+def test_policy_rejections_pause_the_issue_without_suppressing(sample_settings, tmp_path, state_db):
     rejected = set(AM_READERS[0::2])
     handler = FaultHandler(rcpt_default=lambda a: "550 5.7.1 message refused by policy" if a.casefold() in rejected else None)
 
     async def scenario():
         async with CaptureServer(handler) as server:
-            settings = settings_for(sample_settings, tmp_path / "state.db", server.port,
+            settings = settings_for(sample_settings, state_db, server.port,
                                     delivery={"breaker_min_rejections": 3, "breaker_ratio": 0.2})
             paused = await send(settings)
             record, rows = ledger_state(settings)
@@ -423,8 +432,7 @@ def test_policy_rejections_pause_the_issue_without_suppressing(sample_settings, 
 # --- 13. unsubscribe during the send -------------------------------------------------------------------------
 
 
-def test_reader_who_unsubscribes_during_the_send_gets_nothing(sample_settings, tmp_path):
-    state_db = tmp_path / "state.db"
+def test_reader_who_unsubscribes_during_the_send_gets_nothing(sample_settings, tmp_path, state_db):
     done = []
 
     def unsubscribe_last_reader(handler, server, session, envelope):
@@ -451,12 +459,12 @@ def test_reader_who_unsubscribes_during_the_send_gets_nothing(sample_settings, t
 # --- 14. resume ---------------------------------------------------------------------------------------------
 
 
-def test_resuming_a_finished_issue_sends_nothing(sample_settings, tmp_path):
+def test_resuming_a_finished_issue_sends_nothing(sample_settings, tmp_path, state_db):
     handler = FaultHandler()
 
     async def scenario():
         async with CaptureServer(handler) as server:
-            settings = settings_for(sample_settings, tmp_path / "state.db", server.port)
+            settings = settings_for(sample_settings, state_db, server.port)
             first = await send(settings)
             seen = len(handler.rcpt_seen)
             second = await send(settings)
@@ -468,7 +476,7 @@ def test_resuming_a_finished_issue_sends_nothing(sample_settings, tmp_path):
     finish(settings, handler)
 
 
-def test_resume_uses_the_audience_frozen_when_the_issue_was_created(sample_settings, tmp_path):
+def test_resume_uses_the_audience_frozen_when_the_issue_was_created(sample_settings, tmp_path, state_db):
     csv = tmp_path / "subscribers.csv"
     shutil.copy(ROOT / "subscribers.csv", csv)
     newcomer = "newcomer@example.com"
@@ -483,7 +491,7 @@ def test_resume_uses_the_audience_frozen_when_the_issue_was_created(sample_setti
     async def scenario():
         async with CaptureServer(handler) as server:
             base = dataclasses.replace(sample_settings, paths=dataclasses.replace(sample_settings.paths, subscribers=csv))
-            settings = settings_for(base, tmp_path / "state.db", server.port)
+            settings = settings_for(base, state_db, server.port)
             first = await send(settings, stop=stop)
             _, rows = ledger_state(settings)
             check_consistent(rows, handler.received)
@@ -505,12 +513,12 @@ def test_resume_uses_the_audience_frozen_when_the_issue_was_created(sample_setti
 # --- 15. one sender per issue --------------------------------------------------------------------------------
 
 
-def test_a_second_send_of_the_same_issue_in_one_process_is_refused(sample_settings, tmp_path):
+def test_a_second_send_of_the_same_issue_in_one_process_is_refused(sample_settings, tmp_path, state_db):
     handler = FaultHandler()
 
     async def scenario():
         async with CaptureServer(handler) as server:
-            settings = settings_for(sample_settings, tmp_path / "state.db", server.port)
+            settings = settings_for(sample_settings, state_db, server.port)
             with issue_lock(settings.state_db, "am", DATE.isoformat()):
                 with pytest.raises(AlreadyRunning, match="already running"):
                     await send(settings)
@@ -557,14 +565,14 @@ def test_rate_limit_spaces_messages_and_no_limit_is_faster(sample_settings, tmp_
 # --- 17. STARTTLS and authentication, verified -------------------------------------------------------------------
 
 
-def test_starttls_with_a_verified_certificate_and_auth_sends(sample_settings, tmp_path, tls):
+def test_starttls_with_a_verified_certificate_and_auth_sends(sample_settings, tmp_path, state_db, tls):
     server_context, ca_file = tls
     handler = FaultHandler()
 
     async def scenario():
         async with CaptureServer(handler, tls_context=server_context, require_starttls=True,
                                  credentials=("u", "p"), auth_require_tls=True) as server:
-            settings = settings_for(sample_settings, tmp_path / "state.db", server.port,
+            settings = settings_for(sample_settings, state_db, server.port,
                                     smtp={"tls": "starttls", "username": "u", "password": "p", "ca_file": ca_file,
                                           "pool_size": 1})
             return settings, await send(settings)
@@ -575,14 +583,14 @@ def test_starttls_with_a_verified_certificate_and_auth_sends(sample_settings, tm
     finish(settings, handler)
 
 
-def test_starttls_with_an_unverifiable_certificate_sends_nothing_and_never_auths(sample_settings, tmp_path, tls):
+def test_starttls_with_an_unverifiable_certificate_sends_nothing_and_never_auths(sample_settings, tmp_path, state_db, tls):
     server_context, _ = tls  # the client is not given the CA: the certificate cannot be verified
     handler = FaultHandler()
 
     async def scenario():
         async with CaptureServer(handler, tls_context=server_context, require_starttls=True,
                                  credentials=("u", "p"), auth_require_tls=True) as server:
-            settings = settings_for(sample_settings, tmp_path / "state.db", server.port,
+            settings = settings_for(sample_settings, state_db, server.port,
                                     smtp={"tls": "starttls", "username": "u", "password": "p", "pool_size": 1},
                                     delivery={"max_attempts": 2})
             return settings, await _send_expecting_setup_error(settings)
@@ -599,13 +607,13 @@ def test_starttls_with_an_unverifiable_certificate_sends_nothing_and_never_auths
 # --- the relay cannot be reached ------------------------------------------------------------------------------
 
 
-def test_unreachable_relay_spends_no_readers_attempts(sample_settings, tmp_path):
+def test_unreachable_relay_spends_no_readers_attempts(sample_settings, tmp_path, state_db):
     with socket.socket() as probe:  # a port on loopback that nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
 
     async def scenario():
-        settings = settings_for(sample_settings, tmp_path / "state.db", port, smtp={"pool_size": 1},
+        settings = settings_for(sample_settings, state_db, port, smtp={"pool_size": 1},
                                 delivery={"max_attempts": 3})
         stop = asyncio.Event()
         asyncio.get_running_loop().call_later(1.0, stop.set)
@@ -624,14 +632,14 @@ def test_unreachable_relay_spends_no_readers_attempts(sample_settings, tmp_path)
 # --- the relay refuses the envelope sender ------------------------------------------------------------------
 
 
-def test_sender_address_rejected_stops_without_failing_or_suppressing_readers(sample_settings, tmp_path):
+def test_sender_address_rejected_stops_without_failing_or_suppressing_readers(sample_settings, tmp_path, state_db):
     # "550 5.1.0" here is about OUR address (MAIL FROM), not the reader's: it must not be read as
     # a hard bounce of every reader (which would suppress the whole list for every edition).
     handler = FaultHandler(mail_default=lambda sender: "550 5.1.0 <%s>: sender address rejected" % sender)
 
     async def scenario():
         async with CaptureServer(handler) as server:
-            settings = settings_for(sample_settings, tmp_path / "state.db", server.port, smtp={"pool_size": 1})
+            settings = settings_for(sample_settings, state_db, server.port, smtp={"pool_size": 1})
             return settings, await send(settings, within=15)
 
     settings, report = asyncio.run(scenario())
@@ -647,7 +655,7 @@ def test_sender_address_rejected_stops_without_failing_or_suppressing_readers(sa
 # --- a stop signal while a copy is stuck in flight -----------------------------------------------------------
 
 
-def test_stop_abandons_a_stuck_copy_after_the_grace_period_and_the_resume_resends_it(sample_settings, tmp_path,
+def test_stop_abandons_a_stuck_copy_after_the_grace_period_and_the_resume_resends_it(sample_settings, tmp_path, state_db,
                                                                                      monkeypatch):
     import digest.deliver.send
     monkeypatch.setattr(digest.deliver.send, "STOP_GRACE", 0.5)  # the real grace is 10 s
@@ -662,7 +670,7 @@ def test_stop_abandons_a_stuck_copy_after_the_grace_period_and_the_resume_resend
 
     async def scenario():
         async with CaptureServer(handler) as server:
-            settings = settings_for(sample_settings, tmp_path / "state.db", server.port,
+            settings = settings_for(sample_settings, state_db, server.port,
                                     smtp={"pool_size": 1, "data_timeout": 60})
             started = time.monotonic()
             first = await send(settings, stop=stop, within=5)
@@ -711,13 +719,13 @@ def test_tls_none_is_allowed_on_loopback(host):
 _ABANDONED: list[asyncio.AbstractEventLoop] = []
 
 
-def test_cancelling_a_send_while_the_relay_is_down_ends_it_promptly(sample_settings, tmp_path):
+def test_cancelling_a_send_while_the_relay_is_down_ends_it_promptly(sample_settings, tmp_path, state_db):
     import threading
 
     with socket.socket() as probe:  # nothing listens here: the workers wait for the relay
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    settings = settings_for(sample_settings, tmp_path / "state.db", port, smtp={"pool_size": 1})
+    settings = settings_for(sample_settings, state_db, port, smtp={"pool_size": 1})
     outcome: dict[str, object] = {}
     loop = asyncio.new_event_loop()
 
