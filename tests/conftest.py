@@ -41,8 +41,8 @@ SECRET_KEY = "k1:" + "s" * 32  # a second key, the one the older CLI and path te
 def digest_vars(key: str | None = TEST_KEY, state_db: Path | None = None) -> dict[str, str]:
     """The DIGEST_* variables a test sets: the signing key and, with ``state_db``, the state URL."""
     values = {} if key is None else {"DIGEST_SECRET_KEY": key}
-    if state_db is not None:
-        values["DIGEST_STATE_URL"] = f"sqlite:///{state_db}"
+    if state_db is not None:  # a Path, or a PostgreSQL URL as digest.state.ledger.state_path gives it
+        values["DIGEST_STATE_URL"] = state_db if isinstance(state_db, str) else f"sqlite:///{state_db}"
     return values
 
 
@@ -68,7 +68,7 @@ def subprocess_env(*, key: str | None = TEST_KEY, state_db: Path | None = None, 
 
 def digest_env(state_db: Path, **extra: str) -> dict[str, str]:
     """``subprocess_env`` with the test key and this state database (by its resolved path)."""
-    return subprocess_env(state_db=state_db.resolve(), **extra)
+    return subprocess_env(state_db=state_db if isinstance(state_db, str) else state_db.resolve(), **extra)
 
 
 @pytest.fixture

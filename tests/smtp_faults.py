@@ -391,11 +391,15 @@ def start_digest(config: Path, state_db: Path, *args: str, **extra_env: str) -> 
 
 def ledger_rows(state_db: Path, edition: str = "am", date: dt.date = DATE) -> list[tuple[str, str, int, str | None]]:
     """(email, state, attempts, message_id) of every copy, read without the Ledger class (no writes)."""
+    query = ("SELECT d.email, d.state, d.attempts, d.message_id FROM deliveries d JOIN issues i ON i.id = d.issue_id "
+             "WHERE i.edition = ? AND i.issue_date = ? ORDER BY d.id")
+    if isinstance(state_db, str) and state_db.startswith("postgresql://"):
+        import psycopg
+        with psycopg.connect(state_db, autocommit=True) as pg:
+            return [tuple(row) for row in pg.execute(query.replace("?", "%s"), (edition, date.isoformat()))]
     db = sqlite3.connect(state_db, timeout=30)
     try:
-        return list(db.execute(
-            "SELECT d.email, d.state, d.attempts, d.message_id FROM deliveries d JOIN issues i ON i.id = d.issue_id "
-            "WHERE i.edition = ? AND i.issue_date = ? ORDER BY d.id", (edition, date.isoformat())))
+        return list(db.execute(query, (edition, date.isoformat())))
     finally:
         db.close()
 

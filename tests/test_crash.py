@@ -33,6 +33,12 @@ SEED = 20261201
 D = DATE.isoformat()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def state_db(request, tmp_path):
+    """Both crash tests run on a SQLite file and on a fresh database of a real PostgreSQL."""
+    return tmp_path / "s.db" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+
+
 def slowed_server(seed: int) -> ThreadedServer:
     rng = random.Random(seed)  # used in the server thread only
     return ThreadedServer(FaultHandler(data_delay=lambda: rng.uniform(0.03, 0.08)))
@@ -56,12 +62,12 @@ def finish_run(process: subprocess.Popen[str], timeout: float = 30) -> tuple[str
         pytest.fail(f"`digest send` did not finish within {timeout} s:\n{out}\n{err}")
 
 
-def test_sigkill_at_random_moments_then_resume_delivers_every_reader(tmp_path):
+def test_sigkill_at_random_moments_then_resume_delivers_every_reader(tmp_path, state_db):
     rng = random.Random(SEED)
     with slowed_server(SEED + 1) as server:
         handler = server.handler
         config = write_newsroom(tmp_path / "newsroom", port=server.port, pool_size=POOL, readers=READERS)
-        state = tmp_path / "s.db"
+        state = state_db
         in_flight_at_kills: list[set[str]] = []
         for _ in range(rng.randint(4, 6)):
             before = len(handler.data_seen)
@@ -98,11 +104,11 @@ def test_sigkill_at_random_moments_then_resume_delivers_every_reader(tmp_path):
     assert sum(extra.values()) <= POOL * len(in_flight_at_kills)
 
 
-def test_sigterm_finishes_in_flight_copies_exits_soon_and_leaves_no_duplicates(tmp_path):
+def test_sigterm_finishes_in_flight_copies_exits_soon_and_leaves_no_duplicates(tmp_path, state_db):
     with slowed_server(SEED + 2) as server:
         handler = server.handler
         config = write_newsroom(tmp_path / "newsroom", port=server.port, pool_size=POOL, readers=READERS)
-        state = tmp_path / "s.db"
+        state = state_db
         process = start_digest(config, state, "send", "am", "--date", D)
         try:
             assert wait_for(lambda: len(handler.received) >= 10 or process.poll() is not None, 30)
