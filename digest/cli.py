@@ -743,8 +743,10 @@ def state_migrate(ctx: click.Context) -> None:
 @click.argument("from_url", metavar="FROM_URL")
 @click.argument("to_url", metavar="TO_URL")
 def state_copy(from_url: str, to_url: str) -> None:
-    """Copy every record of one state database into an empty one, e.g. from SQLite to PostgreSQL:
-    digest state copy sqlite:///state/digest.sqlite3 postgresql://digest@db/digest
+    """Copy every record of one state database into an empty one, e.g. from SQLite to PostgreSQL.
+
+    \b
+      digest state copy sqlite:///state/digest.sqlite3 postgresql://digest@db/digest
 
     Stop the scheduler and every sender first. Then point DIGEST_STATE_URL at TO_URL."""
     source = state_path(from_url, Path(from_url))
