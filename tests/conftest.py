@@ -161,6 +161,16 @@ def postgres_url(postgres_cluster) -> Iterator[str]:
     postgres_cluster.drop_database(url)
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def state_db(request, tmp_path: Path):
+    """A test that takes this runs twice: on a SQLite file and on a fresh database of a real PostgreSQL."""
+    from digest.state.ledger import state_path
+
+    if request.param == "sqlite":
+        return tmp_path / "state.db"
+    return state_path(request.getfixturevalue("postgres_url"), tmp_path)
+
+
 @pytest.fixture
 def own_postgres():
     """A PostgreSQL cluster of the test's own, to restart, stop or kill; destroyed after the test."""

@@ -33,12 +33,6 @@ SEED = 20261201
 D = DATE.isoformat()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def state_db(request, tmp_path):
-    """Both crash tests run on a SQLite file and on a fresh database of a real PostgreSQL."""
-    return tmp_path / "s.db" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-
-
 def slowed_server(seed: int) -> ThreadedServer:
     rng = random.Random(seed)  # used in the server thread only
     return ThreadedServer(FaultHandler(data_delay=lambda: rng.uniform(0.03, 0.08)))

@@ -42,19 +42,12 @@ from digest.deliver.locks import AlreadyRunning, issue_lock
 from digest.deliver.runner import send_issue
 from digest.deliver.transport import SmtpSetupError
 from digest.readers.addresses import address_key
-from digest.state.ledger import Ledger, state_path
+from digest.state.ledger import Ledger
 
 ANA, JOSE, MARCUS, LENA, ELLIE, CHEN = AM_READERS[:6]
 OLU = AM_READERS[-1]
 
 
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def state_db(request, tmp_path):
-    """Every scenario runs twice: on a SQLite file and on a fresh database of a real PostgreSQL."""
-    if request.param == "sqlite":
-        return tmp_path / "state.db"
-    return state_path(request.getfixturevalue("postgres_url"), tmp_path)
 
 
 async def send(settings, slug: str = "am", date=DATE, *, within: float = 30.0, stop: asyncio.Event | None = None,

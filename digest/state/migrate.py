@@ -115,12 +115,12 @@ def copy_state(source: StateLocation, target: StateLocation, *, batch: int = 500
     if sqlalchemy_url(source) == sqlalchemy_url(target):
         raise StateError(f"{shown(source)}: is both the source and the target of the copy")
     upgrade(source)
+    _refuse_live_source(source, time.time() if now is None else now)
     upgrade(target)
     source_engine = sa.create_engine(sqlalchemy_url(source), poolclass=sa.pool.NullPool)
     target_engine = sa.create_engine(sqlalchemy_url(target), poolclass=sa.pool.NullPool)
     try:
         with source_engine.connect() as reader, target_engine.connect() as writer:
-            _refuse_live_source(source, reader, time.time() if now is None else now)
             tables = sa.MetaData()
             tables.reflect(writer, only=COPIED)
             counts = {name: reader.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar_one() for name in COPIED}
@@ -161,12 +161,16 @@ def _copy_table(reader: sa.Connection, writer: sa.Connection, table: sa.Table, b
         writer.execute(table.insert(), values)
 
 
-def _refuse_live_source(source: StateLocation, reader: sa.Connection, now: float) -> None:
+def _refuse_live_source(source: StateLocation, now: float) -> None:
     """A scheduler or sender still writing to the source would add records the copy misses."""
-    lease = reader.execute(sa.text("SELECT name, owner FROM leases WHERE expires_at > :now"), {"now": now}).first()
-    if lease is None:
-        lease = reader.execute(sa.text("SELECT 'sender', name FROM workers WHERE seen_at > :seen"),
-                               {"seen": now - _LIVE_FOR}).first()
+    connection = Connection(source, create=False)
+    try:
+        lease = connection.execute("SELECT name, owner FROM leases WHERE expires_at > ?", (now,)).fetchone()
+        if lease is None:
+            lease = connection.execute("SELECT 'sender', name FROM workers WHERE seen_at > ?",
+                                       (now - _LIVE_FOR,)).fetchone()
+    finally:
+        connection.close()
     if lease is not None:
         raise StateError(f"{shown(source)}: a {lease[0]} ({lease[1]}) is still using it; stop the scheduler "
                          "and every sender first, so no record is written after the copy")
