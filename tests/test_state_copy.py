@@ -108,15 +108,18 @@ def test_copy_refuses_a_source_a_scheduler_still_writes_to(capsys, tmp_path, env
 @pytest.mark.parametrize("args, message", [
     (("nowhere/state.db", "x.db"), "no state database there to copy from"),
     (("same.db", "sqlite:///same.db"), "is both the source and the target"),
+    (("junk.db", "x.db"), "holds no digest tables, so it is not a state database"),
     (("old.db", "mysql://db/digest"), "state URLs are sqlite:///path or postgresql://"),
 ])
 def test_copy_names_a_bad_path_or_url(capsys, tmp_path, env, args, message):
     env.chdir(tmp_path)
     _old_database(tmp_path / "same.db")
     _old_database(tmp_path / "old.db")
+    (tmp_path / "junk.db").write_bytes(b"x")
     code, out, err = run(capsys, "state", "copy", *args)
     assert code in (1, 2)
     assert message in flat(out + err)
+    assert (tmp_path / "junk.db").read_bytes() == b"x" and not (tmp_path / "x.db").exists()
 
 
 def test_migrate_where_there_is_no_database_says_it_created_one(capsys, tmp_path, env):

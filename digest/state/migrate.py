@@ -114,8 +114,8 @@ def copy_state(source: StateLocation, target: StateLocation, *, batch: int = 500
     Returns the rows copied per table."""
     if sqlalchemy_url(source) == sqlalchemy_url(target):
         raise StateError(f"{shown(source)}: is both the source and the target of the copy")
+    _check_source(source, time.time() if now is None else now)
     upgrade(source)
-    _refuse_live_source(source, time.time() if now is None else now)
     upgrade(target)
     source_engine = sa.create_engine(sqlalchemy_url(source), poolclass=sa.pool.NullPool)
     target_engine = sa.create_engine(sqlalchemy_url(target), poolclass=sa.pool.NullPool)
@@ -161,12 +161,17 @@ def _copy_table(reader: sa.Connection, writer: sa.Connection, table: sa.Table, b
         writer.execute(table.insert(), values)
 
 
-def _refuse_live_source(source: StateLocation, now: float) -> None:
-    """A scheduler or sender still writing to the source would add records the copy misses."""
+def _check_source(source: StateLocation, now: float) -> None:
+    """Refuse, before anything is written, a source that is no state database (SQLite opens a
+    short file of anything as an empty one) or that a scheduler or sender still writes to (its
+    later records would be missing from the copy)."""
     connection = Connection(source, create=False)
     try:
-        lease = connection.execute("SELECT name, owner FROM leases WHERE expires_at > ?", (now,)).fetchone()
-        if lease is None:
+        if not connection.has_table("issues"):
+            raise StateError(f"{shown(source)}: holds no digest tables, so it is not a state database to copy from")
+        lease = connection.execute("SELECT name, owner FROM leases WHERE expires_at > ?", (now,)).fetchone() \
+            if connection.has_table("leases") else None
+        if lease is None and connection.has_table("workers"):
             lease = connection.execute("SELECT 'sender', name FROM workers WHERE seen_at > ?",
                                        (now - _LIVE_FOR,)).fetchone()
     finally:
