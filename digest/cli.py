@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import errno
+import logging
 import re
 import signal
 import sys
@@ -32,8 +33,9 @@ from .deliver.runner import EmptyIssue, send_issue, send_test_copies
 from .deliver.send import Notice, SendReport
 from .deliver.status import RELAY_STATES, IssueStanding, issue_standing, state_shown
 from .deliver.transport import check_smtp_settings
+from .deliver.worker import WorkerReport, run_worker, worker_name
 from .errors import ConfigError, DigestError, StateError, StoredCompositionError, TemplateError
-from .events import log_to_stderr
+from .events import event, log_to_stderr
 from .files import write_atomically
 from .models import Edition, Issue, Settings, Subscriber
 from .readers.addresses import AddressError, check_address
@@ -336,13 +338,16 @@ def render(ctx: click.Context, edition: str, date: dt.date | None, out: Path | N
               help="Send a test copy to this address only (repeatable). It is marked as a test and is not the issue's send.")
 @click.option("--as", "as_reader", metavar="ADDRESS", help="With --to: render the test copy as this subscriber would get it.")
 @click.option("--no-wait", is_flag=True, help="Do not wait for deferred copies' retry times; a later run retries them.")
+@click.option("--workers", type=click.IntRange(1, 256), metavar="N",
+              help="Local sender processes for this issue, this one included, with one progress bar over all. "
+                   "Default: [delivery] workers (auto: one per core, as many as the copies due are worth).")
 @click.option("--deadline", "deadline", metavar="DURATION|TIME",
               help="A new delivery deadline for this issue, recorded for later runs too: a duration from now "
                    "(90m, 6h, 2d) or an ISO time (2026-12-02T18:00, in the edition's zone unless it has an offset). "
                    "Default: [delivery] deadline_hours after the issue's send time.")
 @click.pass_context
 def send(ctx: click.Context, edition: str, date: dt.date | None, to: tuple[str, ...], as_reader: str | None, no_wait: bool,
-         deadline: str | None) -> None:
+         workers: int | None, deadline: str | None) -> None:
     """Send one issue now over SMTP (resumes an interrupted one; never sends it twice).
 
     Exits 1 when copies are left unsent or subscriber rows could not be read (they are named);
@@ -354,11 +359,14 @@ def send(ctx: click.Context, edition: str, date: dt.date | None, to: tuple[str, 
     new_deadline = _parse_deadline(deadline, ed) if deadline is not None else None
     if new_deadline is not None and to:
         raise click.UsageError("--deadline is for the issue's send, not for --to test copies")
+    if to and workers is not None:
+        raise click.UsageError("--workers is for the issue's send, not for --to test copies")
     if to:
         ctx.exit(_send_tests(settings, ed, date, list(to), as_reader))
     if as_reader:
         raise click.UsageError("--as only goes with --to")
-    outcome = _run_send(settings, ed, date, wait=not no_wait, deadline=new_deadline)
+    outcome = _run_send(settings, ed, date, wait=not no_wait, deadline=new_deadline,
+                        workers=workers if workers is not None else settings.delivery.workers)
     if isinstance(outcome, EmptyIssue):
         console.line(f"{ed.slug} {date}: no stories in the window; nothing created, nothing sent", "warning")
         ctx.exit(1 if ed.on_empty == "fail" else 0)
@@ -392,7 +400,7 @@ def _parse_deadline(value: str, edition: Edition) -> dt.datetime:
 
 
 def _run_send(settings: Settings, edition: Edition, date: dt.date, *, wait: bool,
-              deadline: dt.datetime | None = None) -> SendReport | EmptyIssue:
+              deadline: dt.datetime | None = None, workers: int | None = 1) -> SendReport | EmptyIssue:
     def tell(notice: Notice) -> None:
         """A notice from the running send, on standard error above the progress bar."""
         if notice.event == "relay.unreachable":
@@ -411,7 +419,7 @@ def _run_send(settings: Settings, edition: Edition, date: dt.date, *, wait: bool
         with console.live_counts(f"{edition.slug} {date}") as update:
             return await send_issue(settings, edition, date, stop=stop, progress=update, wait_for_retries=wait,
                                     notify=tell, deadline=deadline,
-                                    warn=_warning_line)
+                                    warn=_warning_line, workers=workers)
 
     return asyncio.run(run())
 
@@ -629,6 +637,46 @@ def schedule(ctx: click.Context, show_list: bool, count: int, health: bool) -> N
         await daemon.run()
 
     asyncio.run(run())
+
+
+@cli.command()
+@config_option
+@click.option("--name", metavar="NAME", help="The name this worker records with its claims and in `digest status` "
+              "(default host:pid). Give each worker its own; a name must not contain ':'.")
+@click.option("--issue", "issue_id", type=click.IntRange(1), metavar="ID", hidden=True,
+              help="Send this issue's copies only and exit when none is due (how `digest send --workers` starts helpers).")
+@click.option("--poll", type=click.FloatRange(0.1, 300), default=2.0, show_default=True, metavar="SECONDS",
+              help="How long an idle worker waits before it looks for copies again.")
+@click.option("--quiet", is_flag=True, help="Log warnings and errors only.")
+@click.pass_context
+def worker(ctx: click.Context, name: str | None, issue_id: int | None, poll: float, quiet: bool) -> None:
+    """Send copies of every open issue, beside any number of other workers, until stopped.
+
+    Run one per core, on any machine that reaches the state database and the relays; with
+    PostgreSQL state they share each issue's copies (claimed in batches on a lease that a dead
+    worker lets lapse). `digest send` and the scheduler create issues; a worker never does, and
+    never resumes an issue that was paused. SIGINT or SIGTERM: the copies in flight finish, then it exits.
+    """
+    if name is not None and (not name.strip() or any(c in name for c in ":\r\n\x00") or len(name) > 100):
+        raise click.BadParameter("a worker name is up to 100 characters on one line, without ':'", param_hint="--name")
+    settings = _require_keys(_settings(ctx))
+    for relay in settings.smtp_relays():
+        check_smtp_settings(relay)
+    log_to_stderr(logging.WARNING if quiet else logging.INFO)
+
+    async def go() -> WorkerReport:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        event("worker.started", worker=worker_name(name), state=shown(settings.state_db),
+              issue=issue_id if issue_id is not None else "any")
+        report = await run_worker(settings, stop=stop, issue_id=issue_id, name=name, poll=poll)
+        event("worker.finished", worker=report.name, sent=report.sent, status=report.stopped or "ok")
+        return report
+
+    report = asyncio.run(go())
+    ctx.exit(1 if report.stopped else 0)
 
 
 def _schedule_list(settings: Settings, count: int) -> None:

@@ -55,7 +55,7 @@ _RELAY_KEYS = _SMTP_KEYS | {"name", "weight", "username_env", "password_env"}
 _TLS_MODES = ("starttls", "tls", "none")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DELIVERY_KEYS = {"deadline_hours", "max_attempts", "retry_base", "retry_cap", "uncertain",
-                  "breaker_min_rejections", "breaker_ratio", "lease_seconds", "batch"}
+                  "breaker_min_rejections", "breaker_ratio", "lease_seconds", "batch", "workers"}
 _NEWSROOM_KEYS = {"name", "domain", "postal_address", "words_per_minute", "signup_url"}
 _WEB_KEYS = {"base_url"}
 _PATHS_KEYS = {"stories", "subscribers", "templates", "state", "out", "notes"}
@@ -518,7 +518,18 @@ def _delivery(doc: _Reader) -> DeliverySettings:
         breaker_ratio=table.number("breaker_ratio", minimum=0.0),
         lease_seconds=table.number("lease_seconds", minimum=1.0),
         batch=table.positive_int("batch"),
+        workers=_workers(table),
     )
+
+
+def _workers(table: _Table) -> int | None:
+    """[delivery] workers: "auto" (one sender process per core, None here) or how many."""
+    value = table.get("workers", "auto")
+    if value == "auto":
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise table.fail("workers", f"{_shown(value)} must be \"auto\" or a positive whole number")
+    return value
 
 
 def _dkim(doc: _Reader, newsroom: Newsroom) -> DkimSettings:

@@ -183,7 +183,7 @@ def ledger(tmp_path: Path):
         ids = dict(readers[edition])
         for delivery in ledger.deliveries(record.id):
             if ids[delivery.email]:
-                assert ledger.mark_sending(delivery.id, ids[delivery.email], address_key(delivery.email), edition)
+                assert ledger.mark_sending(delivery.id, ids[delivery.email], address_key(delivery.email), edition) == "sending"
                 ledger.mark(delivery.id, "sent", 250, "accepted")
     yield ledger
     ledger.close()

@@ -135,7 +135,8 @@ class RelayPool:
 
     def rest(self, refusals: int) -> float:
         """How long a relay rests after ``refusals`` refused connections in a row."""
-        return min(self.delivery.retry_cap, self.delivery.retry_base * 2 ** max(0, refusals - 1))
+        # The exponent is capped: a relay down for hours refuses thousands of times, and 2.0 ** 1024 overflows.
+        return min(self.delivery.retry_cap, self.delivery.retry_base * 2.0 ** min(max(0, refusals - 1), 60))
 
     async def acquire(self, stop: asyncio.Event) -> Lease | AllResting | None:
         """A connection of the relay whose turn it is, once one is free; ``AllResting`` when every

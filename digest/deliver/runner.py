@@ -30,7 +30,8 @@ from ..state.ledger import IssueRecord, Ledger
 from .copies import copies
 from .locks import issue_lock
 from .relays import RelayPool, connection_factory
-from .send import Dispatcher, Notify, Progress, SendReport
+from .helpers import SETTLED, Helpers, helpers_for, run_counts, watch
+from .send import Dispatcher, Notice, Notify, Progress, SendReport
 from .transport import RelayUnreachable, SmtpConnection
 
 __all__ = ["EmptyIssue", "connection_factory", "send_issue", "send_test_copies"]
@@ -48,12 +49,14 @@ async def send_issue(settings: Settings, edition: Edition, date: dt.date, *,
                      stop: asyncio.Event | None = None, progress: Progress | None = None,
                      wait_for_retries: bool = True, relays: RelayPool | None = None,
                      notify: Notify | None = None, deadline: dt.datetime | None = None,
-                     warn: Callable[[str], None] | None = None) -> SendReport | EmptyIssue:
+                     warn: Callable[[str], None] | None = None, workers: int | None = 1) -> SendReport | EmptyIssue:
     """Create-or-resume issue (edition, date) and deliver it. Raises AlreadyRunning if locked.
 
     ``notify`` hears what the operator must know while the send goes on (an unreachable relay).
     ``relays`` replaces the pool of the configured relays (``Settings.smtp_relays``).
     ``deadline`` replaces the issue's delivery deadline, in the ledger, for this run and later ones.
+    ``workers`` is how many local processes send the issue's copies: this one and ``workers`` - 1
+    `digest worker --issue` helpers (None: one per core, as many as the copies due are worth).
     When the issue is composed (it is new, or an older digest created it without keeping its
     composition), a story file that cannot be read follows the edition's ``on_broken_story``: left
     out (and passed to ``warn``, and logged) or the issue refused with ``BrokenStories``. A resume
@@ -89,14 +92,56 @@ async def send_issue(settings: Settings, edition: Edition, date: dt.date, *,
         assert composed is not None, "the issue's composition was kept above"
         if deadline is not None:
             ledger.set_deadline(record.id, deadline.timestamp())
+        before = ledger.counts(record.id)
+        due = before["pending"] + before["deferred"] + (before["uncertain"] if settings.delivery.uncertain == "resend" else 0)
+        helpers = helpers_for(workers, due, settings.delivery.batch)
         dispatcher = Dispatcher(composed, ledger, record, relays, settings.delivery,
                                 envelope_sender=composed.template.headers.sender.address, stop=stop,
-                                progress=progress, wait_for_retries=wait_for_retries, notify=notify,
-                                deadline=ledger.deadline(record.id))
-        report = await dispatcher.run()
+                                progress=None if helpers else progress, wait_for_retries=wait_for_retries,
+                                notify=notify, deadline=ledger.deadline(record.id))
+        if helpers:
+            report = await _send_with_helpers(settings, ledger, record, dispatcher, helpers, before, due,
+                                              progress=progress, notify=notify)
+        else:
+            report = await dispatcher.run()
         report.added = added
         report.left_out = tuple((line, reason) for line, _, reason, _ in ledger.left_out(record.id, pending_only=True))
         return report
+
+
+async def _send_with_helpers(settings: Settings, ledger: Ledger, record: IssueRecord, dispatcher: Dispatcher,
+                             count: int, before: dict[str, int], due: int, *, progress: Progress | None,
+                             notify: Notify | None) -> SendReport:
+    """Run ``dispatcher`` beside ``count`` helper processes; one progress over all of them; the
+    report counts every sender's outcomes. A stop (signal) reaches the helpers at once."""
+    def tell(text: str) -> None:
+        if notify is not None:
+            notify(Notice("worker.output", text))
+
+    group = await Helpers.start(settings, record.id, count, tell)
+    watching = asyncio.create_task(watch(ledger, record.id, before, due, progress)) if progress else None
+    forwarding = asyncio.create_task(_forward_stop(dispatcher.stop, group))
+    try:
+        report = await dispatcher.run()
+    finally:
+        if watching is not None:
+            watching.cancel()
+        forwarding.cancel()
+        if dispatcher.stop.is_set():
+            group.stop()
+        failed = await group.wait()
+    for pid, code in failed:
+        tell(f"worker {pid} exited with code {code}; the copies it held were taken over by the others")
+    report.counts = ledger.counts(record.id)
+    report.this_run = run_counts(before, report.counts)
+    if progress is not None:
+        progress({state: n for state, n in report.this_run.items() if state in SETTLED}, due)
+    return report
+
+
+async def _forward_stop(stop: asyncio.Event, group: Helpers) -> None:
+    await stop.wait()
+    group.stop()
 
 
 def _create_issue(settings: Settings, ledger: Ledger, issue: Issue, composition: StoredComposition,

@@ -37,6 +37,7 @@ from .transport import RelayUnreachable, SmtpConnection, SmtpSetupError
 STOP_GRACE = 10.0  # seconds in-flight copies get to finish after SIGINT/SIGTERM
 Progress = Callable[[dict[str, int], int], None]  # (outcomes this run, copies due at the start)
 NOTICE_EVERY = 600.0  # seconds before an unchanged notice is repeated
+OTHERS_POLL = 1.0  # seconds between looks at copies other senders hold, when nothing else is due
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +86,10 @@ _SENDERS = itertools.count(1)
 _LIVE: set[str] = set()  # this process's senders still running (a finished one's copies may be taken over)
 
 
-def sender_name() -> str:
-    """A name for one sender of one issue, unique across machines and processes: host:pid:n."""
-    name = f"{socket.gethostname()}:{os.getpid()}:{next(_SENDERS)}"
+def sender_name(prefix: str | None = None) -> str:
+    """A name for one sender of one issue, unique across machines and processes: host:pid:n, or
+    ``prefix``#n for a worker an operator named (judged alive by its lease alone, as on another machine)."""
+    name = f"{prefix}#{next(_SENDERS)}" if prefix else f"{socket.gethostname()}:{os.getpid()}:{next(_SENDERS)}"
     _LIVE.add(name)
     return name
 
@@ -137,7 +139,8 @@ class Dispatcher:
                  delivery: DeliverySettings, *, envelope_sender: str,
                  stop: asyncio.Event | None = None, progress: Progress | None = None,
                  clock: Callable[[], float] = time.time, wait_for_retries: bool = True,
-                 notify: Notify | None = None, deadline: float | None = None, reopen: bool = True) -> None:
+                 notify: Notify | None = None, deadline: float | None = None, reopen: bool = True,
+                 owner: str | None = None, wait_for_others: bool = True) -> None:
         self.composed = composed
         self.ledger = ledger
         self.record = record
@@ -158,8 +161,9 @@ class Dispatcher:
         self.this_run: dict[str, int] = {}
         self.due_at_start = 0
         self.signers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dkim") if composed.signer else None
-        self.owner = sender_name()
+        self.owner = sender_name(owner)
         self.reopen = reopen
+        self.wait_for_others = wait_for_others
 
     async def run(self) -> SendReport:
         try:
@@ -198,7 +202,12 @@ class Dispatcher:
         """Sleep until the next deferred copy is due; False when no other pass is to be made.
 
         Past the deadline, or with the next retry beyond it, the deferred copies are given up.
+        While other senders hold copies of the issue (``wait_for_others``), it looks again every
+        second: their copies settle, or their lease lapses and this sender takes them over.
         """
+        if self.wait_for_others and self.ledger.held_by_others(self.record.id, self.owner, self.clock()):
+            await self._wait(OTHERS_POLL)
+            return not self.stop.is_set()
         next_at = self.ledger.next_retry_at(self.record.id, include_uncertain=self.delivery.uncertain == "resend")
         if next_at is None:
             return False
@@ -324,14 +333,18 @@ class Dispatcher:
                     return
                 continue
             connection = lease.connection
+            started: list[str] = []
+
+            def before_body() -> bool:
+                # Suppressions and the claim are checked in the same statement that records
+                # 'sending', right before the body goes: a reader who left during the send gets
+                # nothing, and nor does a copy another sender took over.
+                started.append(self.ledger.mark_sending(delivery.id, message_id, key, self.edition, self.owner))
+                return started[-1] == "sending"
+
             try:
                 await lease.relay.bucket.take()
-                # Suppressions are checked in the same statement that records 'sending', right
-                # before the body goes: a reader who left during the send gets nothing.
-                reply = await connection.deliver(
-                    copy.envelope, data,
-                    before_body=lambda: self.ledger.mark_sending(delivery.id, message_id, key, self.edition),
-                )
+                reply = await connection.deliver(copy.envelope, data, before_body=before_body)
             except SmtpSetupError as exc:
                 self.relays.release(lease)
                 self.stopped = str(exc)
@@ -348,8 +361,9 @@ class Dispatcher:
             try:
                 self._answered(lease)
                 if reply is None:
-                    self._count("suppressed")
-                    return
+                    if started and started[-1] == "suppressed":
+                        self._count("suppressed")
+                    return  # 'taken': the sender that holds the copy now sends it
                 verdict = classify_reply(reply)
                 if verdict.reconnect:
                     connection.drop()  # the next message opens a new session

@@ -374,6 +374,14 @@ class Ledger:
         return self.db.execute("UPDATE deliveries SET claimed_by = NULL, claim_until = NULL "
                                "WHERE claimed_by = ? AND state <> 'sending'", (owner,)).rowcount
 
+    def held_by_others(self, issue_id: int, owner: str, now: float) -> int:
+        """How many unsettled copies of the issue other senders hold on a live lease (being sent elsewhere)."""
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM deliveries WHERE issue_id = ? AND claimed_by IS NOT NULL AND claimed_by <> ? "
+            "AND claim_until >= ? AND state IN ('pending', 'deferred', 'uncertain', 'sending')",
+            (issue_id, owner, now)).fetchone()
+        return row[0]
+
     def issues_with_work(self, now: float, *, include_uncertain: bool) -> list[int]:
         """Open issues with copies due now that no live sender holds, oldest issue first."""
         states = "('pending', 'deferred', 'uncertain')" if include_uncertain else "('pending', 'deferred')"
@@ -426,22 +434,28 @@ class Ledger:
                               "AND next_at < ?", (issue_id, HELD)).fetchone()
         return row[0]
 
-    def mark_sending(self, delivery_id: int, message_id: str, key: str, edition: str) -> bool:
+    def mark_sending(self, delivery_id: int, message_id: str, key: str, edition: str, owner: str | None = None) -> str:
         """Committed before the DATA body goes: a crash from here on leaves the copy in doubt.
 
-        In the same statement the reader's suppressions are checked once more; False (and the
-        copy marked 'suppressed') when the reader left after the copy was queued.
+        In the same statement the reader's suppressions are checked once more, and (``owner``) that
+        the copy is still this sender's: one whose lease lapsed while it stalled may have been
+        taken over. Returns 'sending'; 'suppressed' (and the copy marked so) when the reader left
+        after the copy was queued; 'taken' when another sender holds it now (nothing changed).
         """
         stamp = _now()
+        still_ours = ("AND claimed_by = ? ", (owner,)) if owner is not None else ("", ())
         cursor = self.db.execute(
-            "UPDATE deliveries SET state = 'sending', message_id = ?, attempts = attempts + 1, updated_at = ? "
-            "WHERE id = ? AND NOT EXISTS (SELECT 1 FROM suppressions WHERE key = ? AND edition IN (?, '*'))",
-            (message_id, stamp, delivery_id, key, edition))
+            "UPDATE deliveries SET state = 'sending', message_id = ?, attempts = attempts + 1, updated_at = ?, "
+            f"sent_by = ? WHERE id = ? {still_ours[0]}"
+            "AND NOT EXISTS (SELECT 1 FROM suppressions WHERE key = ? AND edition IN (?, '*'))",
+            (message_id, stamp, owner, delivery_id, *still_ours[1], key, edition))
         if cursor.rowcount:
-            return True
+            return "sending"
+        if owner is not None and not self.is_suppressed(key, edition):
+            return "taken"
         self.db.execute("UPDATE deliveries SET state = 'suppressed', last_text = 'left before this copy went', "
                         "updated_at = ? WHERE id = ?", (stamp, delivery_id))
-        return False
+        return "suppressed"
 
     def mark(self, delivery_id: int, state: str, code: int | None, text: str | None, *,
              next_at: float | None = None, count_attempt: bool = False, failure: str | None = None,

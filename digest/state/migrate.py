@@ -24,7 +24,7 @@ from alembic.script import ScriptDirectory
 from ..errors import StateError
 from .connection import Connection, StateLocation, is_postgres, lock_key, shown, sqlalchemy_url
 
-HEAD = "0002"  # the newest revision; tests/test_migrations.py checks it is Alembic's head
+HEAD = "0003"  # the newest revision; tests/test_migrations.py checks it is Alembic's head
 _SCRIPTS = Path(__file__).with_name("migrations")
 
 
