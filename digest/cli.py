@@ -609,7 +609,7 @@ def demo(ctx: click.Context, date: dt.date | None) -> None:
 @config_option
 @click.option("--list", "show_list", is_flag=True, help="List the next sends per edition and the state of today's issues.")
 @click.option("--count", default=3, show_default=True, type=click.IntRange(1, 50), help="With --list: upcoming sends per edition (today's send is listed too, with its outcome).")
-@click.option("--health", is_flag=True, help="Exit 0 if a scheduler is running for this state database, else 1.")
+@click.option("--health", is_flag=True, help="Exit 0 if a scheduler leads for this state database, else 1; names the leader and any standby.")
 @click.pass_context
 def schedule(ctx: click.Context, show_list: bool, count: int, health: bool) -> None:
     """Run the scheduler daemon (or list upcoming sends)."""

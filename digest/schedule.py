@@ -22,8 +22,8 @@ import datetime as dt
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Iterable
-from contextlib import closing
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import closing, contextmanager
 
 from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -31,17 +31,19 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from .compose.editions import next_sends, send_time, sends_on, today_in
-from .deliver.locks import AlreadyRunning, state_lock
+from .deliver.locks import AlreadyRunning, DatabaseLock, ProcessLock, state_lock
 from .deliver.runner import EmptyIssue, send_issue
 from .deliver.send import Notice
 from .errors import DigestError, StateQueryError
 from .events import event
 from .models import Edition, Settings
-from .state.ledger import Ledger, job_store
+from .state.ledger import Ledger, PostgresUrl, job_store
 
 LEASE = "scheduler"
 LAST_SEEN = "scheduler.last_seen"
 LEASE_TTL = 60.0
+STANDBY = "scheduler.standby:"  # + owner: a standby's lease, so that --health can list it
+STANDBY_POLL = 5.0  # seconds between a standby's tries of the leader's lock
 RESUME_EVERY = dt.timedelta(minutes=10)
 _LOOKBACK_DAYS = 8
 MAX_CATCH_UP_DAYS = 366  # a longer outage reports the misses of the last year
@@ -281,7 +283,10 @@ class Scheduler:
         """Run until ``self.stop`` is set; then let sends in flight finish and return."""
         global _ACTIVE
         state_db = self.settings.state_db
-        with state_lock(state_db, "scheduler", "digest schedule"):
+        lock = state_lock(state_db, "scheduler", "digest schedule")
+        if not await self._become_leader(lock):
+            return  # stopped while standing by
+        with _held(lock):
             holder = self._heartbeat(record=False)  # catch_up still needs the last time we were alive
             if holder is not None:
                 raise AlreadyRunning(f"digest schedule is already running for this state database ({holder})")
@@ -324,13 +329,49 @@ class Scheduler:
                 _ACTIVE = None
                 event("scheduler.stopped", owner=self.owner)
 
+    async def _become_leader(self, lock: ProcessLock | DatabaseLock) -> bool:
+        """Take the scheduler lock; True once held (entered: the caller's ``with lock`` keeps it).
+
+        With SQLite state a second scheduler is refused (AlreadyRunning): one file, one machine.
+        With PostgreSQL it stands by: it records itself for `digest schedule --health` and tries
+        the lock every STANDBY_POLL seconds until the leader's session ends (killed, or its machine
+        gone, which the lock session's keepalives tell the server within about 25 s). False when
+        stopped while standing by.
+        """
+        told = False
+        while True:
+            try:
+                lock.__enter__()
+            except AlreadyRunning:
+                if not isinstance(lock, DatabaseLock):
+                    raise
+                if not told:
+                    event("scheduler.standby", owner=self.owner, detail=f"another scheduler leads ({lock.lock.holder()}); "
+                          f"taking over when it stops, checked every {STANDBY_POLL:.0f} s")
+                    told = True
+                with closing(Ledger(self.settings.state_db)) as ledger:
+                    ledger.acquire_lease(STANDBY + self.owner, self.owner, STANDBY_POLL * 3, self.clock().timestamp())
+                try:
+                    await asyncio.wait_for(self.stop.wait(), timeout=STANDBY_POLL)
+                    with closing(Ledger(self.settings.state_db)) as ledger:
+                        ledger.release_lease(STANDBY + self.owner, self.owner)
+                    return False
+                except asyncio.TimeoutError:
+                    continue
+            if told:
+                with closing(Ledger(self.settings.state_db)) as ledger:
+                    ledger.release_lease(STANDBY + self.owner, self.owner)
+                event("scheduler.takeover", owner=self.owner, detail="the leader stopped; this scheduler leads now")
+            return True
+
     def _heartbeat(self, record: bool = True) -> str | None:
         """Renew the lease and (``record``) note that the scheduler is alive; the holder if not ours."""
         now = self.clock().timestamp()
+        # Holding the lock proves no other scheduler runs: on SQLite none on this host (so a lease
+        # left here by one killed before it could release it is stale), on PostgreSQL none at all.
+        stale = "" if isinstance(self.settings.state_db, PostgresUrl) else f"{socket.gethostname()}:"
         with closing(Ledger(self.settings.state_db)) as ledger:
-            # Holding this host's OS lock proves no other scheduler lives on this host, so a
-            # lease left by one here (killed before it could release it) is stale.
-            holder = ledger.acquire_lease(LEASE, self.owner, LEASE_TTL, now, stale_prefix=f"{socket.gethostname()}:")
+            holder = ledger.acquire_lease(LEASE, self.owner, LEASE_TTL, now, stale_prefix=stale)
             if holder is None and record:
                 ledger.set_mark(LAST_SEEN, now)
         return holder
@@ -346,6 +387,15 @@ class Scheduler:
                 ledger.record_missed(edition.slug, date, when, "the scheduler could not run it within its grace")
                 event("issue.missed", logging.ERROR, edition=edition.slug, date=date.isoformat(),
                       send_time=when.isoformat(), detail="missed beyond its grace; send it with `digest send`")
+
+
+@contextmanager
+def _held(lock: ProcessLock | DatabaseLock) -> Iterator[None]:
+    """Release a lock taken already (by ``Scheduler._become_leader``) when the block ends."""
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
 
 
 def _job_id(edition: Edition) -> str:
@@ -387,10 +437,12 @@ def scheduler_health(settings: Settings, now: dt.datetime | None = None) -> tupl
             lease = ledger.lease(LEASE)
         except StateQueryError:
             return False, "no scheduler has run here"
-    now = now or dt.datetime.now(dt.timezone.utc)
+        now = now or dt.datetime.now(dt.timezone.utc)
+        standbys = [owner for _, owner, _ in ledger.leases_named(STANDBY, now.timestamp())]
+    waiting = f"; standby: {', '.join(standbys)}" if standbys else ""
     if lease is None:
-        return False, "no scheduler is running"
+        return False, f"no scheduler leads{waiting}" if standbys else "no scheduler is running"
     owner, expires = lease
     if expires < now.timestamp():
-        return False, f"the scheduler lease of {owner} expired {now.timestamp() - expires:.0f} s ago"
-    return True, f"scheduler {owner} is alive"
+        return False, f"the scheduler lease of {owner} expired {now.timestamp() - expires:.0f} s ago{waiting}"
+    return True, f"scheduler {owner} is alive (leader){waiting}"

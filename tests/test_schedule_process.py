@@ -210,3 +210,80 @@ def test_sigterm_mid_send_exits_soon_leaving_no_copy_in_flight(tmp_path, due):
     check_consistent(as_deliveries(final), received)  # every copy the server stored is recorded 'sent'
     assert "event=issue.stopped" in err and "edition=am" in err, err
     assert "event=scheduler.stopped" in err, err
+
+
+def _scheduler(config: Path, state: str, log: Path) -> subprocess.Popen[str]:
+    """`digest schedule` with its log lines in ``log`` (read while it runs)."""
+    from smtp_faults import DIGEST, digest_env
+    return subprocess.Popen([str(DIGEST), "--config", str(config), "schedule"], env=digest_env(state),
+                            stdout=subprocess.DEVNULL, stderr=log.open("w"), stdin=subprocess.DEVNULL, text=True,
+                            cwd=config.parent)
+
+
+def _health(config: Path, state: str) -> tuple[int, str]:
+    from smtp_faults import DIGEST, digest_env
+    done = subprocess.run([str(DIGEST), "--config", str(config), "schedule", "--health"], env=digest_env(state),
+                          capture_output=True, text=True, cwd=config.parent, timeout=30)
+    return done.returncode, " ".join((done.stdout + done.stderr).split())
+
+
+@pytest.mark.postgres
+def test_two_schedulers_on_one_postgresql_one_leads_and_the_standby_takes_over_a_kill_within_60_s(tmp_path, postgres_url):
+    from digest.state.ledger import state_path
+    state = state_path(postgres_url, tmp_path)
+    handler = FaultHandler(data_delay=lambda: 0.08)  # 8 s for the whole issue: the kill lands mid-send
+    with ThreadedServer(handler) as server:
+        config, date = newsroom(tmp_path, server.port, due="past")
+        leader = _scheduler(config, state, tmp_path / "leader.log")
+        standby = None
+        try:
+            assert wait_for(lambda: len(handler.received) >= 30 or leader.poll() is not None, 30)
+            assert leader.poll() is None, (tmp_path / "leader.log").read_text()
+            standby = _scheduler(config, state, tmp_path / "standby.log")
+            assert wait_for(lambda: "event=scheduler.standby" in (tmp_path / "standby.log").read_text(), 20), \
+                (tmp_path / "standby.log").read_text()
+            code, said = _health(config, state)
+            assert code == 0 and f":{leader.pid} is alive (leader)" in said and f"standby: " in said \
+                and f":{standby.pid}" in said, said
+            before = {email for email, _, _, _ in rows_pg(state, date)}
+            leader.send_signal(signal.SIGKILL)
+            killed = time.monotonic()
+            leader.communicate()
+            at_kill = rows_pg(state, date)
+            in_flight = {email for email, st, _, _ in at_kill if st == "sending"}
+            assert any(st == "pending" for _, st, _, _ in at_kill), "the kill came too late to matter"
+            assert wait_for(lambda: "event=scheduler.takeover" in (tmp_path / "standby.log").read_text(), 60), \
+                (tmp_path / "standby.log").read_text()
+            took_over = time.monotonic() - killed
+            assert wait_for(lambda: {r[1] for r in rows_pg(state, date)} == {"sent"}, 30), \
+                sorted({r[1] for r in rows_pg(state, date)})
+            code, said = _health(config, state)
+            assert code == 0 and f":{standby.pid} is alive (leader)" in said and "standby:" not in said, said
+            _, _, _ = stop(standby, signal.SIGTERM, 15)
+        finally:
+            reap(leader)
+            if standby is not None:
+                reap(standby)
+        received = list(handler.received)
+    assert took_over <= 60, f"the standby took {took_over:.0f} s to lead"
+    assert before and len(before) == READERS
+    final = rows_pg(state, date)
+    stored = check_consistent(as_deliveries(final), received)
+    assert sorted(stored) == audience()
+    duplicates = {reader for reader, copies in stored.items() if len(copies) > 1}
+    assert duplicates <= in_flight, (duplicates, in_flight)
+    issues = ledger_issue_count(state)
+    assert issues == 1
+
+
+def rows_pg(state: str, date: dt.date) -> list[tuple[str, str, int, str | None]]:
+    try:
+        return ledger_rows(state, "am", date)
+    except Exception:  # tables not created yet
+        return []
+
+
+def ledger_issue_count(state: str) -> int:
+    import psycopg
+    with psycopg.connect(state, autocommit=True) as pg:
+        return pg.execute("SELECT count(*) FROM issues").fetchone()[0]

@@ -76,7 +76,7 @@ def newsroom(tmp_path: Path, port: int, **delivery) -> Path:
 
 
 def slowed() -> ThreadedServer:
-    return ThreadedServer(FaultHandler(data_delay=lambda: 0.01))
+    return ThreadedServer(FaultHandler(data_delay=lambda: 0.03))  # 2.4 s for one sender: a helper starts in time
 
 
 def test_two_workers_send_every_reader_once_the_bytes_digest_render_wrote(tmp_path, state_db):
@@ -108,7 +108,7 @@ def test_a_named_worker_killed_mid_send_lets_its_lease_lapse_and_the_other_sende
     lease alone (3 s here). Its batch is taken over once the lease lapses, not before; nothing is
     lost; only the copies it had in flight are sent twice, with the same Message-ID."""
     lease = 3.0
-    with ThreadedServer(FaultHandler(data_delay=lambda: 0.02)) as server:
+    with ThreadedServer(FaultHandler(data_delay=lambda: 0.05)) as server:
         config = newsroom(tmp_path, server.port, lease_seconds=lease)
         coordinator = start_digest(config, state_db, "send", "am", "--date", D, "--workers", "1")
         worker = None
@@ -149,7 +149,7 @@ def test_a_named_worker_killed_mid_send_lets_its_lease_lapse_and_the_other_sende
 def test_a_helper_killed_mid_send_is_replaced_at_once_on_the_same_machine(tmp_path, state_db):
     """A helper of `digest send --workers 2` is a process of this machine: when its pid is gone its
     batch is free at once, without waiting for the 60 s lease."""
-    with ThreadedServer(FaultHandler(data_delay=lambda: 0.02)) as server:
+    with ThreadedServer(FaultHandler(data_delay=lambda: 0.05)) as server:
         config = newsroom(tmp_path, server.port)
         started = time.monotonic()
         send = start_digest(config, state_db, "send", "am", "--date", D, "--workers", "2")
@@ -193,7 +193,7 @@ def test_postgresql_restarted_mid_send_workers_reconnect_and_finish(tmp_path, ow
     from digest.state.ledger import state_path
 
     state = state_path(own_postgres.create_database(), tmp_path)
-    with ThreadedServer(FaultHandler(data_delay=lambda: 0.02)) as server:
+    with ThreadedServer(FaultHandler(data_delay=lambda: 0.05)) as server:
         config = newsroom(tmp_path, server.port)
         send = start_digest(config, state, "send", "am", "--date", D, "--workers", "2")
         try:

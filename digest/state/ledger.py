@@ -708,6 +708,14 @@ class Ledger:
             raise StateQueryError(f"{self.path}: cannot read the lease '{name}' ({exc})") from exc
         return (row[0], row[1]) if row else None
 
+    def leases_named(self, prefix: str, now: float) -> list[tuple[str, str, float]]:
+        """Unexpired leases whose name starts with ``prefix``: (name, owner, expires_at), by name."""
+        if not self.has_table("leases"):
+            return []
+        rows = self.db.execute("SELECT name, owner, expires_at FROM leases WHERE substr(name, 1, ?) = ? "
+                               "AND expires_at >= ? ORDER BY name", (len(prefix), prefix, now))
+        return [tuple(row) for row in rows]  # type: ignore[misc]
+
     def set_mark(self, name: str, value: float) -> None:
         self.db.execute("INSERT INTO marks (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                         (name, value))
