@@ -48,7 +48,6 @@ from .sources.gathering import BrokenStories, broken_story_rule, gather_stories
 from .sources.notes import note_path
 from .sources.stories import StoryLoad
 from .state.ledger import STATES, Ledger, shown, state_exists, state_path
-from .state.migrate import COPIED, copy_state, upgrade
 from .web import serve as serve_web
 
 _WEEKDAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -776,6 +775,8 @@ def state_migrate(ctx: click.Context) -> None:
     """Bring the state database (DIGEST_STATE_URL, else [paths] state) to this release's tables."""
     settings = _settings(ctx)
     existed = state_exists(settings.state_db)
+    from .state.migrate import upgrade  # Alembic's 0.35 s import, for the commands that migrate only
+
     before, after = upgrade(settings.state_db)
     if not existed:
         console.line(f"{shown(settings.state_db)}: no state database was there; created one at revision {after}", "ok")
@@ -801,6 +802,8 @@ def state_copy(from_url: str, to_url: str) -> None:
     if not state_exists(source):
         raise StateError(f"{shown(source)}: no state database there to copy from")
     target = state_path(to_url, Path(to_url))
+    from .state.migrate import COPIED, copy_state  # as in `state migrate`
+
     copied = copy_state(source, target)
     console.table(f"Copied {shown(source)} -> {shown(target)}", ["table", "rows"],
                   [(name, f"{copied[name]:,}") for name in COPIED])

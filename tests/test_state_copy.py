@@ -17,7 +17,7 @@ from smtp_faults import AM_READERS, DATE, FaultHandler, ThreadedServer, stored_b
 from test_ledger import OLD_CLASSES, _old_database
 
 from digest.state.ledger import Ledger, state_path
-from digest.state.migrate import HEAD
+from digest.state.schema import HEAD
 
 D = DATE.isoformat()
 pytestmark = pytest.mark.usefixtures("no_hang")
@@ -135,3 +135,9 @@ def test_copy_to_a_postgresql_server_that_is_not_there_says_so_on_one_line(capsy
     assert code == 1
     (line,) = [line for line in err.splitlines() if line.startswith("error:")]
     assert "127.0.0.1" in line and "Connection refused" in line and "\\n" not in line
+
+
+def test_the_revision_digest_expects_is_alembics_head():
+    from digest.state.migrate import script_head
+
+    assert HEAD == script_head()

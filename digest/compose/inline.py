@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 import re
 
-from premailer import Premailer
-
 from ..errors import TemplateError
 
 _LINKED_CSS = re.compile(r"<link\b[^>]*\bstylesheet\b", re.I)
@@ -27,6 +25,10 @@ def inline_css(html: str) -> str:
     """
     if _LINKED_CSS.search(html) or any("@import" in block for block in _STYLE_BLOCK.findall(html)):
         raise TemplateError("templates must not link or @import stylesheets; put the CSS in base.html's <style> block")
+    # premailer (with cssutils and requests) takes 0.2 s to import; a resume, a worker and most
+    # commands rebuild the issue from its kept composition and never inline, so they do not pay it.
+    from premailer import Premailer
+
     try:
         return Premailer(
             html,

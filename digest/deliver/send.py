@@ -205,7 +205,7 @@ class Dispatcher:
         While other senders hold copies of the issue (``wait_for_others``), it looks again every
         second: their copies settle, or their lease lapses and this sender takes them over.
         """
-        if self.wait_for_others and self.ledger.held_by_others(self.record.id, self.owner, self.clock()):
+        if self.wait_for_others and self.ledger.held_by_others(self.record.id, self.owner):
             await self._wait(OTHERS_POLL)
             return not self.stop.is_set()
         next_at = self.ledger.next_retry_at(self.record.id, include_uncertain=self.delivery.uncertain == "resend")

@@ -374,12 +374,14 @@ class Ledger:
         return self.db.execute("UPDATE deliveries SET claimed_by = NULL, claim_until = NULL "
                                "WHERE claimed_by = ? AND state <> 'sending'", (owner,)).rowcount
 
-    def held_by_others(self, issue_id: int, owner: str, now: float) -> int:
-        """How many unsettled copies of the issue other senders hold on a live lease (being sent elsewhere)."""
+    def held_by_others(self, issue_id: int, owner: str) -> int:
+        """How many unsettled copies of the issue other senders hold: being sent elsewhere, or (a
+        lapsed lease) waiting for the next claim to take them over or mark them in doubt."""
         row = self.db.execute(
             "SELECT COUNT(*) FROM deliveries WHERE issue_id = ? AND claimed_by IS NOT NULL AND claimed_by <> ? "
-            "AND claim_until >= ? AND state IN ('pending', 'deferred', 'uncertain', 'sending')",
-            (issue_id, owner, now)).fetchone()
+            "AND state IN ('pending', 'deferred', 'uncertain', 'sending') "
+            "AND EXISTS (SELECT 1 FROM issues WHERE issues.id = ? AND issues.status = 'open')",  # paused: wait for no one
+            (issue_id, owner, issue_id)).fetchone()
         return row[0]
 
     def issues_with_work(self, now: float, *, include_uncertain: bool) -> list[int]:

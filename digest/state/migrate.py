@@ -23,23 +23,9 @@ from alembic.script import ScriptDirectory
 
 from ..errors import StateError
 from .connection import Connection, StateLocation, is_postgres, lock_key, shown, sqlalchemy_url
+from .schema import HEAD
 
-HEAD = "0003"  # the newest revision; tests/test_migrations.py checks it is Alembic's head
 _SCRIPTS = Path(__file__).with_name("migrations")
-
-
-def revision(connection: Connection) -> str | None:
-    """The schema revision this database is at; None for one no migration has touched yet."""
-    if not connection.has_table("alembic_version"):
-        return None
-    row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
-    return row[0] if row else None
-
-
-def ensure_current(connection: Connection) -> None:
-    """Bring the database to HEAD unless it is there already (the common, one-query case)."""
-    if revision(connection) != HEAD:
-        upgrade(connection.location)
 
 
 def upgrade(location: StateLocation) -> tuple[str | None, str]:
