@@ -214,6 +214,10 @@ class Dispatcher:
         if self.clock() >= self.deadline or next_at >= self.deadline:
             self.ledger.expire_deferred(self.record.id, "gave up: the issue's delivery deadline passed")
             return False
+        if next_at == 0:
+            # Found in doubt after this pass went by it (another sender died): another pass, unless
+            # this one could claim nothing at all (the issue is no longer open), as the next would.
+            return self._claimed
         if not self.wait_for_retries:
             return False
         try:
@@ -236,6 +240,7 @@ class Dispatcher:
         """One sweep over the copies due now, with a worker per relay connection pulling from one buffer."""
         self._buffer: deque[Delivery] = deque()
         self._after = 0
+        self._claimed = False  # this pass got at least one batch
         self._drained = asyncio.Event()  # the pass has nothing left to hand out
         workers = [asyncio.create_task(self._worker()) for _ in range(self.relays.size)]
         grace = asyncio.create_task(self._cancel_after_grace(workers))
@@ -269,6 +274,7 @@ class Dispatcher:
                 self._drained.set()
                 return None
             self._after = batch[-1].id
+            self._claimed = True
             self._buffer.extend(batch)
         return self._buffer.popleft()
 

@@ -430,10 +430,11 @@ class Ledger:
         return [Delivery(*row[:6], first_name=row[6]) for row in rows]
 
     def next_retry_at(self, issue_id: int, *, include_uncertain: bool = False) -> float | None:
-        """When the earliest deferred (and, if asked, uncertain but not held) copy may be tried again."""
+        """When the earliest deferred (and, if asked, uncertain but not held) copy may be tried again;
+        0 for one due at once (a copy found in doubt after the pass had gone by it)."""
         states = "('deferred', 'uncertain')" if include_uncertain else "('deferred')"
-        row = self.db.execute(f"SELECT MIN(next_at) FROM deliveries WHERE issue_id = ? AND state IN {states} "
-                              "AND next_at < ?", (issue_id, HELD)).fetchone()
+        row = self.db.execute(f"SELECT MIN(coalesce(next_at, 0)) FROM deliveries WHERE issue_id = ? AND state IN {states} "
+                              "AND (next_at IS NULL OR next_at < ?)", (issue_id, HELD)).fetchone()
         return row[0]
 
     def mark_sending(self, delivery_id: int, message_id: str, key: str, edition: str, owner: str | None = None) -> str:
