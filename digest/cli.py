@@ -549,6 +549,10 @@ def _print_standing(settings: Settings, standing: IssueStanding) -> None:
     if standing.relays:
         console.table("Per relay (the relay that gave each copy's last outcome)", ["relay", *RELAY_STATES],
                       standing.relays)
+    if standing.senders:
+        console.table("Per sender (the process that sent each copy)", ["sender", "sent"], standing.senders)
+    if standing.workers:
+        console.table("Workers heard from in the last minute", ["worker", "on", "last seen"], standing.workers)
     if standing.left_out:
         console.line(f"audience frozen with {_left_out_text(standing.left_out)}; fix them and run "
                      f"`digest send {slug} --date {date}` to add the readers whose address can be read", "error")

@@ -141,3 +141,17 @@ def test_the_revision_digest_expects_is_alembics_head():
     from digest.state.migrate import script_head
 
     assert HEAD == script_head()
+
+
+def test_another_programs_sqlite_file_is_refused_and_left_as_it_was(capsys, tmp_path, env, newsroom):
+    other = tmp_path / "photos.db"
+    with closing(sqlite3.connect(other)) as db:
+        db.execute("CREATE TABLE photos (id INTEGER PRIMARY KEY, caption TEXT)")
+        db.commit()
+    env.setenv("DIGEST_STATE_URL", str(other))
+    for command in (["--config", str(newsroom), "state", "migrate"],
+                    ["--config", str(newsroom), "send", "am", "--date", DATE.isoformat()]):
+        code, out, err = run(capsys, *command)
+        assert code == 1 and "not a digest state database (it holds the tables photos" in flat(err), (command, out, err)
+    with closing(sqlite3.connect(other)) as db:
+        assert [name for (name,) in db.execute("SELECT name FROM sqlite_master")] == ["photos"]

@@ -1,8 +1,8 @@
 """Where one issue stands, for `digest status`: read from the ledger, never written.
 
     open the ledger read only -> the issue's record, or the scheduler's missed send ->
-    copies per state (failed ones per reason) -> per relay, with more than one -> rows left out
-    of the audience -> copies not sent
+    copies per state (failed ones per reason) -> per relay, and per sender process, with more
+    than one -> workers heard from lately -> rows left out of the audience -> copies not sent
 
 The CLI prints an ``IssueStanding``; nothing here prints.
 """
@@ -10,6 +10,7 @@ The CLI prints an ``IssueStanding``; nothing here prints.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from contextlib import closing
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from ..state.ledger import FINAL, STATES, Delivery, IssueRecord, Ledger
 # Copies not sent, the ones that need a person first; pending ones too (README promises it).
 _NOT_SENT_ORDER = {"failed": 0, "uncertain": 1, "deferred": 2, "sending": 3, "pending": 4}
 RELAY_STATES = ("sent", "deferred", "failed", "uncertain")  # the columns of the per-relay table
+WORKERS_SEEN = 60.0  # seconds: a worker heard from within this is listed as running
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,8 @@ class IssueStanding:
     added: int = 0  # readers added since the freeze, their rows fixed
     not_sent: list[Delivery] = field(default_factory=list)
     relays: list[tuple[str, ...]] = field(default_factory=list)  # (relay, *RELAY_STATES counts), when more than one
+    senders: list[tuple[str, int]] = field(default_factory=list)  # (sender process, copies sent), when more than one
+    workers: list[tuple[str, str, str]] = field(default_factory=list)  # (worker, issue, seen ago) heard from lately
     csv: str | None = None  # every copy's outcome, when asked for
 
     @property
@@ -83,7 +87,28 @@ def _recorded(ledger: Ledger, edition: Edition, date: dt.date, record: IssueReco
     counts = ledger.counts(record.id)
     return IssueStanding(edition, date, True, record, counts=counts, rows=_state_rows(ledger, record, counts),
                          left_out=still_out, added=len(left_out) - len(still_out), not_sent=not_sent,
-                         csv=deliveries_csv(ledger.deliveries(record.id)) if with_csv else None, relays=relays)
+                         csv=deliveries_csv(ledger.deliveries(record.id)) if with_csv else None, relays=relays,
+                         senders=_sender_rows(ledger.sender_counts(record.id)), workers=_worker_rows(ledger))
+
+
+def _sender_rows(counts: dict[str, int]) -> list[tuple[str, int]]:
+    """Copies sent per process (host:pid, or a worker's name), when more than one sent the issue."""
+    by_process: dict[str, int] = {}
+    for sender, n in counts.items():
+        process = sender.rsplit("#", 1)[0] if "#" in sender else sender.rsplit(":", 1)[0]
+        by_process[process] = by_process.get(process, 0) + n
+    return sorted(by_process.items()) if len(by_process) > 1 else []
+
+
+def _worker_rows(ledger: Ledger, now: float | None = None) -> list[tuple[str, str, str]]:
+    """Workers heard from in the last WORKERS_SEEN seconds: (name, the issue they were on, seen ago)."""
+    now = time.time() if now is None else now
+    rows = []
+    for name, seen, issue_id, _ in ledger.workers(now - WORKERS_SEEN):
+        found = ledger.issue_by_id(issue_id) if issue_id is not None else None
+        issue = f"{found[0].edition} {found[0].issue_date}" if found else "idle"
+        rows.append((name, issue, f"{max(0.0, now - seen):.0f} s ago"))
+    return rows
 
 
 def _state_rows(ledger: Ledger, record: IssueRecord, counts: dict[str, int]) -> list[tuple[str, int]]:

@@ -528,6 +528,14 @@ class Ledger:
             found.setdefault(relay, {})[state] = count
         return found
 
+    def sender_counts(self, issue_id: int) -> dict[str, int]:
+        """Copies sent per sender of the last attempt (``sent_by``), for an issue several processes sent."""
+        if not has_column(self.db, "deliveries", "sent_by"):
+            return {}
+        rows = self.db.execute("SELECT sent_by, COUNT(*) FROM deliveries WHERE issue_id = ? AND state = 'sent' "
+                               "AND sent_by IS NOT NULL GROUP BY sent_by", (issue_id,))
+        return dict(rows)  # type: ignore[arg-type]
+
     def deadline(self, issue_id: int) -> float | None:
         """The deadline an operator gave the issue (``digest send --deadline``), or None: the computed one."""
         try:

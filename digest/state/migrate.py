@@ -23,13 +23,20 @@ from alembic.script import ScriptDirectory
 
 from ..errors import StateError
 from .connection import Connection, StateLocation, is_postgres, lock_key, shown, sqlalchemy_url
-from .schema import HEAD
+from .schema import HEAD, refuse_a_stranger
 
 _SCRIPTS = Path(__file__).with_name("migrations")
 
 
 def upgrade(location: StateLocation) -> tuple[str | None, str]:
-    """Run every migration the database lacks; (revision before, revision after)."""
+    """Run every migration the database lacks; (revision before, revision after). Another
+    program's SQLite file is refused (StateError) before anything is written."""
+    if not is_postgres(location) and Path(location).exists():
+        connection = Connection(location, create=False)
+        try:
+            refuse_a_stranger(connection)
+        finally:
+            connection.close()
     engine = sa.create_engine(sqlalchemy_url(location), poolclass=sa.pool.NullPool)
     try:
         with _migration_lock(location, engine) as connection:

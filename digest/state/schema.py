@@ -27,6 +27,7 @@ def revision(connection: Connection) -> str | None:
 def ensure_current(connection: Connection) -> None:
     """Bring the database to HEAD unless it is there already (the common, one-query case)."""
     if revision(connection) != HEAD:
+        refuse_a_stranger(connection)
         # Alembic and SQLAlchemy take about 0.35 s to import: only a database that needs upgrading pays it.
         from .migrate import upgrade
         upgrade(connection.location)
@@ -45,6 +46,19 @@ def connect(location: StateLocation, *, create: bool) -> Connection:
             connection.close()
             raise
     return connection
+
+
+def refuse_a_stranger(connection: Connection) -> None:
+    """A SQLite file with tables but neither digest's nor an older digest's is another program's
+    database: refused, never given digest's tables beside its own."""
+    if connection.postgres or connection.has_table("issues"):
+        return
+    tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                                   "AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+    if tables:
+        shown_tables = ", ".join(tables[:5]) + (" ..." if len(tables) > 5 else "")
+        raise StateError(f"{connection.location}: not a digest state database (it holds the tables {shown_tables} "
+                         "and none of digest's); check [paths] state and DIGEST_STATE_URL")
 
 
 def check_state_path(location: StateLocation) -> None:
