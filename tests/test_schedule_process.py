@@ -255,6 +255,7 @@ def test_two_schedulers_on_one_postgresql_one_leads_and_the_standby_takes_over_a
             assert wait_for(lambda: "event=scheduler.takeover" in (tmp_path / "standby.log").read_text(), 60), \
                 (tmp_path / "standby.log").read_text()
             took_over = time.monotonic() - killed
+            print(f"the standby led {took_over:.1f} s after the leader's kill")  # shown with -s
             assert wait_for(lambda: {r[1] for r in rows_pg(state, date)} == {"sent"}, 30), \
                 sorted({r[1] for r in rows_pg(state, date)})
             code, said = _health(config, state)

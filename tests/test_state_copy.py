@@ -17,7 +17,7 @@ from smtp_faults import AM_READERS, DATE, FaultHandler, ThreadedServer, stored_b
 from test_ledger import OLD_CLASSES, _old_database
 
 from digest.state.ledger import Ledger, state_path
-from digest.state.schema import HEAD
+from digest.state.revision import HEAD
 
 D = DATE.isoformat()
 pytestmark = pytest.mark.usefixtures("no_hang")

@@ -23,7 +23,7 @@ from alembic.script import ScriptDirectory
 
 from ..errors import StateError
 from .connection import Connection, StateLocation, is_postgres, lock_key, shown, sqlalchemy_url
-from .schema import HEAD, refuse_a_stranger
+from .revision import HEAD, refuse_a_stranger
 
 _SCRIPTS = Path(__file__).with_name("migrations")
 

@@ -12,16 +12,7 @@ from pathlib import Path
 
 from ..errors import StateError
 from .connection import Connection, StateLocation, is_postgres
-
-HEAD = "0003"  # the newest revision; tests/test_state_copy.py checks it is Alembic's head
-
-
-def revision(connection: Connection) -> str | None:
-    """The schema revision this database is at; None for one no migration has touched yet."""
-    if not connection.has_table("alembic_version"):
-        return None
-    row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
-    return row[0] if row else None
+from .revision import HEAD, refuse_a_stranger, revision
 
 
 def ensure_current(connection: Connection) -> None:
@@ -46,19 +37,6 @@ def connect(location: StateLocation, *, create: bool) -> Connection:
             connection.close()
             raise
     return connection
-
-
-def refuse_a_stranger(connection: Connection) -> None:
-    """A SQLite file with tables but neither digest's nor an older digest's is another program's
-    database: refused, never given digest's tables beside its own."""
-    if connection.postgres or connection.has_table("issues"):
-        return
-    tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
-                                                   "AND name NOT LIKE 'sqlite_%' ORDER BY name")]
-    if tables:
-        shown_tables = ", ".join(tables[:5]) + (" ..." if len(tables) > 5 else "")
-        raise StateError(f"{connection.location}: not a digest state database (it holds the tables {shown_tables} "
-                         "and none of digest's); check [paths] state and DIGEST_STATE_URL")
 
 
 def check_state_path(location: StateLocation) -> None:
