@@ -210,3 +210,13 @@ def test_postgresql_restarted_mid_send_workers_reconnect_and_finish(tmp_path, ow
     copies = check_consistent(rows, received)
     assert len(rows) == READERS and all(r.state == "sent" for r in rows), collections.Counter(r.state for r in rows)
     assert set(copies) == {r.email for r in rows}
+
+
+def test_a_worker_that_cannot_reach_its_database_says_so_in_one_line(tmp_path):
+    config = newsroom(tmp_path, 9)
+    worker = start_digest(config, "postgresql://nobody@127.0.0.1:1/digest", "worker")
+    out, err = finish(worker, 30)
+    assert worker.returncode == 1, (out, err)
+    error = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "cannot connect to the state database" in error[0] and "\\n" not in error[0], err
+    assert "Traceback" not in err

@@ -140,7 +140,7 @@ class Connection:
                                    application_name=f"digest:{os.getpid()}")
         except psycopg.Error as exc:
             raise StateError(f"{shown(self.location)}: cannot connect to the state database "
-                             f"({str(exc).strip() or type(exc).__name__}); check DIGEST_STATE_URL and that "
+                             f"({_said(exc)}); check DIGEST_STATE_URL and that "
                              "PostgreSQL is running and reachable") from None
 
     def _reconnect(self) -> None:
@@ -205,14 +205,14 @@ class Connection:
         except psycopg.OperationalError as exc:
             if self._in_transaction:
                 raise StateConnectionLost(f"{shown(self.location)}: the connection was lost mid-transaction "
-                                          f"({str(exc).strip()})") from exc
+                                          f"({_said(exc)})") from exc
             if not self.raw.closed and not self.raw.broken:
-                raise StateError(f"{shown(self.location)}: {str(exc).strip()}") from exc
+                raise StateError(f"{shown(self.location)}: {_said(exc)}") from exc
         self._reconnect()
         try:
             return run()
         except psycopg.Error as exc:
-            raise StateError(f"{shown(self.location)}: {str(exc).strip()}") from exc
+            raise StateError(f"{shown(self.location)}: {_said(exc)}") from exc
 
     def _sqlite_error(self, exc: sqlite3.OperationalError) -> StateError:
         return StateError(f"{self.location}: {exc}")
@@ -237,7 +237,7 @@ class Connection:
                     yield
             except psycopg.OperationalError as exc:
                 raise StateConnectionLost(f"{shown(self.location)}: the connection was lost mid-transaction "
-                                          f"({str(exc).strip()})") from exc
+                                          f"({_said(exc)})") from exc
             finally:
                 self._in_transaction = False
             return
@@ -277,6 +277,11 @@ class Connection:
 
     def unlock(self, name: str) -> None:
         self.execute("SELECT pg_advisory_unlock(?)", (lock_key(name),))
+
+
+def _said(exc: BaseException) -> str:
+    """A driver's message on one line: libpq writes its hints on lines of their own, tab-indented."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def lock_key(name: str) -> int:
