@@ -36,6 +36,7 @@ test: $(STAMP) browser postfix postgres
 bench: $(STAMP) postfix
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/send.py
+	$(BIN)/python bench/workers.py
 
 clean:
 	rm -rf $(VENV) out state .pytest_cache .hypothesis tests/artifacts

@@ -40,6 +40,8 @@ Columns of the table:
                the three columns before): the kernel's loopback networking not charged to a
                process, this script's sampling, and anything else running. Large values mean
                the run shared the cores with something else and its figures are disturbed
+  steal        CPU seconds the hypervisor gave to other guests while this virtual machine wanted
+               them (/proc/stat); above a second or so, the row's times are inflated
   ms/copy      digest CPU / copies, in milliseconds
   peak MB      the largest ru_maxrss among the digest processes (wait4 of the send folds in its
                helpers' peaks); each send is spawned by a small launcher so that this
@@ -609,7 +611,7 @@ def fmt(value: float | None, spec: str) -> str:
 
 def print_table(rows: list[Row], sources: list[SourceRun]) -> None:
     head = (f"{'backend':<11}{'readers':>8}{'W':>3}{'DKIM':>5}{'rnd':>4}{'seconds':>9}{'to 1st':>8}{'send s':>8}"
-            f"{'msg/s':>7}{'vs src':>7}{'vs W=1':>7}{'digest CPU':>11}{'sink CPU':>9}{'db CPU':>7}{'other':>6}{'ms/copy':>8}{'peak MB':>8}")
+            f"{'msg/s':>7}{'vs src':>7}{'vs W=1':>7}{'digest CPU':>11}{'sink CPU':>9}{'db CPU':>7}{'other':>6}{'steal':>6}{'ms/copy':>8}{'peak MB':>8}")
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -619,7 +621,7 @@ def print_table(rows: list[Row], sources: list[SourceRun]) -> None:
         print(f"{r.backend:<11}{r.readers:>8,}{r.workers:>3}{'on' if r.dkim else 'off':>5}{r.round:>4}"
               f"{r.ran.seconds:>9.2f}{fmt(r.to_first, '.2f'):>8}{fmt(r.sending, '.2f'):>8}{r.rate:>7,.0f}"
               f"{fmt(r.rate / source if source else None, '.0%'):>7}{fmt(r.rate / base.rate if base else None, '.2f') + 'x':>7}"
-              f"{r.ran.cpu:>11.2f}{r.sink_cpu:>9.2f}{fmt(r.db_cpu, '.2f'):>7}{r.other_cpu:>6.1f}{r.cpu_per_copy * 1000:>8.3f}"
+              f"{r.ran.cpu:>11.2f}{r.sink_cpu:>9.2f}{fmt(r.db_cpu, '.2f'):>7}{r.other_cpu:>6.1f}{r.steal:>6.1f}{r.cpu_per_copy * 1000:>8.3f}"
               f"{r.ran.maxrss_mb:>8.0f}")
     print()
     for s in sources:
@@ -645,7 +647,7 @@ def print_checks(rows: list[Row]) -> None:
               f"(helpers expected {helpers}); sampled CPU {r.ran.sampled_cpu:.2f} s <= wait4 {r.ran.cpu:.2f} s: "
               f"{'yes' if counted else 'NO: helpers not counted?'}; sampled VmHWM {r.ran.sampled_peak_mb:.0f} MB; "
               f"CPU s: send {r.ran.own_cpu:.2f}" + "".join(f", helper {c:.2f}" for c in r.ran.children_cpu)
-              + (f"; steal {r.steal:.2f} s" if r.steal >= 0.05 else ""))
+              )
 
 
 def print_estimates(rows: list[Row]) -> None:
