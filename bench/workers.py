@@ -394,6 +394,8 @@ def run_measured(command: list[str], env: dict[str, str], cwd: Path, report: Pat
     finally:
         if sampler is not None:
             sampler.stop()
+    if not report.exists():
+        raise RuntimeError(f"the launcher of {command[0]} ended (code {launcher.returncode}) without reporting: killed?")
     result = json.loads(report.read_text())
     stderr = Path(f"{report}.err").read_text(errors="replace")
     return Ran(result["code"], result["start"], result["end"] - result["start"], result["utime"] + result["stime"],
