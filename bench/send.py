@@ -246,6 +246,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_for_greeting(proc: subprocess.Popen, port: int, what: str, seconds: float = 10) -> None:
+    """Return once the SMTP server ``proc`` greets on 127.0.0.1:``port``; RuntimeError if it exits or stays silent."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited at start (code {proc.returncode}); see its log")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                if sock.recv(64).startswith(b"220"):
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not answer on 127.0.0.1:{port}")
+
+
 class Sink:
     """One SMTP sink on 127.0.0.1 for the whole run, with its CPU time and peak memory."""
 
@@ -265,17 +280,7 @@ class Sink:
         self._wait_ready()
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.kind} exited at start (code {self.proc.returncode}); see its log")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                    if sock.recv(64).startswith(b"220"):
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"{self.kind} did not answer on 127.0.0.1:{self.port}")
+        wait_for_greeting(self.proc, self.port, self.kind)
 
     def cpu(self) -> float:
         """User + system seconds used so far."""

@@ -79,6 +79,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from send import find_tool as find_installed  # bench/send.py: the same sink, the same tools
+from send import free_port, wait_for_greeting
+
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
 EDITION = "am"
@@ -89,7 +92,6 @@ POOL_SIZE = 8  # SMTP connections per digest process
 BATCH = 500  # copies per claim
 RUN_LIMIT = 1800.0  # seconds any one process may run before it is killed
 SAMPLE_EVERY = 0.05  # seconds between looks at the send's process tree
-SBIN = ("/usr/sbin", "/usr/lib/postfix/sbin", "/usr/local/sbin")
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 
 # Runs a command in a process of its own and reports the command's wait4 rusage: spawned from this
@@ -114,17 +116,10 @@ with open(report, "w") as out:
 
 def find_tool(name: str) -> str:
     """The path of a Postfix test program; SystemExit when it is not installed."""
-    found = shutil.which(name) or next((f"{d}/{name}" for d in SBIN if os.access(f"{d}/{name}", os.X_OK)), None)
+    found = find_installed(name)
     if found is None:
         raise SystemExit(f"{name} not found: install Postfix's test programs (sh bench/setup-postfix.sh)")
     return found
-
-
-def free_port() -> int:
-    """A loopback TCP port nothing listened on a moment ago."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def proc_fields(pid: int) -> list[str] | None:
@@ -217,17 +212,10 @@ class Sink:
                     self.last_at = now
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"smtp-sink exited at start (code {self.proc.returncode})")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                    if sock.recv(64).startswith(b"220"):
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise SystemExit(f"smtp-sink did not answer on 127.0.0.1:{self.port}")
+        try:
+            wait_for_greeting(self.proc, self.port, "smtp-sink")
+        except RuntimeError as exc:
+            raise SystemExit(str(exc)) from None
 
     def watch(self, expected: int) -> int:
         """Start timing the next ``expected`` messages; the count so far."""
@@ -591,7 +579,7 @@ def check_row(row: Row, command: list[str]) -> None:
 # --- output -------------------------------------------------------------------------------------
 
 def postfix_version() -> str:
-    postconf = shutil.which("postconf") or next((f"{d}/postconf" for d in SBIN if os.access(f"{d}/postconf", os.X_OK)), None)
+    postconf = find_installed("postconf")
     if postconf is None:
         return "?"
     return subprocess.run([postconf, "-dh", "mail_version"], capture_output=True, text=True).stdout.strip() or "?"
