@@ -411,10 +411,7 @@ def _run_send(settings: Settings, edition: Edition, date: dt.date, *, wait: bool
             console.warning(notice.text)
 
     async def run() -> SendReport | EmptyIssue:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)  # stop taking readers; finish the copies in flight
+        stop = _stop_on_signals(asyncio.Event())  # stop taking readers; finish the copies in flight
         with console.live_counts(f"{edition.slug} {date}") as update:
             return await send_issue(settings, edition, date, stop=stop, progress=update, wait_for_retries=wait,
                                     notify=tell, deadline=deadline,
@@ -627,16 +624,12 @@ def schedule(ctx: click.Context, show_list: bool, count: int, health: bool) -> N
     if show_list:
         _schedule_list(settings, count)
         return
-    _require_keys(settings)
-    for relay in settings.smtp_relays():
-        check_smtp_settings(relay)
+    _check_relays(_require_keys(settings))
     log_to_stderr()
     daemon = Scheduler(settings)
 
     async def run() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, daemon.stop.set)
+        _stop_on_signals(daemon.stop)
         await daemon.run()
 
     asyncio.run(run())
@@ -662,16 +655,11 @@ def worker(ctx: click.Context, name: str | None, issue_id: int | None, poll: flo
     """
     if name is not None and (not name.strip() or any(c in name for c in ":\r\n\x00") or len(name) > 100):
         raise click.BadParameter("a worker name is up to 100 characters on one line, without ':'", param_hint="--name")
-    settings = _require_keys(_settings(ctx))
-    for relay in settings.smtp_relays():
-        check_smtp_settings(relay)
+    settings = _check_relays(_require_keys(_settings(ctx)))
     log_to_stderr(logging.WARNING if quiet else logging.INFO)
 
     async def go() -> WorkerReport:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = _stop_on_signals(asyncio.Event())
         event("worker.started", worker=worker_name(name), state=shown(settings.state_db),
               issue=issue_id if issue_id is not None else "any")
         report = await run_worker(settings, stop=stop, issue_id=issue_id, name=name, poll=poll)
@@ -680,6 +668,21 @@ def worker(ctx: click.Context, name: str | None, issue_id: int | None, poll: flo
 
     report = asyncio.run(go())
     ctx.exit(1 if report.stopped else 0)
+
+
+def _stop_on_signals(stop: asyncio.Event) -> asyncio.Event:
+    """Set ``stop`` on SIGINT or SIGTERM (call inside the running loop); returns it."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def _check_relays(settings: Settings) -> Settings:
+    """Refuse, before a daemon starts, relay settings no send could use (``check_smtp_settings``)."""
+    for relay in settings.smtp_relays():
+        check_smtp_settings(relay)
+    return settings
 
 
 def _schedule_list(settings: Settings, count: int) -> None:

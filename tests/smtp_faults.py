@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conftest import DIGEST, copy_newsroom, digest_env
 
 from digest.deliver.capture import CaptureHandler, CaptureServer, Received
@@ -387,6 +389,16 @@ def start_digest(config: Path, state_db: Path, *args: str, **extra_env: str) -> 
     return subprocess.Popen([str(DIGEST), "--config", str(config), *args], env=digest_env(state_db, **extra_env),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
                             cwd=config.parent)
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 30) -> tuple[str, str]:
+    """(stdout, stderr) of a started `digest` process once it exits; the test fails if it runs past ``timeout``."""
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+        pytest.fail(f"`digest {' '.join(process.args[3:5])}` did not finish within {timeout} s:\n{out}\n{err}")
 
 
 def ledger_rows(state_db: Path, edition: str = "am", date: dt.date = DATE) -> list[tuple[str, str, int, str | None]]:

@@ -21,6 +21,7 @@ from smtp_faults import (
     FaultHandler,
     ThreadedServer,
     check_consistent,
+    finish,
     ledger_rows,
     start_digest,
     wait_for,
@@ -45,15 +46,6 @@ def audience() -> list[str]:
 def delivery_rows(state: Path):
     from digest.state.ledger import Delivery
     return [Delivery(0, email, "", st, attempts, mid) for email, st, attempts, mid in ledger_rows(state)]
-
-
-def finish_run(process: subprocess.Popen[str], timeout: float = 30) -> tuple[str, str]:
-    try:
-        return process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, err = process.communicate()
-        pytest.fail(f"`digest send` did not finish within {timeout} s:\n{out}\n{err}")
 
 
 def test_sigkill_at_random_moments_then_resume_delivers_every_reader(tmp_path, state_db):
@@ -82,7 +74,7 @@ def test_sigkill_at_random_moments_then_resume_delivers_every_reader(tmp_path, s
         assert any(st == "pending" for _, st, _, _ in ledger_rows(state)), "the kills came too late to matter"
 
         process = start_digest(config, state, "send", "am", "--date", D)
-        out, err = finish_run(process)
+        out, err = finish(process)
         assert process.returncode == 0, out + err
         received = list(handler.received)
 
@@ -109,7 +101,7 @@ def test_sigterm_finishes_in_flight_copies_exits_soon_and_leaves_no_duplicates(t
             assert process.poll() is None, "the send ended before the signal"
             process.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
-            out, err = finish_run(process, timeout=15)
+            out, err = finish(process, timeout=15)
             took = time.monotonic() - signalled
         finally:
             if process.poll() is None:
@@ -123,7 +115,7 @@ def test_sigterm_finishes_in_flight_copies_exits_soon_and_leaves_no_duplicates(t
         assert any(st == "pending" for _, st, _, _ in after_signal), "the signal came too late to matter"
 
         process = start_digest(config, state, "send", "am", "--date", D)
-        out, err = finish_run(process)
+        out, err = finish(process)
         assert process.returncode == 0, out + err
         received = list(handler.received)
 

@@ -16,7 +16,17 @@ import time
 from pathlib import Path
 
 import pytest
-from smtp_faults import DATE, FaultHandler, ThreadedServer, check_consistent, ledger_rows, start_digest, wait_for, write_newsroom
+from smtp_faults import (
+    DATE,
+    FaultHandler,
+    ThreadedServer,
+    check_consistent,
+    finish,
+    ledger_rows,
+    start_digest,
+    wait_for,
+    write_newsroom,
+)
 
 from digest.state.ledger import Delivery
 
@@ -61,15 +71,6 @@ def delivery_rows(state) -> list[Delivery]:
     return [Delivery(0, email, "", st, attempts, mid) for email, st, attempts, mid in ledger_rows(state)]
 
 
-def finish(process: subprocess.Popen[str], timeout: float = 60) -> tuple[str, str]:
-    try:
-        return process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, err = process.communicate()
-        pytest.fail(f"the process did not finish within {timeout} s:\n{out}\n{err}")
-
-
 def newsroom(tmp_path: Path, port: int, **delivery) -> Path:
     return write_newsroom(tmp_path / "newsroom", port=port, pool_size=POOL, readers=READERS,
                           delivery={"batch": BATCH, **delivery})
@@ -101,6 +102,10 @@ def test_two_workers_send_every_reader_once_the_bytes_digest_render_wrote(tmp_pa
     shares = senders(state_db)
     assert len(shares) == 2 and min(shares.values()) >= BATCH, f"both processes sent: {shares}"
     assert sum(shares.values()) == READERS
+    status = start_digest(config, state_db, "status", "am", "--date", D)
+    out, _ = finish(status)
+    table = " ".join(out.split())
+    assert "Per sender" in table and all(f":{pid} │ {n} │" in table for pid, n in shares.items()), out
 
 
 def test_a_named_worker_killed_mid_send_lets_its_lease_lapse_and_the_other_sender_finishes(tmp_path, state_db):
@@ -173,11 +178,10 @@ def test_a_helper_killed_mid_send_is_replaced_at_once_on_the_same_machine(tmp_pa
     assert all(r.state == "sent" for r in rows) and len(rows) == READERS
 
 
-@pytest.mark.parametrize("runs", [3])
-def test_three_sends_of_one_issue_started_at_once_make_one_issue_and_send_each_reader_once(tmp_path, state_db, runs):
+def test_three_sends_of_one_issue_started_at_once_make_one_issue_and_send_each_reader_once(tmp_path, state_db):
     with slowed() as server:
         config = newsroom(tmp_path, server.port)
-        processes = [start_digest(config, state_db, "send", "am", "--date", D, "--workers", "2") for _ in range(runs)]
+        processes = [start_digest(config, state_db, "send", "am", "--date", D, "--workers", "2") for _ in range(3)]
         results = [finish(p) for p in processes]
         received = server.handler.received
     codes = [p.returncode for p in processes]

@@ -62,10 +62,6 @@ class Helpers:
                      for _ in range(count)]
         return cls(processes, tell)
 
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.processes]
-
     async def _relay_output(self, process: asyncio.subprocess.Process) -> None:
         """A helper's warnings and errors reach the operator through the send's own notices."""
         assert process.stderr is not None
@@ -95,10 +91,14 @@ def run_counts(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {state: after[state] - before[state] for state in STATES if after[state] > before[state]}
 
 
+def settled(counts: dict[str, int]) -> dict[str, int]:
+    """The outcomes a progress bar counts as done (not 'pending' or 'sending')."""
+    return {state: n for state, n in counts.items() if state in SETTLED}
+
+
 async def watch(ledger: Ledger, issue_id: int, before: dict[str, int], total: int,
                 progress: Callable[[dict[str, int], int], None], every: float = 0.5) -> None:
     """Feed ``progress`` from the ledger's counts (every sender's outcomes) until cancelled."""
     while True:
         await asyncio.sleep(every)
-        counts = run_counts(before, ledger.counts(issue_id))
-        progress({state: n for state, n in counts.items() if state in SETTLED}, total)
+        progress(settled(run_counts(before, ledger.counts(issue_id))), total)

@@ -30,7 +30,7 @@ from ..state.ledger import IssueRecord, Ledger
 from .copies import copies
 from .locks import issue_lock
 from .relays import RelayPool, connection_factory
-from .helpers import SETTLED, Helpers, helpers_for, run_counts, watch
+from .helpers import Helpers, helpers_for, run_counts, settled, watch
 from .send import Dispatcher, Notice, Notify, Progress, SendReport
 from .transport import RelayUnreachable, SmtpConnection
 
@@ -135,7 +135,7 @@ async def _send_with_helpers(settings: Settings, ledger: Ledger, record: IssueRe
     report.counts = ledger.counts(record.id)
     report.this_run = run_counts(before, report.counts)
     if progress is not None:
-        progress({state: n for state, n in report.this_run.items() if state in SETTLED}, due)
+        progress(settled(report.this_run), due)
     return report
 
 

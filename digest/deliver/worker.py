@@ -22,6 +22,7 @@ from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
 
+from ..compose.pipeline import ComposedIssue
 from ..compose.planning import recorded_composition
 from ..errors import DigestError
 from ..events import event
@@ -64,6 +65,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event, issue_id: int |
     report = WorkerReport(worker_name(name))
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     include_uncertain = settings.delivery.uncertain == "resend"
+    composed_issues: dict[int, ComposedIssue] = {}
     with closing(Ledger(settings.state_db)) as ledger:
         try:
             while not stop.is_set():
@@ -78,7 +80,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event, issue_id: int |
                     if stop.is_set() or report.stopped:
                         break
                     progressed |= await _send_share(settings, ledger, due_id, report, stop=stop, relays=relays,
-                                                    name=name, clock=clock)
+                                                    name=name, clock=clock, composed_issues=composed_issues)
                 if report.stopped or (issue_id is not None and not progressed):
                     break
                 if not progressed:  # nothing due, or nothing this worker could send: look again later
@@ -93,7 +95,8 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event, issue_id: int |
 
 
 async def _send_share(settings: Settings, ledger: Ledger, issue_id: int, report: WorkerReport, *,
-                      stop: asyncio.Event, relays: RelayPool, name: str | None, clock: Callable[[], float]) -> bool:
+                      stop: asyncio.Event, relays: RelayPool, name: str | None, clock: Callable[[], float],
+                      composed_issues: dict[int, ComposedIssue]) -> bool:
     """Send what this worker can claim of one issue now, rebuilt from its kept composition; whether
     any copy was settled."""
     found = ledger.issue_by_id(issue_id)
@@ -107,7 +110,8 @@ async def _send_share(settings: Settings, ledger: Ledger, issue_id: int, report:
         event("worker.skipped", logging.WARNING, detail="an open issue of an edition no longer in digest.toml", **fields)
         return False
     try:
-        composed = recorded_composition(settings, edition, record.issue_date, ledger)
+        # Rebuilt once per issue, not each time the worker comes back to it (the kept composition never changes).
+        composed = composed_issues.get(issue_id) or recorded_composition(settings, edition, record.issue_date, ledger)
     except DigestError as exc:
         event("worker.skipped", logging.ERROR, detail=str(exc), **fields)
         return False
@@ -115,18 +119,21 @@ async def _send_share(settings: Settings, ledger: Ledger, issue_id: int, report:
         event("worker.skipped", logging.WARNING, detail="the issue has no kept composition; `digest send` it once",
               **fields)
         return False
+    composed_issues[issue_id] = composed
 
     def tell(notice: Notice) -> None:
         event(notice.event, logging.INFO if notice.event == "relay.reachable" else logging.WARNING,
               detail=notice.text, **fields)
 
+    last_beat = clock()
+
     def beat(counts: dict[str, int], total: int) -> None:
+        nonlocal last_beat
         now = clock()
-        if now - beat.last >= BEAT_EVERY:  # type: ignore[attr-defined]
-            beat.last = now  # type: ignore[attr-defined]
+        if now - last_beat >= BEAT_EVERY:
+            last_beat = now
             ledger.beat(report.name, now, issue_id, report.sent + counts.get("sent", 0), "")
 
-    beat.last = clock()  # type: ignore[attr-defined]
     dispatcher = Dispatcher(composed, ledger, record, relays, settings.delivery,
                             envelope_sender=composed.template.headers.sender.address, stop=stop, progress=beat,
                             clock=clock, wait_for_retries=False, notify=tell, deadline=ledger.deadline(issue_id),

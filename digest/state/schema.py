@@ -12,14 +12,13 @@ from pathlib import Path
 
 from ..errors import StateError
 from .connection import Connection, StateLocation, is_postgres
-from .revision import HEAD, refuse_a_stranger, revision
+from .revision import HEAD, revision
 
 
 def ensure_current(connection: Connection) -> None:
     """Bring the database to HEAD unless it is there already (the common, one-query case)."""
     if revision(connection) != HEAD:
-        refuse_a_stranger(connection)
-        # Alembic and SQLAlchemy take about 0.35 s to import: only a database that needs upgrading pays it.
+        # (upgrade refuses another program's SQLite file before it writes.) Alembic and SQLAlchemy take about 0.35 s to import: only a database that needs upgrading pays it.
         from .migrate import upgrade
         upgrade(connection.location)
 
