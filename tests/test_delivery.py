@@ -40,8 +40,9 @@ from digest.cli import main
 from digest.deliver.capture import CaptureServer
 from digest.deliver.locks import AlreadyRunning, issue_lock
 from digest.deliver.runner import send_issue
-from digest.deliver.transport import SmtpSetupError
+from digest.deliver.transport import Envelope, SmtpConnection, SmtpSetupError
 from digest.readers.addresses import address_key
+from digest.models import SmtpSettings
 from digest.state.ledger import Ledger
 
 ANA, JOSE, MARCUS, LENA, ELLIE, CHEN = AM_READERS[:6]
@@ -745,3 +746,50 @@ def test_cancelling_a_send_while_the_relay_is_down_ends_it_promptly(sample_setti
     assert outcome.get("ended"), "send_issue was still running 5 s after it was cancelled"
     _, rows = ledger_state(settings)
     assert not [d.email for d in rows if d.state in ("sending", "sent", "failed")]
+
+
+# --- the transaction on the wire: pipelined (RFC 2920) when offered, one command at a time when not ----------
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-at-a-time"])
+def test_one_connection_carries_refusals_an_abandoned_body_and_good_copies_either_way(pipelining):
+    handler = FaultHandler(pipelining=pipelining, rcpt_script={"nobody@example.com": [Reply("550 5.1.1 no such user")]},
+                           mail_default=lambda sender: "451 4.3.0 try later" if sender.startswith("busy@") else None)
+    body = b"Subject: x\r\n\r\n.a line that starts with a dot\r\nbye\r\n"
+
+    async def scenario():
+        async with CaptureServer(handler) as server:
+            connection = SmtpConnection(SmtpSettings("127.0.0.1", server.port, "none", timeout=10.0, data_timeout=10.0))
+            try:
+                replies = [await connection.deliver(Envelope("desk@example.org", "ana@example.com"), body, lambda: True)]
+                offered = connection.pipelining
+                replies.append(await connection.deliver(Envelope("desk@example.org", "nobody@example.com"), body, lambda: True))
+                replies.append(await connection.deliver(Envelope("busy@example.org", "ben@example.com"), body, lambda: True))
+                replies.append(await connection.deliver(Envelope("desk@example.org", "cy@example.com"), body, lambda: False))
+                replies.append(await connection.deliver(Envelope("desk@example.org", "dee@example.com"), body, lambda: True))
+            finally:
+                await connection.close()
+            return offered, replies, handler.connections
+
+    offered, replies, connections = asyncio.run(scenario())
+    assert offered is pipelining
+    assert [(r.code, r.phase, r.body_sent) if r else None for r in replies] == [
+        (250, "body", True), (550, "rcpt", False), (451, "mail", False), None, (250, "body", True)]
+    assert [m.recipients for m in handler.received] == [("ana@example.com",), ("dee@example.com",)]
+    assert all(m.data == body for m in handler.received), "dot-stuffing was not undone by the server"
+    assert handler.rcpt_seen == ["ana@example.com", "nobody@example.com", "cy@example.com", "dee@example.com"]
+    assert connections == 2, "refusals should keep the connection; only the abandoned body drops it"
+
+
+def test_an_envelope_address_with_a_line_break_never_reaches_the_wire():
+    async def scenario():
+        async with CaptureServer(FaultHandler()) as server:
+            connection = SmtpConnection(SmtpSettings("127.0.0.1", server.port, "none", timeout=10.0, data_timeout=10.0))
+            try:
+                with pytest.raises(ValueError, match="line break"):
+                    await connection.deliver(Envelope("desk@example.org", "a@example.com\r\nRCPT TO:<b@example.com>"),
+                                             b"x\r\n", lambda: True)
+            finally:
+                await connection.close()
+
+    asyncio.run(scenario())

@@ -250,8 +250,7 @@ async def _send_all(port: int, messages: list[tuple[str, bytes]]) -> tuple[list[
         for recipient, data in messages:
             reply = await connection.deliver(Envelope(RETURN_PATH, recipient), data, before_body=lambda: True)
             codes.append(reply.code if reply is not None else -1)
-        assert connection.client is not None
-        offered_8bitmime = connection.client.supports_extension("8bitmime")
+        offered_8bitmime = "8bitmime" in connection.extensions
     finally:
         await connection.close()
     return codes, offered_8bitmime

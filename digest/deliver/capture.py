@@ -32,6 +32,14 @@ class CaptureHandler:
     received: list[Received] = field(default_factory=list)
     auth_attempts: list[str] = field(default_factory=list)
     connections: int = 0
+    pipelining: bool = True  # offer PIPELINING (RFC 2920), as Postfix does; aiosmtpd reads pipelined commands in order
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        if not self.pipelining:
+            return responses
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
         reply = await self.rcpt(session, address)

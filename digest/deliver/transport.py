@@ -18,6 +18,7 @@ import aiosmtplib
 from ..errors import DigestError
 from ..models import SmtpSettings
 from ..outcomes import Phase, SmtpReply
+from .wire import Replies, Reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,18 +124,27 @@ def check_smtp_settings(smtp: SmtpSettings) -> None:
 
 
 class SmtpConnection:
-    """One connection to the relay, used for one message at a time, reopened when it drops."""
+    """One connection to the relay, used for one message at a time, reopened when it drops.
+
+    aiosmtplib sets the session up (connect, EHLO, STARTTLS, AUTH); then ``wire.Replies`` takes the
+    connection over, so that MAIL, RCPT and DATA go in one write when the relay offers PIPELINING.
+    """
 
     def __init__(self, settings: SmtpSettings, tls_context: ssl.SSLContext | None = None) -> None:
         self.settings = settings
         self.relay = settings.relay_name  # what the ledger records as the relay that had the copy
         self.tls_context = tls_context
-        self.client: aiosmtplib.SMTP | None = None
+        self.wire: Replies | None = None
+        self.extensions: frozenset[str] = frozenset()  # what the relay's last EHLO offered, lower case
         self.messages = 0
 
     @property
     def connected(self) -> bool:
-        return self.client is not None and self.client.is_connected
+        return self.wire is not None and self.wire.open
+
+    @property
+    def pipelining(self) -> bool:
+        return "pipelining" in self.extensions
 
     async def open(self) -> None:
         """Connect, secure and authenticate.
@@ -176,34 +186,41 @@ class SmtpConnection:
                 except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
                     raise SmtpSetupError(f"logging in to {where} failed; check the credentials and the relay's "
                                          f"AUTH settings ({type(exc).__name__}: {exc})") from None
+            transport = client.transport
+            if transport is None or not client.is_connected:
+                raise RelayUnreachable(where, "closed the connection before the session began", "lost after EHLO")
         except BaseException:
             client.close()
             raise
-        self.client = client
+        self.extensions = frozenset(client.esmtp_extensions)
+        self.wire = Replies.take_over(transport)  # type: ignore[arg-type]
         self.messages = 0
 
     async def close(self) -> None:
-        if self.client is not None:
-            try:
-                if self.client.is_connected:
-                    await self.client.quit(timeout=min(5.0, self.settings.timeout))
-            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
-                pass
-            finally:
-                self.client.close()
-                self.client = None
+        """QUIT (waiting at most 5 s for the reply) and close."""
+        wire, self.wire = self.wire, None
+        if wire is None:
+            return
+        try:
+            if wire.open:
+                wire.write(b"QUIT\r\n")
+                await wire.reply(min(5.0, self.settings.timeout))
+        except (OSError, asyncio.TimeoutError):
+            pass
+        finally:
+            wire.close()
 
     def drop(self) -> None:
         """Forget a connection that failed, without talking to the server again."""
-        if self.client is not None:
-            self.client.close()
-            self.client = None
+        wire, self.wire = self.wire, None
+        if wire is not None:
+            wire.close()
 
     async def deliver(self, envelope: Envelope, data: bytes, before_body: Callable[[], bool]) -> SmtpReply | None:
         """MAIL, RCPT, DATA, then ``before_body()`` (record 'sending'), then the body.
 
         Never raises for SMTP replies. When ``before_body()`` returns False the transaction is
-        abandoned (RSET) before the body, and None is returned: nothing was sent.
+        abandoned (the connection dropped) before the body, and None is returned: nothing was sent.
 
         A reused connection that the server closed while idle fails at MAIL, before anything of
         this message went; that case reconnects and tries once more before reporting.
@@ -217,53 +234,73 @@ class SmtpConnection:
     async def _deliver_once(self, envelope: Envelope, data: bytes, before_body: Callable[[], bool]) -> SmtpReply | None:
         if not self.connected:
             await self.open()
-        client = self.client
-        assert client is not None
+        wire = self.wire
+        assert wire is not None
+        timeout = self.settings.timeout
+        if any(c in address for address in (envelope.sender, envelope.recipient) for c in "\r\n\0"):
+            raise ValueError("an envelope address holds a line break or NUL")  # never reaches the wire
+        commands = (b"MAIL FROM:<" + envelope.sender.encode("ascii") + b">\r\n",
+                    b"RCPT TO:<" + envelope.recipient.encode("ascii") + b">\r\n",
+                    b"DATA\r\n")
         phase: Phase = "mail"
         try:
-            reply = await client.execute_command(b"MAIL", b"FROM:<" + envelope.sender.encode("ascii") + b">")
-            if reply.code != 250:
-                return await self._refused(reply, phase)
-            phase = "rcpt"
-            reply = await client.execute_command(b"RCPT", b"TO:<" + envelope.recipient.encode("ascii") + b">")
-            if reply.code not in (250, 251):
-                return await self._refused(reply, phase)
-            phase = "data"
-            reply = await client.execute_command(b"DATA")
-            if reply.code != 354:
-                return await self._refused(reply, phase)
+            if self.pipelining:  # RFC 2920: the three at once, then their three replies in order
+                wire.write(b"".join(commands))
+            for phase, command, wanted in (("mail", commands[0], (250,)), ("rcpt", commands[1], (250, 251)),
+                                           ("data", commands[2], (354,))):
+                if not self.pipelining:
+                    wire.write(command)
+                reply = await wire.reply(timeout)
+                if reply.code not in wanted:
+                    if self.pipelining:
+                        await self._skip_replies(2 - ("mail", "rcpt", "data").index(phase))
+                    return await self._refused(reply, phase)
             if not before_body():
                 self.drop()  # after a 354 only the body or a dropped connection ends the transaction
                 return None
-            # Our bytes are CRLF-only (message.py checks it), so only dot-stuffing is needed here;
-            # aiosmtplib's data() would run two regexes over every 40 KB copy to find that out.
-            protocol = client.protocol
-            assert protocol is not None
-            protocol.write(dot_stuff(data) + b".\r\n")
+            # Our bytes are CRLF-only (message.py checks it), so only dot-stuffing is needed here.
+            wire.write(dot_stuff(data) + b".\r\n")
             phase = "body"
-            # read_response marks a reply as expected before it first yields, so nothing that
-            # arrives after the write above can be missed.
-            reply = await protocol.read_response(timeout=self.settings.data_timeout)
+            reply = await wire.reply(self.settings.data_timeout)
             if reply.code != 250:
                 return await self._refused(reply, phase)
             self.messages += 1
-            return SmtpReply(reply.code, reply.message, "body", body_sent=True)
-        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError, asyncio.TimeoutError) as exc:
+            return SmtpReply(reply.code, reply.text, "body", body_sent=True)
+        except (OSError, asyncio.TimeoutError) as exc:
             self.drop()
-            return SmtpReply(0, f"{type(exc).__name__}: {exc}", phase, body_sent=phase == "body")
+            reason = "no reply within the timeout" if isinstance(exc, asyncio.TimeoutError) else str(exc)
+            return SmtpReply(0, f"{type(exc).__name__}: {reason}", phase, body_sent=phase == "body")
 
-    async def _refused(self, reply: aiosmtplib.SMTPResponse, phase: Phase) -> SmtpReply:
+    async def _skip_replies(self, count: int) -> None:
+        """Read the replies to the pipelined commands after a refused one (a 503 each, usually).
+
+        A server that answers DATA with 354 after refusing the recipient wants a body: the
+        connection is dropped instead. One that hangs up meanwhile leaves nothing to read.
+        """
+        wire = self.wire
+        try:
+            for _ in range(count):
+                if wire is None or (await wire.reply(self.settings.timeout)).code == 354:
+                    self.drop()
+                    return
+        except (OSError, asyncio.TimeoutError):
+            self.drop()
+
+    async def _refused(self, reply: Reply, phase: Phase) -> SmtpReply:
         """A reply other than success: keep the connection usable (RSET) or drop it (421)."""
         if reply.code == 421 or not self.connected:
             self.drop()
         elif phase != "body":
             await self._reset()
-        return SmtpReply(reply.code, reply.message, phase, body_sent=phase == "body")
+        return SmtpReply(reply.code, reply.text, phase, body_sent=phase == "body")
 
     async def _reset(self) -> None:
-        """RSET after a refused recipient so the next message starts clean; drop if that fails."""
+        """RSET after a refused command so the next message starts clean; drop if that fails."""
+        wire = self.wire
         try:
-            if self.client is not None and self.client.is_connected:
-                await self.client.rset()
-        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+            if wire is not None and wire.open:
+                wire.write(b"RSET\r\n")
+                if (await wire.reply(self.settings.timeout)).code != 250:
+                    self.drop()
+        except (OSError, asyncio.TimeoutError):
             self.drop()
