@@ -471,8 +471,8 @@ def step_costs(workdir: Path, edition_slug: str, message: bytes, count: int = 20
     due = ledger.due(record.id, time.time() + 60, include_uncertain=True, limit=count)
 
     def ledger_copy(delivery) -> None:
-        ledger.is_suppressed(delivery.email, edition_slug)
-        ledger.mark_sending(delivery.id, "<bench@example.org>")
+        ledger.is_suppressed(delivery.email.casefold(), edition_slug)
+        ledger.mark_sending(delivery.id, "<bench@example.org>", delivery.email.casefold(), edition_slug)
         ledger.mark(delivery.id, "sent", 250, "2.0.0 Ok: queued")
 
     costs = [

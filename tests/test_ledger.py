@@ -243,3 +243,22 @@ def test_a_database_from_before_relays_has_no_relay_counts_read_only_and_gains_t
         first = upgraded.deliveries(1)[0]
         upgraded.mark(first.id, "sent", 250, "OK", relay="mx-a")
         assert upgraded.relay_counts(1) == {"mx-a": {"sent": 1}}
+
+
+def test_a_claim_takes_out_the_readers_who_left_after_the_audience_was_frozen(state_db):
+    audience = [(f"{n}@example.com", n, f"{n}@example.com") for n in ("a", "b", "c", "d")]
+    with closing(Ledger(state_db)) as ledger:
+        record, _ = ledger.create_issue("am", DATE, dt.datetime(2026, 12, 1, 11, tzinfo=dt.timezone.utc), [],
+                                        audience=audience)
+        ledger.suppress("b@example.com", "am", "unsubscribed")
+        ledger.suppress("c@example.com", "*", "bounced")
+        ledger.suppress("d@example.com", "pm", "unsubscribed")  # another edition: d still gets 'am'
+        claimed = ledger.claim(record.id, "sender-1", 1000.0, 60, include_uncertain=False, edition="am")
+        assert [d.email for d in claimed.due] == ["a@example.com", "d@example.com"]
+        assert [d.email for d in claimed.suppressed] == ["b@example.com", "c@example.com"]
+        rows = {d.email: d for d in ledger.deliveries(record.id)}
+        assert {e: d.state for e, d in rows.items()} == {"a@example.com": "pending", "b@example.com": "suppressed",
+                                                        "c@example.com": "suppressed", "d@example.com": "pending"}
+        assert rows["b@example.com"].attempts == 0 and ledger.claim_owners(record.id) == ["sender-1"]
+        again = ledger.claim(record.id, "sender-2", 1000.0, 60, include_uncertain=False, edition="am")
+        assert again.due == [] and again.suppressed == [], "the suppressed copies were handed out again"

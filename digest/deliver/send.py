@@ -29,7 +29,7 @@ from ..compose.pipeline import ComposedIssue
 from ..models import DeliverySettings
 from ..outcomes import SmtpReply, Verdict, classify_reply
 from ..readers.addresses import address_key
-from ..state.ledger import HELD, Delivery, IssueRecord, Ledger
+from ..state.ledger import HELD, Delivery, IssueRecord, Ledger, Outcome
 from .copies import Copy, copies
 from .relays import AllResting, Lease, RelayPool
 from .transport import RelayUnreachable, SmtpConnection, SmtpSetupError
@@ -38,6 +38,7 @@ STOP_GRACE = 10.0  # seconds in-flight copies get to finish after SIGINT/SIGTERM
 Progress = Callable[[dict[str, int], int], None]  # (outcomes this run, copies due at the start)
 NOTICE_EVERY = 600.0  # seconds before an unchanged notice is repeated
 OTHERS_POLL = 1.0  # seconds between looks at copies other senders hold, when nothing else is due
+FLUSH_EVERY = 0.25  # seconds an outcome waits at most for the next copy's commit to carry it
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +165,10 @@ class Dispatcher:
         self.owner = sender_name(owner)
         self.reopen = reopen
         self.wait_for_others = wait_for_others
+        # Outcomes of finished copies not yet written: the next copy's 'sending' commit carries
+        # them (one commit per copy). Until then the copy shows 'sending', so a crash leaves at
+        # most one copy per connection in doubt, as before.
+        self._outcomes: list[Outcome] = []
 
     async def run(self) -> SendReport:
         try:
@@ -245,6 +250,7 @@ class Dispatcher:
         workers = [asyncio.create_task(self._worker()) for _ in range(self.relays.size)]
         grace = asyncio.create_task(self._cancel_after_grace(workers))
         renewal = asyncio.create_task(self._keep_lease())
+        flusher = asyncio.create_task(self._keep_flushing())
         try:
             # If this pass itself is cancelled (a scheduler shutting down), gather cancels the workers.
             results = await asyncio.gather(*workers, return_exceptions=True)
@@ -254,6 +260,8 @@ class Dispatcher:
         finally:
             grace.cancel()
             renewal.cancel()
+            flusher.cancel()
+            self._flush()  # before abandon: a finished copy must not be taken for an abandoned one
             # Every worker task has ended: a copy of ours still 'sending' was abandoned mid-delivery.
             self.ledger.abandon(self.owner)
             self.ledger.release_claims(self.owner)  # what this pass claimed and did not start, others may take now
@@ -266,16 +274,18 @@ class Dispatcher:
         """The next copy to attempt, or None when the pass is over. No await: workers cannot race."""
         if self._halted():
             return None
-        if not self._buffer:
-            batch = self.ledger.claim(self.record.id, self.owner, self.clock(), self.delivery.lease_seconds,
-                                      include_uncertain=self.delivery.uncertain == "resend", limit=self.delivery.batch,
-                                      dead=self._dead_senders(), after_id=self._after)
-            if not batch:
+        while not self._buffer:
+            claimed = self.ledger.claim(self.record.id, self.owner, self.clock(), self.delivery.lease_seconds,
+                                        include_uncertain=self.delivery.uncertain == "resend", limit=self.delivery.batch,
+                                        dead=self._dead_senders(), after_id=self._after, edition=self.edition)
+            if not claimed.due and not claimed.suppressed:
                 self._drained.set()
                 return None
-            self._after = batch[-1].id
+            self._after = claimed.last_id
             self._claimed = True
-            self._buffer.extend(batch)
+            for _ in claimed.suppressed:  # left before their copy went: never named to the relay
+                self._count("suppressed")
+            self._buffer.extend(claimed.due)
         return self._buffer.popleft()
 
     def _halted(self) -> bool:
@@ -295,6 +305,17 @@ class Dispatcher:
             await asyncio.sleep(every)
             self.ledger.renew_claims(self.owner, self.clock() + self.delivery.lease_seconds)
 
+    async def _keep_flushing(self) -> None:
+        """Write waiting outcomes when no copy's commit has carried them for FLUSH_EVERY seconds
+        (the last copies of a pass, a slow relay), so the ledger's counts stay current."""
+        while True:
+            await asyncio.sleep(FLUSH_EVERY)
+            self._flush()
+
+    def _flush(self) -> None:
+        outcomes, self._outcomes = self._outcomes, []
+        self.ledger.record_outcomes(outcomes)
+
     async def _cancel_after_grace(self, workers: list[asyncio.Task]) -> None:
         """After a stop signal, in-flight copies get STOP_GRACE seconds; then they are abandoned.
 
@@ -306,11 +327,8 @@ class Dispatcher:
             worker.cancel()
 
     def _due(self) -> Iterator[Delivery]:
-        """The copies a worker takes from the pass, less those whose reader has left (recorded here)."""
+        """The copies a worker takes from the pass (readers who had left are taken out at the claim)."""
         while (delivery := self._next()) is not None:
-            if self.ledger.is_suppressed(address_key(delivery.email), self.edition):
-                self._record(delivery, "suppressed", None, "left before this copy went")  # never named to the relay
-                continue
             yield delivery
 
     def _recipient(self, delivery: Delivery) -> Recipient:
@@ -345,7 +363,13 @@ class Dispatcher:
                 # Suppressions and the claim are checked in the same statement that records
                 # 'sending', right before the body goes: a reader who left during the send gets
                 # nothing, and nor does a copy another sender took over.
-                started.append(self.ledger.mark_sending(delivery.id, message_id, key, self.edition, self.owner))
+                outcomes, self._outcomes = self._outcomes, []
+                try:
+                    started.append(self.ledger.mark_sending(delivery.id, message_id, key, self.edition, self.owner,
+                                                            outcomes=outcomes))
+                except BaseException:
+                    self._outcomes[:0] = outcomes  # not written: they wait for the next commit
+                    raise
                 return started[-1] == "sending"
 
             try:
@@ -506,8 +530,7 @@ class Dispatcher:
     def _record(self, delivery: Delivery, state: str, code: int | None, text: str, *,
                 next_at: float | None = None, count: bool = False, failure: str | None = None,
                 relay: str | None = None) -> None:
-        self.ledger.mark(delivery.id, state, code, text, next_at=next_at, count_attempt=count, failure=failure,
-                         relay=relay)
+        self._outcomes.append(Outcome(delivery.id, state, code, text, next_at, count, failure, relay))
         self._count(state)
 
     def _count(self, state: str) -> None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +101,38 @@ class BounceChange:
     failed: bool = False                # the copy is marked failed
 
 
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """What one claim took: the copies to send, those of readers who had left (marked 'suppressed'),
+    and the last audience position it reached (where the next claim of the pass starts)."""
+
+    due: list[Delivery]
+    suppressed: list[Delivery]
+    last_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one copy, to be recorded (``Ledger.mark``'s arguments)."""
+
+    delivery_id: int
+    state: str
+    code: int | None
+    text: str | None
+    next_at: float | None = None
+    count_attempt: bool = False
+    failure: str | None = None
+    relay: str | None = None
+
 _BATCH = 500  # values per IN (...) list: SQLite allows 32,766 parameters, other backends fewer
+_OUTCOME_COLUMNS = "id, state, code, text, next_at, inc, stamp, failure, relay"
+_PG_OUTCOME_ROW = ("(?::bigint, ?::text, ?::integer, ?::text, ?::double precision, ?::integer, ?::text, ?::text, "
+                   "?::text)")  # PostgreSQL types a VALUES list's columns from its first row: say them
+_OUTCOMES_UPDATE = ("UPDATE deliveries SET state = v.state, last_code = v.code, last_text = v.text, next_at = v.next_at, "
+                    "attempts = deliveries.attempts + v.inc, updated_at = v.stamp, failure = v.failure, "
+                    "relay = coalesce(v.relay, deliveries.relay), claimed_by = NULL, claim_until = NULL "
+                    "FROM v WHERE deliveries.id = v.id")
 
 
 def _now() -> str:
@@ -338,10 +369,16 @@ class Ledger:
             (_now(), owner)).rowcount
 
     def claim(self, issue_id: int, owner: str, now: float, lease: float, *, include_uncertain: bool,
-              limit: int = 200, dead: Iterable[str] = (), after_id: int = 0) -> list[Delivery]:
+              limit: int = 200, dead: Iterable[str] = (), after_id: int = 0,
+              edition: str | None = None) -> Claimed:
         """Take up to ``limit`` copies due now that no live sender holds, for ``lease`` seconds, in
         audience order from ``after_id`` on (a pass tries each copy once). Copies whose sender died
         mid-delivery become ``uncertain`` first.
+
+        With ``edition``, the claimed copies of readers who left that edition (or every edition)
+        since the audience was frozen are marked 'suppressed' in the same transaction, and
+        counted apart: they are never named to a relay. (``mark_sending`` looks once more, for a
+        reader who leaves while the batch is being sent.)
 
         Only an open issue's copies are handed out: a paused or finished one gives none.
         """
@@ -358,7 +395,18 @@ class Ledger:
                         f"{' FOR UPDATE SKIP LOCKED' if self.db.postgres else ''}) "
                         "RETURNING id, email, name, state, attempts, message_id, first_name",
                         (owner, now + lease, issue_id, after_id, *states, now, now, issue_id, limit)).fetchall()
-                return sorted((Delivery(*row[:6], first_name=row[6]) for row in rows), key=lambda d: d.id)
+                due = sorted((Delivery(*row[:6], first_name=row[6]) for row in rows), key=lambda d: d.id)
+                left: set[int] = set()
+                if due and edition is not None:
+                    left = {row[0] for row in self.db.execute(
+                        "UPDATE deliveries SET state = 'suppressed', last_code = NULL, last_text = 'left before this "
+                        "copy went', next_at = NULL, updated_at = ?, failure = NULL, claimed_by = NULL, claim_until = NULL "
+                        f"WHERE claimed_by = ? AND id >= ? AND id <= ? AND state IN ({','.join('?' * len(states))}) "
+                        "AND EXISTS (SELECT 1 FROM suppressions WHERE suppressions.key = deliveries.key "
+                        "AND suppressions.edition IN (?, '*')) RETURNING id",
+                        (_now(), owner, due[0].id, due[-1].id, *states, edition)).fetchall()}
+                return Claimed([d for d in due if d.id not in left], [d for d in due if d.id in left],
+                               due[-1].id if due else after_id)
             except StateConnectionLost:
                 if attempt == 2:
                     raise
@@ -437,22 +485,35 @@ class Ledger:
                               "AND (next_at IS NULL OR next_at < ?)", (issue_id, HELD)).fetchone()
         return row[0]
 
-    def mark_sending(self, delivery_id: int, message_id: str, key: str, edition: str, owner: str | None = None) -> str:
+    def mark_sending(self, delivery_id: int, message_id: str, key: str, edition: str, owner: str | None = None,
+                     *, outcomes: Sequence[Outcome] = ()) -> str:
         """Committed before the DATA body goes: a crash from here on leaves the copy in doubt.
 
         In the same statement the reader's suppressions are checked once more, and (``owner``) that
         the copy is still this sender's: one whose lease lapsed while it stalled may have been
         taken over. Returns 'sending'; 'suppressed' (and the copy marked so) when the reader left
         after the copy was queued; 'taken' when another sender holds it now (nothing changed).
+
+        ``outcomes`` (of copies this sender finished since its last commit) are written in the
+        same transaction: one commit per copy, not two.
         """
         stamp = _now()
         still_ours = ("AND claimed_by = ? ", (owner,)) if owner is not None else ("", ())
-        cursor = self.db.execute(
-            "UPDATE deliveries SET state = 'sending', message_id = ?, attempts = attempts + 1, updated_at = ?, "
-            f"sent_by = ? WHERE id = ? {still_ours[0]}"
-            "AND NOT EXISTS (SELECT 1 FROM suppressions WHERE key = ? AND edition IN (?, '*'))",
-            (message_id, stamp, owner, delivery_id, *still_ours[1], key, edition))
-        if cursor.rowcount:
+        sending = ("UPDATE deliveries SET state = 'sending', message_id = ?, attempts = attempts + 1, "
+                   f"updated_at = ?, sent_by = ? WHERE id = ? {still_ours[0]}"
+                   "AND NOT EXISTS (SELECT 1 FROM suppressions WHERE key = ? AND edition IN (?, '*')) RETURNING id",
+                   (message_id, stamp, owner, delivery_id, *still_ours[1], key, edition))
+        if not outcomes:
+            rows = self.db.execute(*sending).fetchall()  # all: a SQLite statement left unfinished keeps its lock
+        elif self.db.postgres:  # one statement, one round trip: the outcomes ride along as a CTE
+            values, params = self._outcome_values(outcomes, stamp)
+            rows = self.db.execute(f"{values}, done AS ({_OUTCOMES_UPDATE} RETURNING 1) {sending[0]}",
+                                   (*params, *sending[1])).fetchall()
+        else:
+            with self.db.transaction(serialised=False):
+                self._write_outcomes(outcomes, stamp)
+                rows = self.db.execute(*sending).fetchall()
+        if rows:
             return "sending"
         if owner is not None and not self.is_suppressed(key, edition):
             return "taken"
@@ -465,16 +526,28 @@ class Ledger:
              relay: str | None = None) -> None:
         """Record an outcome (committed at once); ``failure`` says why a failed copy failed, ``relay``
         which relay gave it (None keeps the one recorded, e.g. for a bounce that arrives later)."""
-        if state not in STATES:
-            raise ValueError(state)
-        if state == "failed" and failure is None:
-            failure = failure_of_record(code, text)
-        self.db.execute(
-            "UPDATE deliveries SET state = ?, last_code = ?, last_text = ?, next_at = ?, "
-            "attempts = attempts + ?, updated_at = ?, failure = ?, relay = coalesce(?, relay), "
-            "claimed_by = NULL, claim_until = NULL WHERE id = ?",
-            (state, code, text, next_at, 1 if count_attempt else 0, _now(), failure if state == "failed" else None,
-             relay, delivery_id))
+        self.record_outcomes([Outcome(delivery_id, state, code, text, next_at, count_attempt, failure, relay)])
+
+    def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+        """Record several outcomes at once (a sender's finished copies since its last commit)."""
+        self._write_outcomes(outcomes, _now())
+
+    def _write_outcomes(self, outcomes: Sequence[Outcome], stamp: str) -> None:
+        for start in range(0, len(outcomes), _BATCH):
+            values, params = self._outcome_values(outcomes[start:start + _BATCH], stamp)
+            self.db.execute(f"{values} {_OUTCOMES_UPDATE}", params)
+
+    def _outcome_values(self, outcomes: Sequence[Outcome], stamp: str) -> tuple[str, list[object]]:
+        """``WITH v(...) AS (VALUES ...)`` for ``_OUTCOMES_UPDATE``, and its parameters."""
+        params: list[object] = []
+        for o in outcomes:
+            if o.state not in STATES:
+                raise ValueError(o.state)
+            failure = (o.failure or failure_of_record(o.code, o.text)) if o.state == "failed" else None
+            params += (o.delivery_id, o.state, o.code, o.text, o.next_at, 1 if o.count_attempt else 0, stamp, failure,
+                       o.relay)
+        row = _PG_OUTCOME_ROW if self.db.postgres else "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        return f"WITH v({_OUTCOME_COLUMNS}) AS (VALUES {', '.join([row] * len(outcomes))})", params
 
     def expire_deferred(self, issue_id: int, reason: str, failure: str = "deadline") -> int:
         """Give up on every deferred copy (deadline or attempts exhausted); they become failed."""
