@@ -1,5 +1,8 @@
 """The command line: thin, the only click import. Every DigestError becomes an exit code here.
 
+The daemons and the demo (APScheduler, Starlette, aiosmtpd) are imported by their own commands
+only, so that every other command starts without them.
+
 Exit codes: 0 success, 1 operational failure, 2 bad input or configuration.
 """
 
@@ -26,8 +29,6 @@ from .compose.preflight import Finding, check_plan, check_rendered
 from .compose.render import Renderer
 from .compose.templates import builtin_names, copy_builtins, template_list
 from .config import DEMO_SECRET, load_settings, parse_signing_keys
-from .deliver.demo import COLUMNS as DEMO_COLUMNS
-from .deliver.demo import run_demo
 from .deliver.dryrun import DryRun, dry_run
 from .deliver.runner import EmptyIssue, send_issue, send_test_copies
 from .deliver.send import Notice, SendReport
@@ -43,12 +44,10 @@ from .readers.bounces import Summary as BounceSummary
 from .readers.bounces import process as process_bounces
 from .readers.subscribers import SubscriberLoad, load_subscribers
 from .readers.writeback import export as export_subscribers
-from .schedule import Scheduler, scheduler_health, send_listing
 from .sources.gathering import BrokenStories, broken_story_rule, gather_stories
 from .sources.notes import note_path
 from .sources.stories import StoryLoad
 from .state.ledger import STATES, Ledger, shown, state_exists, state_path
-from .web import serve as serve_web
 
 _WEEKDAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
@@ -592,6 +591,9 @@ class _DemoDateOption(click.Option):
 @click.pass_context
 def demo(ctx: click.Context, date: dt.date | None) -> None:
     """Send every edition of the sample day through a local capture SMTP server (no setup needed)."""
+    from .deliver.demo import COLUMNS as DEMO_COLUMNS
+    from .deliver.demo import run_demo
+
     settings = _settings(ctx)
     if not settings.signing_keys:
         settings = dataclasses.replace(settings, signing_keys=parse_signing_keys(DEMO_SECRET))
@@ -616,6 +618,8 @@ def schedule(ctx: click.Context, show_list: bool, count: int, health: bool) -> N
     if not show_list and ctx.get_parameter_source("count") is not click.core.ParameterSource.DEFAULT:
         # Without --list the command starts the daemon, which sends: a stray --count must not do that.
         raise click.UsageError("--count goes with --list; `digest schedule` alone starts the scheduler")
+    from .schedule import Scheduler, scheduler_health
+
     settings = _settings(ctx)
     if health:
         alive, detail = scheduler_health(settings)
@@ -686,6 +690,8 @@ def _check_relays(settings: Settings) -> Settings:
 
 
 def _schedule_list(settings: Settings, count: int) -> None:
+    from .schedule import scheduler_health, send_listing
+
     now = dt.datetime.now(dt.timezone.utc)
     ledger = Ledger.read_only(settings.state_db)
     try:
@@ -711,6 +717,8 @@ def _schedule_list(settings: Settings, count: int) -> None:
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int) -> None:
     """Serve one-click unsubscribe and the issue archive ([web] base_url points here)."""
+    from .web import serve as serve_web
+
     settings = _require_keys(_settings(ctx))
     if any(key.secret == DEMO_SECRET.encode() for key in settings.signing_keys):
         raise ConfigError("refusing to serve with the demo signing key", field="DIGEST_SECRET_KEY")

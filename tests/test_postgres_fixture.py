@@ -31,6 +31,9 @@ def user_tables(url: str) -> list[str]:
 
 def port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # SO_REUSEADDR: connections the server closed linger in TIME_WAIT on its port and would
+        # make a busy machine's probe fail; a listener still holds the port against it.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:

@@ -40,13 +40,18 @@ def outside_state() -> list[Path]:
 
 
 def driver_imports(tree: ast.AST) -> list[tuple[int, str]]:
-    """(line, module) of every import that names a database driver (``apscheduler.jobstores.sqlalchemy`` too)."""
+    """(line, module) of every import that names a database driver (``apscheduler.jobstores.sqlalchemy`` too,
+    and ``LazyModule("psycopg")``)."""
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif (isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) in
+              ("LazyModule", "import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[0].value, str)):
+            names = [node.args[0].value]  # a module loaded on first use (digest/lazy.py) is imported all the same
         else:
             continue
         found += [(node.lineno, name) for name in names if DRIVERS & set(name.split("."))]

@@ -8,6 +8,7 @@ phone and dark-mode layouts. cssutils' own logging is silenced: its complaints a
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 
@@ -17,6 +18,7 @@ _LINKED_CSS = re.compile(r"<link\b[^>]*\bstylesheet\b", re.I)
 _STYLE_BLOCK = re.compile(r"<style\b[^>]*>(.*?)</style>", re.I | re.S)
 
 
+@functools.lru_cache(maxsize=16)  # a pure function: the same document inlines the same (a scheduler's preview and send)
 def inline_css(html: str) -> str:
     """Move the document's ``<style>`` rules onto its elements; keep ``@media`` rules in a block.
 

@@ -14,7 +14,7 @@ import logging
 from ..errors import StoryError
 from ..events import event
 from ..models import Edition, Settings
-from .feeds import FeedReport, gather
+from .feeds import FeedReport
 from .stories import StoryLoad, load_folder
 
 
@@ -23,6 +23,8 @@ def gather_stories(settings: Settings) -> StoryLoad:
     markdown = load_folder(settings.paths.stories)
     if not settings.sources:
         return markdown
+    from .feeds.gather import gather  # httpx and feedparser load only for a newsroom that has feeds
+
     report: FeedReport = gather(settings.sources, settings.paths.state / "feeds")
     seen = {story.id for story in markdown.stories}
     extra = tuple(story for story in report.stories if story.id not in seen)

@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any, Union
 from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
-
 from ..errors import ConfigError, StateError
+from ..lazy import LazyModule
+
+
+psycopg: Any = LazyModule("psycopg")  # the only psycopg import; a SQLite state never loads it
 
 RECONNECT_FOR = 120.0  # seconds a statement waits for PostgreSQL to come back before giving up
 

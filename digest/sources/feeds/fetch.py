@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import httpx
-
 from ...files import write_atomically
+from ...lazy import LazyModule
 from .values import FeedFailed, FeedSource, FetchResult
+
+httpx: Any = LazyModule("httpx")  # the only httpx import, loaded by the first fetch over HTTP
 
 USER_AGENT = "digest/0.1 (newsletter feed reader)"
 ACCEPT = ("application/feed+json, application/atom+xml, application/rss+xml, application/rdf+xml, "

@@ -6,12 +6,12 @@ import functools
 import io
 from typing import Any
 
-import feedparser
-import feedparser.namespaces.mediarss as _mediarss
-
+from ...lazy import LazyModule
 from ...models import Image
 from .entry import Entry, absolute, one_line
 from .values import FeedFailed
+
+feedparser: Any = LazyModule("feedparser")  # loaded by the first feed read
 
 
 # -- feedparser: keep media:description / media:title apart -------------------------------------
@@ -40,7 +40,9 @@ def _end_media_title(self: Any) -> None:
 @functools.cache  # applied once, before the first feed is parsed
 def keep_media_text_apart() -> None:
     """Make feedparser keep media:description and media:title under their own keys."""
-    namespace: Any = _mediarss.Namespace
+    from feedparser.namespaces.mediarss import Namespace
+
+    namespace: Any = Namespace
     namespace._start_media_description = _start_media_description
     namespace._end_media_description = _end_media_description
     namespace._start_media_title = _start_media_title
