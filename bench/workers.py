@@ -29,6 +29,10 @@ Columns of the table:
   send s       seconds from the sink's first to its last message of the run
   msg/s        copies / seconds (whole process)
   vs src       msg/s as a share of smtp-source's msg/s for the same copies and message
+  send/s       the rate while sending: copies after the first / seconds from the first to the last
+               (start-up, compose, the audience freeze and the helpers' start are outside it: the
+               in-process figure, as a long-running worker sees it)
+  vs src       send/s as a share of smtp-source's msg/s
   vs W=1       msg/s against the W=1 row of the same backend, readers, DKIM and round
   digest CPU   user + system seconds of the send and all its helpers (the send's rusage from
                wait4, which includes every child it waited for: its helpers; checked below)
@@ -464,6 +468,11 @@ class Row:
         return self.readers / self.ran.seconds
 
     @property
+    def send_rate(self) -> float | None:
+        """Copies per second between the sink's first and last message of the run."""
+        return (self.readers - 1) / self.sending if self.sending and self.sending == self.sending else None
+
+    @property
     def cpu_per_copy(self) -> float:
         return self.ran.cpu / self.readers
 
@@ -601,7 +610,7 @@ def fmt(value: float | None, spec: str) -> str:
 
 def print_table(rows: list[Row], sources: list[SourceRun]) -> None:
     head = (f"{'backend':<11}{'readers':>8}{'W':>3}{'DKIM':>5}{'rnd':>4}{'seconds':>9}{'to 1st':>8}{'send s':>8}"
-            f"{'msg/s':>7}{'vs src':>7}{'vs W=1':>7}{'digest CPU':>11}{'sink CPU':>9}{'db CPU':>7}{'other':>6}{'steal':>6}{'ms/copy':>8}{'peak MB':>8}")
+            f"{'msg/s':>7}{'vs src':>7}{'send/s':>7}{'vs src':>7}{'vs W=1':>7}{'digest CPU':>11}{'sink CPU':>9}{'db CPU':>7}{'other':>6}{'steal':>6}{'ms/copy':>8}{'peak MB':>8}")
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -610,7 +619,8 @@ def print_table(rows: list[Row], sources: list[SourceRun]) -> None:
                      (r.backend, r.readers, r.dkim, r.round, 1)), None)
         print(f"{r.backend:<11}{r.readers:>8,}{r.workers:>3}{'on' if r.dkim else 'off':>5}{r.round:>4}"
               f"{r.ran.seconds:>9.2f}{fmt(r.to_first, '.2f'):>8}{fmt(r.sending, '.2f'):>8}{r.rate:>7,.0f}"
-              f"{fmt(r.rate / source if source else None, '.0%'):>7}{fmt(r.rate / base.rate if base else None, '.2f') + 'x':>7}"
+              f"{fmt(r.rate / source if source else None, '.0%'):>7}{fmt(r.send_rate, ',.0f'):>7}"
+              f"{fmt(r.send_rate / source if source and r.send_rate else None, '.0%'):>7}{fmt(r.rate / base.rate if base else None, '.2f') + 'x':>7}"
               f"{r.ran.cpu:>11.2f}{r.sink_cpu:>9.2f}{fmt(r.db_cpu, '.2f'):>7}{r.other_cpu:>6.1f}{r.steal:>6.1f}{r.cpu_per_copy * 1000:>8.3f}"
               f"{r.ran.maxrss_mb:>8.0f}")
     print()

@@ -338,7 +338,8 @@ def render(ctx: click.Context, edition: str, date: dt.date | None, out: Path | N
 @click.option("--no-wait", is_flag=True, help="Do not wait for deferred copies' retry times; a later run retries them.")
 @click.option("--workers", type=click.IntRange(1, 256), metavar="N",
               help="Local sender processes for this issue, this one included, with one progress bar over all. "
-                   "Default: [delivery] workers (auto: one per core, as many as the copies due are worth).")
+                   "Default: [delivery] workers (auto: with PostgreSQL state one per core, as many as the copies due "
+                   "are worth; with SQLite one).")
 @click.option("--deadline", "deadline", metavar="DURATION|TIME",
               help="A new delivery deadline for this issue, recorded for later runs too: a duration from now "
                    "(90m, 6h, 2d) or an ISO time (2026-12-02T18:00, in the edition's zone unless it has an offset). "

@@ -141,7 +141,7 @@ class DeliverySettings:
     breaker_ratio: float = 0.05  # ... and their share of this run's attempts
     lease_seconds: float = 60.0  # a sender's hold on its batch of copies; a dead sender's batch is taken over after this
     batch: int = 200  # copies a sender claims at a time
-    workers: int | None = None  # local sender processes of `digest send`; None: one per core
+    workers: int | None = None  # local sender processes of `digest send`; None: "auto" (helpers.helpers_for)
 
 
 @dataclass(frozen=True, slots=True)

@@ -224,3 +224,15 @@ def test_a_worker_that_cannot_reach_its_database_says_so_in_one_line(tmp_path):
     error = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and "cannot connect to the state database" in error[0] and "\\n" not in error[0], err
     assert "Traceback" not in err
+
+
+def test_workers_auto_uses_the_cores_on_postgresql_only_and_never_more_processes_than_batches(monkeypatch):
+    from digest.deliver import helpers
+
+    monkeypatch.setattr(helpers, "cores", lambda: 4)
+    assert helpers.helpers_for(None, 100_000, 200, shared_state=True) == 3  # one process per core
+    assert helpers.helpers_for(None, 100_000, 200, shared_state=False) == 0  # SQLite: one write lock, one process
+    assert helpers.helpers_for(None, 500, 200, shared_state=True) == 1  # 2 batches per process: 500 copies carry 2
+    assert helpers.helpers_for(None, 300, 200, shared_state=True) == 0  # too small to be worth a process
+    assert helpers.helpers_for(3, 100_000, 200, shared_state=False) == 2  # asked for: given, SQLite too
+    assert helpers.helpers_for(8, 450, 200, shared_state=True) == 2  # three batches: three processes at most

@@ -32,12 +32,21 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def helpers_for(workers: int | None, due: int, batch: int) -> int:
+def helpers_for(workers: int | None, due: int, batch: int, *, shared_state: bool) -> int:
     """How many helper processes a send of ``due`` copies starts: ``workers`` - 1 when asked for,
-    else one per core beyond the first, and never more than there are batches to share."""
-    wanted = (workers if workers is not None else cores()) - 1
+    and never more than there are batches to share.
+
+    ``workers = "auto"`` (None): on PostgreSQL (``shared_state``) one process per core, for an
+    issue of at least BATCHES_PER_HELPER batches per process; on SQLite none, because every
+    process takes turns at the file's one write lock (measured with bench/workers.py on 2 cores:
+    two processes sent 0.94x, four 0.79x, of what one did).
+    """
     if workers is None:
-        wanted = min(wanted, due // (batch * BATCHES_PER_HELPER))  # a small issue is not worth a process
+        if not shared_state:
+            return 0
+        wanted = min(cores() - 1, due // (batch * BATCHES_PER_HELPER))  # a small issue is not worth a process
+    else:
+        wanted = workers - 1
     return max(0, min(wanted, -(-due // batch) - 1))
 
 

@@ -56,7 +56,7 @@ async def send_issue(settings: Settings, edition: Edition, date: dt.date, *,
     ``relays`` replaces the pool of the configured relays (``Settings.smtp_relays``).
     ``deadline`` replaces the issue's delivery deadline, in the ledger, for this run and later ones.
     ``workers`` is how many local processes send the issue's copies: this one and ``workers`` - 1
-    `digest worker --issue` helpers (None: one per core, as many as the copies due are worth).
+    `digest worker --issue` helpers (None: "auto", see helpers.helpers_for).
     When the issue is composed (it is new, or an older digest created it without keeping its
     composition), a story file that cannot be read follows the edition's ``on_broken_story``: left
     out (and passed to ``warn``, and logged) or the issue refused with ``BrokenStories``. A resume
@@ -94,7 +94,7 @@ async def send_issue(settings: Settings, edition: Edition, date: dt.date, *,
             ledger.set_deadline(record.id, deadline.timestamp())
         before = ledger.counts(record.id)
         due = before["pending"] + before["deferred"] + (before["uncertain"] if settings.delivery.uncertain == "resend" else 0)
-        helpers = helpers_for(workers, due, settings.delivery.batch)
+        helpers = helpers_for(workers, due, settings.delivery.batch, shared_state=ledger.shared)
         dispatcher = Dispatcher(composed, ledger, record, relays, settings.delivery,
                                 envelope_sender=composed.template.headers.sender.address, stop=stop,
                                 progress=None if helpers else progress, wait_for_retries=wait_for_retries,

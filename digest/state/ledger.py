@@ -174,6 +174,11 @@ class Ledger:
         check_state_path(path)
         return cls(path, create=False) if exists(path) else None
 
+    @property
+    def shared(self) -> bool:
+        """Whether the state is a database server (PostgreSQL) that senders on many machines share."""
+        return self.db.postgres
+
     def close(self) -> None:
         self.db.close()
 
