@@ -84,7 +84,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from send import find_tool as find_installed  # bench/send.py: the same sink, the same tools
-from send import free_port, wait_for_greeting
+from send import free_port, stop_process, wait_for_greeting
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
@@ -238,13 +238,7 @@ class Sink:
         return cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 # --- state databases ----------------------------------------------------------------------------

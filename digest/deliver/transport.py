@@ -246,14 +246,14 @@ class SmtpConnection:
         try:
             if self.pipelining:  # RFC 2920: the three at once, then their three replies in order
                 wire.write(b"".join(commands))
-            for phase, command, wanted in (("mail", commands[0], (250,)), ("rcpt", commands[1], (250, 251)),
-                                           ("data", commands[2], (354,))):
+            steps = (("mail", (250,)), ("rcpt", (250, 251)), ("data", (354,)))
+            for (phase, wanted), command, after in zip(steps, commands, (2, 1, 0)):
                 if not self.pipelining:
                     wire.write(command)
                 reply = await wire.reply(timeout)
                 if reply.code not in wanted:
                     if self.pipelining:
-                        await self._skip_replies(2 - ("mail", "rcpt", "data").index(phase))
+                        await self._skip_replies(after)  # the replies to the commands written after it
                     return await self._refused(reply, phase)
             if not before_body():
                 self.drop()  # after a 354 only the body or a dropped connection ends the transaction
