@@ -713,6 +713,39 @@ def test_tls_none_is_allowed_on_loopback(host):
 _ABANDONED: list[asyncio.AbstractEventLoop] = []
 
 
+def test_a_cancel_that_arrives_as_the_relay_refuses_is_not_lost():
+    # aiosmtplib's asyncio.wait_for (Python 3.11) returned the refusal instead of the cancellation
+    # when both came in the same turn of the loop; the send rested and tried again (CI saw a hang).
+    # Cancels land at every point of a refused connect; each attempt must end cancelled, not rest.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    async def attempt(connection: SmtpConnection) -> str:
+        try:
+            await connection.open()
+        except ConnectionError:
+            await asyncio.sleep(0.05)  # the rest the pool would take: a cancel pending here ends it
+            return "rested"
+        return "connected"
+
+    async def cancelled_after(turns: int) -> str:
+        task = asyncio.create_task(attempt(SmtpConnection(SmtpSettings("127.0.0.1", port, "none", timeout=2))))
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        task.cancel()
+        try:
+            return await task
+        except asyncio.CancelledError:
+            return "cancelled"
+
+    async def scenario() -> list[str]:
+        return [await cancelled_after(turns) for _ in range(15) for turns in range(24)]
+
+    outcomes = asyncio.run(scenario())
+    assert set(outcomes) == {"cancelled"}, f"{outcomes.count('rested')} of {len(outcomes)} cancels were lost"
+
+
 def test_cancelling_a_send_while_the_relay_is_down_ends_it_promptly(sample_settings, tmp_path, state_db):
     import threading
 

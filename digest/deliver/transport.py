@@ -123,6 +123,18 @@ def check_smtp_settings(smtp: SmtpSettings) -> None:
                              "are not set in the environment")
 
 
+def _resume_cancellation() -> None:
+    """Raise CancelledError if this task was asked to stop while aiosmtplib held it.
+
+    aiosmtplib waits with asyncio.wait_for, which on Python 3.11 drops a cancellation that arrives
+    as the awaited step ends (the refusal is returned instead); the send would then rest and try
+    the relay again instead of stopping. ``Task.cancelling()`` still counts the request.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class SmtpConnection:
     """One connection to the relay, used for one message at a time, reopened when it drops.
 
@@ -189,8 +201,10 @@ class SmtpConnection:
             transport = client.transport
             if transport is None or not client.is_connected:
                 raise RelayUnreachable(where, "closed the connection before the session began", "lost after EHLO")
+            _resume_cancellation()
         except BaseException:
             client.close()
+            _resume_cancellation()
             raise
         self.extensions = frozenset(client.esmtp_extensions)
         self.wire = Replies.take_over(transport)  # type: ignore[arg-type]
