@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from conftest import ROOT
 
 from digest.errors import SubscriberError
+from digest.readers.seen import SeenAddresses
 from digest.readers.subscribers import load_subscribers
 
 SAMPLE = ROOT / "subscribers.csv"
@@ -174,6 +177,41 @@ def test_duplicates_compare_case_insensitively_and_name_both_lines(tmp_path):
     assert (dup.line, dup.field) == (4, "email")
     assert "line 2" in dup.message
     assert [s.email for s in result.subscribers] == ["Ana.Lucero@Example.com", "other@example.com"]
+
+
+def test_a_million_addresses_are_told_apart_in_little_memory():
+    # In a process of its own: ru_maxrss is the process's peak, which an earlier test may have set.
+    script = """
+import resource
+from digest.readers.seen import SeenAddresses
+seen = SeenAddresses()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+for line in range(2, 1_000_002):
+    seen.add(f"reader{line}@example.com", line)
+grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+assert seen.line_of("reader2@example.com") == 2
+assert seen.line_of("reader1000001@example.com") == 1_000_001
+assert seen.line_of("reader1000002@example.com") is None
+assert seen.line_of("reader1@example.com") is None
+seen.add("reader2@example.com", 5)  # a later line never replaces the first
+assert seen.line_of("reader2@example.com") == 2
+print(round(grown))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    grown_mb = int(result.stdout)
+    assert grown_mb < 64, f"a million addresses took {grown_mb} MB (a dict of them takes about 120)"
+
+
+def test_two_addresses_that_share_a_map_cell_stay_apart(monkeypatch):
+    # A 64-bit collision is too rare to meet by chance; the fingerprint is pinned to force one.
+    fingerprints = {"a@example.com": (6, 1), "b@example.com": (6, 2)}
+    monkeypatch.setattr(SeenAddresses, "_fingerprint", staticmethod(lambda key: fingerprints[key]))
+    seen = SeenAddresses()
+    seen.add("a@example.com", 2)
+    assert seen.line_of("b@example.com") is None
+    seen.add("b@example.com", 3)
+    assert (seen.line_of("a@example.com"), seen.line_of("b@example.com")) == (2, 3)
 
 
 def test_nothing_is_rewritten(tmp_path):

@@ -26,6 +26,7 @@ from ..errors import HeaderInjectionError, SubscriberError
 from ..models import Subscriber
 from .addresses import AddressError, address_key, check_address
 from .names import greeting_name
+from .seen import SeenAddresses
 
 STATUSES = ("active", "unsubscribed", "bounced")
 _KNOWN = ("email", "name", "first_name", "editions", "status")
@@ -137,7 +138,7 @@ def _read_open(handle: TextIO, path: Path, known_editions: frozenset[str],
         physical = _Lines(handle)
         columns, header_end = _read_header(physical, path)
         lines.header = header_end
-        seen: dict[str, int] = {}
+        seen = SeenAddresses()
         for record in records_after(physical, header_end):
             yield from _read_record(record, path, columns, known_editions, seen, lines)
         lines.total = physical.count
@@ -166,7 +167,7 @@ def _read_header(physical: _Lines, path: Path) -> tuple[list[str], int]:
 
 
 def _read_record(record: Record, path: Path, columns: list[str], known_editions: frozenset[str],
-                 seen: dict[str, int], lines: LineCount) -> Iterator[Subscriber | RowProblem]:
+                 seen: SeenAddresses, lines: LineCount) -> Iterator[Subscriber | RowProblem]:
     """One record's subscriber and problems; its lines counted as kept, skipped or blank."""
     line = record.line
     if record.fields is None:
@@ -426,7 +427,7 @@ def _check_text(row: _Row, columns: list[str]) -> Iterator[RowProblem]:
         yield row.problem(f"row has {len(row.cells)} fields but the header has {len(columns)} (an unquoted comma?)", None)
 
 
-def _check_email(row: _Row, seen: dict[str, int]) -> Iterator[RowProblem]:
+def _check_email(row: _Row, seen: SeenAddresses) -> Iterator[RowProblem]:
     """The email column: present, a usable address, not one an earlier row already has."""
     raw_email = row.values.get("email", "")
     email = raw_email.strip()
@@ -442,8 +443,9 @@ def _check_email(row: _Row, seen: dict[str, int]) -> Iterator[RowProblem]:
     row.email, row.key = email, address_key(email)
     if email != raw_email:
         yield row.problem(f"spaces around '{email}' ignored", "email", warning=True)
-    if row.key in seen:
-        yield row.problem(f"'{email}' duplicates line {seen[row.key]} (addresses compare case-insensitively); row skipped",
+    first = seen.line_of(row.key)
+    if first is not None:
+        yield row.problem(f"'{email}' duplicates line {first} (addresses compare case-insensitively); row skipped",
                           "email")
 
 
@@ -497,7 +499,7 @@ def _check_editions(row: _Row, known: frozenset[str]) -> Iterator[RowProblem]:
 
 
 def _check_row(path: Path, line: int, columns: list[str], row: list[str],
-               known: frozenset[str], seen: dict[str, int]) -> Iterator[Subscriber | RowProblem]:
+               known: frozenset[str], seen: SeenAddresses) -> Iterator[Subscriber | RowProblem]:
     """Each problem of one data row, in the order found, then its ``Subscriber`` if it is kept.
 
     The columns are checked one after another; the first error (not a warning) leaves the row out.
@@ -510,7 +512,7 @@ def _check_row(path: Path, line: int, columns: list[str], row: list[str],
             yield problem
             if not problem.warning:
                 return
-    seen[checked.key] = line  # type: ignore[index]  # _check_email set it
+    seen.add(checked.key, line)  # type: ignore[arg-type]  # _check_email set it
     yield Subscriber(
         email=checked.email,
         name=checked.name,
