@@ -40,7 +40,7 @@ from digest.cli import main
 from digest.deliver.capture import CaptureServer
 from digest.deliver.locks import AlreadyRunning, issue_lock
 from digest.deliver.runner import send_issue
-from digest.deliver.transport import Envelope, SmtpConnection, SmtpSetupError
+from digest.deliver.transport import Envelope, SmtpConnection, SmtpSetupError, always_send
 from digest.readers.addresses import address_key
 from digest.models import SmtpSettings
 from digest.state.ledger import Ledger
@@ -790,16 +790,19 @@ def test_one_connection_carries_refusals_an_abandoned_body_and_good_copies_eithe
                            mail_default=lambda sender: "451 4.3.0 try later" if sender.startswith("busy@") else None)
     body = b"Subject: x\r\n\r\n.a line that starts with a dot\r\nbye\r\n"
 
+    async def never_send() -> bool:
+        return False
+
     async def scenario():
         async with CaptureServer(handler) as server:
             connection = SmtpConnection(SmtpSettings("127.0.0.1", server.port, "none", timeout=10.0, data_timeout=10.0))
             try:
-                replies = [await connection.deliver(Envelope("desk@example.org", "ana@example.com"), body, lambda: True)]
+                replies = [await connection.deliver(Envelope("desk@example.org", "ana@example.com"), body, always_send)]
                 offered = connection.pipelining
-                replies.append(await connection.deliver(Envelope("desk@example.org", "nobody@example.com"), body, lambda: True))
-                replies.append(await connection.deliver(Envelope("busy@example.org", "ben@example.com"), body, lambda: True))
-                replies.append(await connection.deliver(Envelope("desk@example.org", "cy@example.com"), body, lambda: False))
-                replies.append(await connection.deliver(Envelope("desk@example.org", "dee@example.com"), body, lambda: True))
+                replies.append(await connection.deliver(Envelope("desk@example.org", "nobody@example.com"), body, always_send))
+                replies.append(await connection.deliver(Envelope("busy@example.org", "ben@example.com"), body, always_send))
+                replies.append(await connection.deliver(Envelope("desk@example.org", "cy@example.com"), body, never_send))
+                replies.append(await connection.deliver(Envelope("desk@example.org", "dee@example.com"), body, always_send))
             finally:
                 await connection.close()
             return offered, replies, handler.connections
@@ -821,7 +824,7 @@ def test_an_envelope_address_with_a_line_break_never_reaches_the_wire():
             try:
                 with pytest.raises(ValueError, match="line break"):
                     await connection.deliver(Envelope("desk@example.org", "a@example.com\r\nRCPT TO:<b@example.com>"),
-                                             b"x\r\n", lambda: True)
+                                             b"x\r\n", always_send)
             finally:
                 await connection.close()
 

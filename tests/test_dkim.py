@@ -35,7 +35,7 @@ from digest.compose.dkim import (
 from digest.compose.pipeline import compose
 from digest.compose.planning import choose_stories
 from digest.deliver.capture import CaptureServer
-from digest.deliver.transport import Envelope, SmtpConnection
+from digest.deliver.transport import Envelope, SmtpConnection, always_send
 from digest.errors import DigestError, MessageIntegrityError
 from digest.models import DkimSettings, SmtpSettings
 
@@ -248,7 +248,7 @@ async def _send_all(port: int, messages: list[tuple[str, bytes]]) -> tuple[list[
     codes = []
     try:
         for recipient, data in messages:
-            reply = await connection.deliver(Envelope(RETURN_PATH, recipient), data, before_body=lambda: True)
+            reply = await connection.deliver(Envelope(RETURN_PATH, recipient), data, before_body=always_send)
             codes.append(reply.code if reply is not None else -1)
         offered_8bitmime = "8bitmime" in connection.extensions
     finally:

@@ -14,7 +14,7 @@ from conftest import ROOT, SECRET_KEY
 from digest.cli import main
 from digest.compose.planning import plan_issue
 from digest.errors import ConfigError, StoryError
-from digest.state.ledger import Ledger, state_path
+from digest.state.ledger import Ledger, Outcome, Starting, state_path
 
 DATE = dt.date(2026, 12, 1)
 
@@ -262,3 +262,29 @@ def test_a_claim_takes_out_the_readers_who_left_after_the_audience_was_frozen(st
         assert rows["b@example.com"].attempts == 0 and ledger.claim_owners(record.id) == ["sender-1"]
         again = ledger.claim(record.id, "sender-2", 1000.0, 60, include_uncertain=False, edition="am")
         assert again.due == [] and again.suppressed == [], "the suppressed copies were handed out again"
+
+
+def test_copies_starting_together_are_marked_in_one_statement_each_with_its_own_answer(state_db):
+    audience = [(f"{n}@example.com", n, f"{n}@example.com") for n in ("a", "b", "c", "d", "e")]
+    with closing(Ledger(state_db)) as ledger:
+        record, _ = ledger.create_issue("am", DATE, dt.datetime(2026, 12, 1, 11, tzinfo=dt.timezone.utc), [],
+                                        audience=audience)
+        mine = ledger.claim(record.id, "sender-1", 1000.0, 60, include_uncertain=False, edition="am", limit=4)
+        theirs = ledger.claim(record.id, "sender-2", 1000.0, 60, include_uncertain=False, edition="am")
+        assert [d.email for d in theirs.due] == ["e@example.com"]
+        ids = {d.email: d.id for d in mine.due + theirs.due}
+        ledger.suppress("b@example.com", "*", "unsubscribed")  # left after the claim, before the body
+        ledger.mark_sending(ids["a@example.com"], "<a@x>", "a@example.com", "am", "sender-1")
+        ledger.record_outcomes([Outcome(ids["a@example.com"], "sent", 250, "OK")])
+        answers = ledger.mark_sending_many(
+            [Starting(ids[e], f"<{e[0]}@x>", e) for e in ("b@example.com", "c@example.com", "d@example.com", "e@example.com")],
+            "am", "sender-1", outcomes=[Outcome(ids["a@example.com"], "sent", 250, "2.0.0 OK again")])
+        assert answers == ["suppressed", "sending", "sending", "taken"]
+        rows = {d.email: d for d in ledger.deliveries(record.id)}
+        assert {e: d.state for e, d in rows.items()} == {"a@example.com": "sent", "b@example.com": "suppressed",
+                                                        "c@example.com": "sending", "d@example.com": "sending",
+                                                        "e@example.com": "pending"}
+        assert rows["a@example.com"].last_text == "2.0.0 OK again", "the outcomes went in with the marks"
+        assert (rows["c@example.com"].message_id, rows["c@example.com"].attempts) == ("<c@x>", 1)
+        assert (rows["e@example.com"].message_id, rows["e@example.com"].attempts) == (None, 0)
+        assert ledger.mark_sending_many([], "am", "sender-1") == []

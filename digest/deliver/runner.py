@@ -32,7 +32,7 @@ from .locks import issue_lock
 from .relays import RelayPool, connection_factory
 from .helpers import Helpers, helpers_for, run_counts, settled, watch
 from .send import Dispatcher, Notice, Notify, Progress, SendReport
-from .transport import RelayUnreachable, SmtpConnection
+from .transport import RelayUnreachable, SmtpConnection, always_send
 
 __all__ = ["EmptyIssue", "connection_factory", "send_issue", "send_test_copies"]
 
@@ -208,7 +208,7 @@ async def send_test_copies(settings: Settings, edition: Edition, date: dt.date, 
     results = []
     try:
         async for copy in copies(composed, addresses, recipient_of, edition.sender.address):
-            reply = await connection.deliver(copy.envelope, copy.data, before_body=lambda: True)
+            reply = await connection.deliver(copy.envelope, copy.data, before_body=always_send)
             assert reply is not None  # before_body never declines
             results.append((copy.reader, reply.code, reply.text))
     finally:

@@ -29,7 +29,7 @@ from ..compose.pipeline import ComposedIssue
 from ..models import DeliverySettings
 from ..outcomes import SmtpReply, Verdict, classify_reply
 from ..readers.addresses import address_key
-from ..state.ledger import HELD, Delivery, IssueRecord, Ledger, Outcome
+from ..state.ledger import HELD, Delivery, IssueRecord, Ledger, Outcome, Starting
 from .copies import Copy, copies
 from .relays import AllResting, Lease, RelayPool
 from .transport import RelayUnreachable, SmtpConnection, SmtpSetupError
@@ -169,6 +169,7 @@ class Dispatcher:
         # them (one commit per copy). Until then the copy shows 'sending', so a crash leaves at
         # most one copy per connection in doubt, as before.
         self._outcomes: list[Outcome] = []
+        self._starting: list[tuple[Starting, asyncio.Future[str]]] = []  # bodies waiting for their 'sending' commit
 
     async def run(self) -> SendReport:
         try:
@@ -261,6 +262,7 @@ class Dispatcher:
             grace.cancel()
             renewal.cancel()
             flusher.cancel()
+            self._commit_starting()  # none is left but cancelled ones: their bodies never go
             self._flush()  # before abandon: a finished copy must not be taken for an abandoned one
             # Every worker task has ended: a copy of ours still 'sending' was abandoned mid-delivery.
             self.ledger.abandon(self.owner)
@@ -304,6 +306,37 @@ class Dispatcher:
         while True:
             await asyncio.sleep(every)
             self.ledger.renew_claims(self.owner, self.clock() + self.delivery.lease_seconds)
+
+    async def _start_body(self, starting: Starting) -> str:
+        """'sending' (recorded), 'suppressed' or 'taken' for a copy whose body goes next.
+
+        Copies that reach their body in the same turn of the event loop (on different connections)
+        are recorded by one statement and one commit, with the outcomes waiting to be written: each
+        body still goes only after its own 'sending' is committed.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str] = loop.create_future()
+        self._starting.append((starting, future))
+        if len(self._starting) == 1:
+            loop.call_soon(self._commit_starting)
+        return await future
+
+    def _commit_starting(self) -> None:
+        batch = [(starting, future) for starting, future in self._starting if not future.cancelled()]
+        self._starting = []
+        if not batch:
+            return
+        outcomes, self._outcomes = self._outcomes, []
+        try:
+            results = self.ledger.mark_sending_many([starting for starting, _ in batch], self.edition, self.owner,
+                                                    outcomes=outcomes)
+        except Exception as exc:
+            self._outcomes[:0] = outcomes  # not written: they wait for the next commit
+            for _, future in batch:
+                future.set_exception(exc)
+            return
+        for (_, future), result in zip(batch, results):
+            future.set_result(result)
 
     async def _keep_flushing(self) -> None:
         """Write waiting outcomes when no copy's commit has carried them for FLUSH_EVERY seconds
@@ -359,17 +392,11 @@ class Dispatcher:
             connection = lease.connection
             started: list[str] = []
 
-            def before_body() -> bool:
+            async def before_body() -> bool:
                 # Suppressions and the claim are checked in the same statement that records
                 # 'sending', right before the body goes: a reader who left during the send gets
                 # nothing, and nor does a copy another sender took over.
-                outcomes, self._outcomes = self._outcomes, []
-                try:
-                    started.append(self.ledger.mark_sending(delivery.id, message_id, key, self.edition, self.owner,
-                                                            outcomes=outcomes))
-                except BaseException:
-                    self._outcomes[:0] = outcomes  # not written: they wait for the next commit
-                    raise
+                started.append(await self._start_body(Starting(delivery.id, message_id, key)))
                 return started[-1] == "sending"
 
             try:

@@ -10,7 +10,7 @@ import asyncio
 import ipaddress
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiosmtplib
@@ -135,6 +135,11 @@ def _resume_cancellation() -> None:
         raise asyncio.CancelledError
 
 
+async def always_send() -> bool:
+    """A ``before_body`` for copies no ledger tracks (test copies): the body always goes."""
+    return True
+
+
 class SmtpConnection:
     """One connection to the relay, used for one message at a time, reopened when it drops.
 
@@ -230,8 +235,8 @@ class SmtpConnection:
         if wire is not None:
             wire.close()
 
-    async def deliver(self, envelope: Envelope, data: bytes, before_body: Callable[[], bool]) -> SmtpReply | None:
-        """MAIL, RCPT, DATA, then ``before_body()`` (record 'sending'), then the body.
+    async def deliver(self, envelope: Envelope, data: bytes, before_body: Callable[[], Awaitable[bool]]) -> SmtpReply | None:
+        """MAIL, RCPT, DATA, then ``await before_body()`` (record 'sending'), then the body.
 
         Never raises for SMTP replies. When ``before_body()`` returns False the transaction is
         abandoned (the connection dropped) before the body, and None is returned: nothing was sent.
@@ -245,7 +250,7 @@ class SmtpConnection:
             reply = await self._deliver_once(envelope, data, before_body)
         return reply
 
-    async def _deliver_once(self, envelope: Envelope, data: bytes, before_body: Callable[[], bool]) -> SmtpReply | None:
+    async def _deliver_once(self, envelope: Envelope, data: bytes, before_body: Callable[[], Awaitable[bool]]) -> SmtpReply | None:
         if not self.connected:
             await self.open()
         wire = self.wire
@@ -269,7 +274,7 @@ class SmtpConnection:
                     if self.pipelining:
                         await self._skip_replies(after)  # the replies to the commands written after it
                     return await self._refused(reply, phase)
-            if not before_body():
+            if not await before_body():
                 self.drop()  # after a 354 only the body or a dropped connection ends the transaction
                 return None
             # Our bytes are CRLF-only (message.py checks it), so only dot-stuffing is needed here.

@@ -125,6 +125,16 @@ class Outcome:
     failure: str | None = None
     relay: str | None = None
 
+
+@dataclass(frozen=True, slots=True)
+class Starting:
+    """A copy whose body is about to go: ``Ledger.mark_sending_many`` records it as 'sending'."""
+
+    delivery_id: int
+    message_id: str
+    key: str  # the reader's address key, for the last look at suppressions
+
+
 _BATCH = 500  # values per IN (...) list: SQLite allows 32,766 parameters, other backends fewer
 _OUTCOME_COLUMNS = "id, state, code, text, next_at, inc, stamp, failure, relay"
 _PG_OUTCOME_ROW = ("(?::bigint, ?::text, ?::integer, ?::text, ?::double precision, ?::integer, ?::text, ?::text, "
@@ -507,28 +517,44 @@ class Ledger:
         ``outcomes`` (of copies this sender finished since its last commit) are written in the
         same transaction: one commit per copy, not two.
         """
+        return self.mark_sending_many([Starting(delivery_id, message_id, key)], edition, owner, outcomes=outcomes)[0]
+
+    def mark_sending_many(self, starting: Sequence[Starting], edition: str, owner: str | None = None,
+                          *, outcomes: Sequence[Outcome] = ()) -> list[str]:
+        """``mark_sending`` for several copies (of one edition and sender) in one statement and one
+        commit: copies whose bodies are about to go on different connections at once. One result
+        per copy, in order."""
+        if not starting:
+            return []
         stamp = _now()
-        still_ours = ("AND claimed_by = ? ", (owner,)) if owner is not None else ("", ())
-        sending = ("UPDATE deliveries SET state = 'sending', message_id = ?, attempts = attempts + 1, "
-                   f"updated_at = ?, sent_by = ? WHERE id = ? {still_ours[0]}"
-                   "AND NOT EXISTS (SELECT 1 FROM suppressions WHERE key = ? AND edition IN (?, '*')) RETURNING id",
-                   (message_id, stamp, owner, delivery_id, *still_ours[1], key, edition))
+        row = "(?::bigint, ?::text, ?::text)" if self.db.postgres else "(?, ?, ?)"
+        params: list[object] = [value for s in starting for value in (s.delivery_id, s.message_id, s.key)]
+        marks = f"m(id, message_id, key) AS (VALUES {', '.join([row] * len(starting))})"
+        still_ours = ("AND deliveries.claimed_by = ? ", (owner,)) if owner is not None else ("", ())
+        sending = ("UPDATE deliveries SET state = 'sending', message_id = m.message_id, attempts = deliveries.attempts + 1, "
+                   f"updated_at = ?, sent_by = ? FROM m WHERE deliveries.id = m.id {still_ours[0]}"
+                   "AND NOT EXISTS (SELECT 1 FROM suppressions WHERE suppressions.key = m.key "
+                   "AND suppressions.edition IN (?, '*')) RETURNING deliveries.id")
+        sending_params = (stamp, owner, *still_ours[1], edition)
         if not outcomes:
-            rows = self.db.execute(*sending).fetchall()  # all: a SQLite statement left unfinished keeps its lock
+            rows = self.db.execute(f"WITH {marks} {sending}", (*params, *sending_params)).fetchall()
         elif self.db.postgres:  # one statement, one round trip: the outcomes ride along as a CTE
-            values, params = self._outcome_values(outcomes, stamp)
-            rows = self.db.execute(f"{values}, done AS ({_OUTCOMES_UPDATE} RETURNING 1) {sending[0]}",
-                                   (*params, *sending[1])).fetchall()
+            values, outcome_params = self._outcome_values(outcomes, stamp)
+            rows = self.db.execute(f"{values}, done AS ({_OUTCOMES_UPDATE} RETURNING 1), {marks} {sending}",
+                                   (*outcome_params, *params, *sending_params)).fetchall()
         else:
             with self.db.transaction(serialised=False):
                 self._write_outcomes(outcomes, stamp)
-                rows = self.db.execute(*sending).fetchall()
-        if rows:
-            return "sending"
-        if owner is not None and not self.is_suppressed(key, edition):
+                rows = self.db.execute(f"WITH {marks} {sending}", (*params, *sending_params)).fetchall()
+        went = {r[0] for r in rows}  # all rows fetched: a SQLite statement left unfinished keeps its lock
+        return [("sending" if s.delivery_id in went else self._not_sending(s, edition, owner, stamp)) for s in starting]
+
+    def _not_sending(self, starting: Starting, edition: str, owner: str | None, stamp: str) -> str:
+        """Why a copy was not marked 'sending': 'taken' by another sender, or 'suppressed' (marked so)."""
+        if owner is not None and not self.is_suppressed(starting.key, edition):
             return "taken"
         self.db.execute("UPDATE deliveries SET state = 'suppressed', last_text = 'left before this copy went', "
-                        "updated_at = ? WHERE id = ?", (stamp, delivery_id))
+                        "updated_at = ? WHERE id = ?", (stamp, starting.delivery_id))
         return "suppressed"
 
     def mark(self, delivery_id: int, state: str, code: int | None, text: str | None, *,
