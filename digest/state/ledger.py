@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -527,25 +527,33 @@ class Ledger:
         if not starting:
             return []
         stamp = _now()
-        row = "(?::bigint, ?::text, ?::text)" if self.db.postgres else "(?, ?, ?)"
-        params: list[object] = [value for s in starting for value in (s.delivery_id, s.message_id, s.key)]
-        marks = f"m(id, message_id, key) AS (VALUES {', '.join([row] * len(starting))})"
         still_ours = ("AND deliveries.claimed_by = ? ", (owner,)) if owner is not None else ("", ())
-        sending = ("UPDATE deliveries SET state = 'sending', message_id = m.message_id, attempts = deliveries.attempts + 1, "
-                   f"updated_at = ?, sent_by = ? FROM m WHERE deliveries.id = m.id {still_ours[0]}"
-                   "AND NOT EXISTS (SELECT 1 FROM suppressions WHERE suppressions.key = m.key "
-                   "AND suppressions.edition IN (?, '*')) RETURNING deliveries.id")
-        sending_params = (stamp, owner, *still_ours[1], edition)
-        if not outcomes:
-            rows = self.db.execute(f"WITH {marks} {sending}", (*params, *sending_params)).fetchall()
-        elif self.db.postgres:  # one statement, one round trip: the outcomes ride along as a CTE
-            values, outcome_params = self._outcome_values(outcomes, stamp)
-            rows = self.db.execute(f"{values}, done AS ({_OUTCOMES_UPDATE} RETURNING 1), {marks} {sending}",
-                                   (*outcome_params, *params, *sending_params)).fetchall()
+        suppressed = "AND NOT EXISTS (SELECT 1 FROM suppressions WHERE suppressions.key = {key} " \
+                     "AND suppressions.edition IN (?, '*')) RETURNING deliveries.id"
+        marks: list[str] = []  # the copies as a VALUES list, for more than one (one inline is a quarter cheaper on SQLite)
+        if len(starting) == 1:
+            (one,) = starting
+            sending = ("UPDATE deliveries SET state = 'sending', message_id = ?, attempts = deliveries.attempts + 1, "
+                       f"updated_at = ?, sent_by = ? WHERE deliveries.id = ? {still_ours[0]}{suppressed.format(key='?')}")
+            params: list[object] = [one.message_id, stamp, owner, one.delivery_id, *still_ours[1], one.key, edition]
         else:
-            with self.db.transaction(serialised=False):
-                self._write_outcomes(outcomes, stamp)
-                rows = self.db.execute(f"WITH {marks} {sending}", (*params, *sending_params)).fetchall()
+            row = "(?::bigint, ?::text, ?::text)" if self.db.postgres else "(?, ?, ?)"
+            marks.append(f"m(id, message_id, key) AS (VALUES {', '.join([row] * len(starting))})")
+            sending = ("UPDATE deliveries SET state = 'sending', message_id = m.message_id, "
+                       "attempts = deliveries.attempts + 1, updated_at = ?, sent_by = ? FROM m "
+                       f"WHERE deliveries.id = m.id {still_ours[0]}{suppressed.format(key='m.key')}")
+            params = [value for s in starting for value in (s.delivery_id, s.message_id, s.key)]
+            params += (stamp, owner, *still_ours[1], edition)
+        if outcomes and self.db.postgres:  # one statement, one round trip: the outcomes ride along as CTEs
+            values, outcome_params = self._outcome_values(outcomes, stamp)
+            ctes = ", ".join([f"done AS ({_OUTCOMES_UPDATE} RETURNING 1)", *marks])
+            rows = self.db.execute(f"{values}, {ctes} {sending}", (*outcome_params, *params)).fetchall()
+        else:
+            statement = f"WITH {marks[0]} {sending}" if marks else sending
+            with self.db.transaction(serialised=False) if outcomes else nullcontext():
+                if outcomes:
+                    self._write_outcomes(outcomes, stamp)
+                rows = self.db.execute(statement, params).fetchall()
         went = {r[0] for r in rows}  # all rows fetched: a SQLite statement left unfinished keeps its lock
         return [("sending" if s.delivery_id in went else self._not_sending(s, edition, owner, stamp)) for s in starting]
 
