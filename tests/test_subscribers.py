@@ -179,19 +179,19 @@ def test_duplicates_compare_case_insensitively_and_name_both_lines(tmp_path):
     assert [s.email for s in result.subscribers] == ["Ana.Lucero@Example.com", "other@example.com"]
 
 
-def test_a_million_addresses_are_told_apart_in_little_memory():
+def test_many_addresses_are_told_apart_in_little_memory():
     # In a process of its own: ru_maxrss is the process's peak, which an earlier test may have set.
     script = """
 import resource
 from digest.readers.seen import SeenAddresses
 seen = SeenAddresses()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-for line in range(2, 1_000_002):
+for line in range(2, 250_002):
     seen.add(f"reader{line}@example.com", line)
 grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
 assert seen.line_of("reader2@example.com") == 2
-assert seen.line_of("reader1000001@example.com") == 1_000_001
-assert seen.line_of("reader1000002@example.com") is None
+assert seen.line_of("reader250001@example.com") == 250_001
+assert seen.line_of("reader250002@example.com") is None
 assert seen.line_of("reader1@example.com") is None
 seen.add("reader2@example.com", 5)  # a later line never replaces the first
 assert seen.line_of("reader2@example.com") == 2
@@ -200,7 +200,8 @@ print(round(grown))
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     grown_mb = int(result.stdout)
-    assert grown_mb < 64, f"a million addresses took {grown_mb} MB (a dict of them takes about 120)"
+    # Measured: 12 MB (a million: 48 MB); a dict of the addresses takes 37 MB (a million: about 120).
+    assert grown_mb < 20, f"250,000 addresses took {grown_mb} MB"
 
 
 def test_two_addresses_that_share_a_map_cell_stay_apart(monkeypatch):
