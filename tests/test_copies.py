@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 
 from digest.deliver.copies import copies
 
@@ -22,15 +21,6 @@ def test_each_reader_gets_one_copy_in_order_addressed_to_them(composed_sample, s
     assert [c.reader for c in made] == audience
     assert [(c.envelope.sender, c.envelope.recipient) for c in made] == [("am@northline.example.org", s.email) for s in audience]
     assert all(c.data == composed.message(composed.recipient(s)) for c, s in zip(made, audience))
-
-
-def test_copies_built_on_signing_threads_are_the_same_bytes(composed_sample, sample_subscribers):
-    composed = composed_sample("pm")
-    audience = sample_subscribers.audience("pm")
-    inline = collect(composed, audience, composed.recipient, "pm@northline.example.org")
-    with ThreadPoolExecutor(2) as signers:
-        threaded = collect(composed, audience, composed.recipient, "pm@northline.example.org", signers=signers)
-    assert [c.data for c in threaded] == [c.data for c in inline]
 
 
 def test_a_copy_is_built_only_when_asked_for(composed_sample):

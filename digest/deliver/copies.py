@@ -8,9 +8,7 @@ its per-reader values are made, so both are given.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -32,17 +30,13 @@ class Copy(Generic[R]):
 
 
 async def copies(composed: ComposedIssue, readers: Iterable[R], recipient_of: Callable[[R], Recipient],
-                 sender: str, *, signers: Executor | None = None) -> AsyncIterator[Copy[R]]:
-    """Each reader's copy, in the order ``readers`` yields them, built when it is asked for.
+                 sender: str) -> AsyncIterator[Copy[R]]:
+    """Each reader's copy, in the order ``readers`` yields them, built (and DKIM-signed) when it is
+    asked for, on the event loop's thread. ``sender`` is the envelope sender (MAIL FROM) of every copy.
 
-    ``sender`` is the envelope sender (MAIL FROM) of every copy.
-    ``signers``: build (and DKIM-sign) each copy on these threads; OpenSSL releases the GIL while
-    it signs, so a send overlaps signing with its network work. Without, copies are built inline.
+    Not on signing threads: their turns at the GIL cost more CPU than the signature they overlap
+    (docs/design-notes.md); more signing capacity comes from more processes (--workers).
     """
     for reader in readers:
         recipient = recipient_of(reader)
-        if signers is not None:
-            data = await asyncio.get_running_loop().run_in_executor(signers, composed.message, recipient)
-        else:
-            data = composed.message(recipient)
-        yield Copy(reader, recipient, Envelope(sender, recipient.email), data)
+        yield Copy(reader, recipient, Envelope(sender, recipient.email), composed.message(recipient))

@@ -21,7 +21,6 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..compose.personalise import Recipient
@@ -161,7 +160,6 @@ class Dispatcher:
         self.stopped: str | None = None
         self.this_run: dict[str, int] = {}
         self.due_at_start = 0
-        self.signers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dkim") if composed.signer else None
         self.owner = sender_name(owner)
         self.reopen = reopen
         self.wait_for_others = wait_for_others
@@ -176,8 +174,6 @@ class Dispatcher:
             return await self._run()
         finally:
             _LIVE.discard(self.owner)
-            if self.signers is not None:
-                self.signers.shutdown(wait=True)
 
     async def _run(self) -> SendReport:
         recovered = self._start()
@@ -371,8 +367,7 @@ class Dispatcher:
         return recipients.for_address(delivery.email, delivery.name, message_id=message_id, greet_name=delivery.first_name)
 
     async def _worker(self) -> None:
-        async for copy in copies(self.composed, self._due(), self._recipient, self.envelope_sender,
-                                 signers=self.signers):
+        async for copy in copies(self.composed, self._due(), self._recipient, self.envelope_sender):
             await self._deliver(copy)
 
     async def _deliver(self, copy: Copy[Delivery]) -> None:
