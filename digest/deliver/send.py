@@ -163,9 +163,9 @@ class Dispatcher:
         self.owner = sender_name(owner)
         self.reopen = reopen
         self.wait_for_others = wait_for_others
-        # Outcomes of finished copies not yet written: the next copy's 'sending' commit carries
-        # them (one commit per copy). Until then the copy shows 'sending', so a crash leaves at
-        # most one copy per connection in doubt, as before.
+        # Outcomes of finished copies not yet written: the next 'sending' commit carries them (one
+        # commit per copy at most). Until then the copy shows 'sending', so a crash leaves at most
+        # one copy per connection in doubt, as before.
         self._outcomes: list[Outcome] = []
         self._starting: list[tuple[Starting, asyncio.Future[str]]] = []  # bodies waiting for their 'sending' commit
 
