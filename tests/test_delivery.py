@@ -18,6 +18,8 @@ import time
 from contextlib import closing
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from conftest import ROOT, isolate
 from smtp_faults import (
     AM_READERS,
@@ -40,7 +42,7 @@ from digest.cli import main
 from digest.deliver.capture import CaptureServer
 from digest.deliver.locks import AlreadyRunning, issue_lock
 from digest.deliver.runner import send_issue
-from digest.deliver.transport import Envelope, SmtpConnection, SmtpSetupError, always_send
+from digest.deliver.transport import Envelope, SmtpConnection, SmtpSetupError, always_send, dot_stuff
 from digest.readers.addresses import address_key
 from digest.models import SmtpSettings
 from digest.state.ledger import Ledger
@@ -829,3 +831,11 @@ def test_an_envelope_address_with_a_line_break_never_reaches_the_wire():
                 await connection.close()
 
     asyncio.run(scenario())
+
+
+@given(st.lists(st.sampled_from([b"", b".", b"..", b".a", b"a.", b"a", b" .", b"x.y", b"\r", b"\n."]), max_size=12))
+def test_dot_stuffing_doubles_a_leading_dot_on_every_line_and_touches_nothing_else(pieces):
+    data = b"\r\n".join(pieces)
+    # What RFC 5321 4.5.2 asks, line by line (a bare LF does not end a line: message.py forbids one anyway).
+    expected = b"\r\n".join(b"." + line if line.startswith(b".") else line for line in data.split(b"\r\n"))
+    assert dot_stuff(data) == expected
