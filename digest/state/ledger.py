@@ -530,15 +530,15 @@ class Ledger:
         still_ours = ("AND deliveries.claimed_by = ? ", (owner,)) if owner is not None else ("", ())
         suppressed = "AND NOT EXISTS (SELECT 1 FROM suppressions WHERE suppressions.key = {key} " \
                      "AND suppressions.edition IN (?, '*')) RETURNING deliveries.id"
-        marks: list[str] = []  # the copies as a VALUES list, for more than one (one inline is a quarter cheaper on SQLite)
-        if len(starting) == 1:
+        if len(starting) == 1:  # the values inline: a one-row VALUES list costs SQLite a quarter more
             (one,) = starting
+            marks = ""
             sending = ("UPDATE deliveries SET state = 'sending', message_id = ?, attempts = deliveries.attempts + 1, "
                        f"updated_at = ?, sent_by = ? WHERE deliveries.id = ? {still_ours[0]}{suppressed.format(key='?')}")
             params: list[object] = [one.message_id, stamp, owner, one.delivery_id, *still_ours[1], one.key, edition]
         else:
             row = "(?::bigint, ?::text, ?::text)" if self.db.postgres else "(?, ?, ?)"
-            marks.append(f"m(id, message_id, key) AS (VALUES {', '.join([row] * len(starting))})")
+            marks = f"m(id, message_id, key) AS (VALUES {', '.join([row] * len(starting))})"
             sending = ("UPDATE deliveries SET state = 'sending', message_id = m.message_id, "
                        "attempts = deliveries.attempts + 1, updated_at = ?, sent_by = ? FROM m "
                        f"WHERE deliveries.id = m.id {still_ours[0]}{suppressed.format(key='m.key')}")
@@ -546,14 +546,14 @@ class Ledger:
             params += (stamp, owner, *still_ours[1], edition)
         if outcomes and self.db.postgres:  # one statement, one round trip: the outcomes ride along as CTEs
             values, outcome_params = self._outcome_values(outcomes, stamp)
-            ctes = ", ".join([f"done AS ({_OUTCOMES_UPDATE} RETURNING 1)", *marks])
-            rows = self.db.execute(f"{values}, {ctes} {sending}", (*outcome_params, *params)).fetchall()
+            done = f"done AS ({_OUTCOMES_UPDATE} RETURNING 1)"
+            rows = self.db.execute(f"{values}, {done}{', ' + marks if marks else ''} {sending}",
+                                   (*outcome_params, *params)).fetchall()
         else:
-            statement = f"WITH {marks[0]} {sending}" if marks else sending
             with self.db.transaction(serialised=False) if outcomes else nullcontext():
                 if outcomes:
                     self._write_outcomes(outcomes, stamp)
-                rows = self.db.execute(statement, params).fetchall()
+                rows = self.db.execute(f"WITH {marks} {sending}" if marks else sending, params).fetchall()
         went = {r[0] for r in rows}  # all rows fetched: a SQLite statement left unfinished keeps its lock
         return [("sending" if s.delivery_id in went else self._not_sending(s, edition, owner, stamp)) for s in starting]
 
