@@ -177,6 +177,32 @@ def test_hard_bounce_fails_suppresses_and_is_never_retried(sample_settings, tmp_
     finish(settings, handler, slug="pm", deliverable=[d.email for d in pm_rows if d.email != ANA])
 
 
+def test_copies_whose_bodies_go_together_share_one_commit_and_each_is_sent_once(sample_settings, state_db,
+                                                                              monkeypatch):
+    # The ledger itself is real; the wrapper only notes how many copies each 'sending' commit carried.
+    batches: list[int] = []
+    real = Ledger.mark_sending_many
+
+    def noted(ledger, starting, *args, **kwargs):
+        batches.append(len(starting))
+        return real(ledger, starting, *args, **kwargs)
+
+    monkeypatch.setattr(Ledger, "mark_sending_many", noted)
+    handler = FaultHandler()
+
+    async def scenario():
+        async with CaptureServer(handler) as server:
+            settings = settings_for(sample_settings, state_db, server.port, smtp={"pool_size": 4})
+            return settings, await send(settings)
+
+    settings, report = asyncio.run(scenario())
+    assert report.ok and report.counts["sent"] == len(AM_READERS)
+    _, _, stored = finish(settings, handler)
+    assert {k: len(v) for k, v in stored.items()} == {r: 1 for r in AM_READERS}
+    assert sum(batches) == len(AM_READERS), batches  # every copy marked once, none twice
+    assert max(batches) > 1, f"four connections never shared a commit: {batches}"
+
+
 # --- 3, 4. temporary failures -----------------------------------------------------------------------------
 
 

@@ -288,3 +288,22 @@ def test_copies_starting_together_are_marked_in_one_statement_each_with_its_own_
         assert (rows["c@example.com"].message_id, rows["c@example.com"].attempts) == ("<c@x>", 1)
         assert (rows["e@example.com"].message_id, rows["e@example.com"].attempts) == (None, 0)
         assert ledger.mark_sending_many([], "am", "sender-1") == []
+
+
+@pytest.mark.parametrize("together", [1, 2], ids=["one-copy", "two-copies"])
+@pytest.mark.parametrize("with_outcomes", [False, True], ids=["alone", "with-outcomes"])
+def test_each_form_of_the_sending_mark_records_the_same(state_db, together, with_outcomes):
+    audience = [(f"{n}@example.com", n, f"{n}@example.com") for n in ("a", "b", "c")]
+    with closing(Ledger(state_db)) as ledger:
+        record, _ = ledger.create_issue("am", DATE, dt.datetime(2026, 12, 1, 11, tzinfo=dt.timezone.utc), [],
+                                        audience=audience)
+        ids = {d.email: d.id for d in ledger.claim(record.id, "s1", 1000.0, 60, include_uncertain=False,
+                                                    edition="am").due}
+        assert ledger.mark_sending(ids["a@example.com"], "<a@x>", "a@example.com", "am", "s1") == "sending"
+        outcomes = [Outcome(ids["a@example.com"], "sent", 250, "OK")] if with_outcomes else []
+        starting = [Starting(ids[e], f"<{e[0]}@x>", e) for e in ("b@example.com", "c@example.com")[:together]]
+        assert ledger.mark_sending_many(starting, "am", "s1", outcomes=outcomes) == ["sending"] * together
+        states = {d.email: (d.state, d.message_id, d.attempts) for d in ledger.deliveries(record.id)}
+        assert states["a@example.com"][0] == ("sent" if with_outcomes else "sending")
+        assert states["b@example.com"] == ("sending", "<b@x>", 1)
+        assert states["c@example.com"] == (("sending", "<c@x>", 1) if together == 2 else ("pending", None, 0))
