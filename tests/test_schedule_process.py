@@ -231,7 +231,8 @@ def _health(config: Path, state: str) -> tuple[int, str]:
 def test_two_schedulers_on_one_postgresql_one_leads_and_the_standby_takes_over_a_kill_within_60_s(tmp_path, postgres_url):
     from digest.state.ledger import state_path
     state = state_path(postgres_url, tmp_path)
-    handler = FaultHandler(data_delay=lambda: 0.08)  # 8 s for the whole issue: the kill lands mid-send
+    pace = [0.08]  # 8 s for the whole issue: the kill lands mid-send; the standby's part need not be slow
+    handler = FaultHandler(data_delay=lambda: pace[0])
     with ThreadedServer(handler) as server:
         config, date = newsroom(tmp_path, server.port, due="past")
         leader = _scheduler(config, state, tmp_path / "leader.log")
@@ -249,6 +250,7 @@ def test_two_schedulers_on_one_postgresql_one_leads_and_the_standby_takes_over_a
             leader.send_signal(signal.SIGKILL)
             killed = time.monotonic()
             leader.communicate()
+            pace[0] = 0.01
             at_kill = rows_pg(state, date)
             in_flight = {email for email, st, _, _ in at_kill if st == "sending"}
             assert any(st == "pending" for _, st, _, _ in at_kill), "the kill came too late to matter"
