@@ -36,7 +36,11 @@ from .transport import RelayUnreachable, SmtpConnection, SmtpSetupError
 STOP_GRACE = 10.0  # seconds in-flight copies get to finish after SIGINT/SIGTERM
 Progress = Callable[[dict[str, int], int], None]  # (outcomes this run, copies due at the start)
 NOTICE_EVERY = 600.0  # seconds before an unchanged notice is repeated
-OTHERS_POLL = 1.0  # seconds between looks at copies other senders hold, when nothing else is due
+# When nothing else is due, how soon this sender looks again at the copies other senders hold: soon at
+# first (a helper's last batch usually settles in a fraction of a second, and the whole send waits for
+# it), then less often, up to once a second (a dead sender's lease can take a minute to lapse).
+OTHERS_POLL_FIRST = 0.05
+OTHERS_POLL = 1.0
 FLUSH_EVERY = 0.25  # seconds an outcome waits at most for the next copy's commit to carry it
 
 
@@ -163,6 +167,7 @@ class Dispatcher:
         self.owner = sender_name(owner)
         self.reopen = reopen
         self.wait_for_others = wait_for_others
+        self._others_poll = OTHERS_POLL_FIRST
         # Outcomes of finished copies not yet written: the next 'sending' commit carries them (one
         # commit per copy at most). Until then the copy shows 'sending', so a crash leaves at most
         # one copy per connection in doubt, as before.
@@ -204,11 +209,13 @@ class Dispatcher:
         """Sleep until the next deferred copy is due; False when no other pass is to be made.
 
         Past the deadline, or with the next retry beyond it, the deferred copies are given up.
-        While other senders hold copies of the issue (``wait_for_others``), it looks again every
-        second: their copies settle, or their lease lapses and this sender takes them over.
+        While other senders hold copies of the issue (``wait_for_others``), it looks again after
+        50 ms, then twice as long each time up to a second: their copies settle, or their lease
+        lapses and this sender takes them over.
         """
         if self.wait_for_others and self.ledger.held_by_others(self.record.id, self.owner):
-            await self._wait(OTHERS_POLL)
+            await self._wait(self._others_poll)
+            self._others_poll = min(OTHERS_POLL, self._others_poll * 2)
             return not self.stop.is_set()
         next_at = self.ledger.next_retry_at(self.record.id, include_uncertain=self.delivery.uncertain == "resend")
         if next_at is None:
