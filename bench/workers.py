@@ -27,6 +27,8 @@ Columns of the table:
   to 1st       seconds from the spawn until the sink counted the first message: start-up,
                compose and freezing the audience, before anything is sent
   send s       seconds from the sink's first to its last message of the run
+  after        seconds from the sink's last message to the send's exit: waiting for helpers'
+               last copies, closing connections and the issue, printing the summary
   msg/s        copies / seconds (whole process)
   vs src       msg/s as a share of smtp-source's msg/s for the same copies and message
   send/s       the rate while sending: copies after the first / seconds from the first to the last
@@ -603,7 +605,7 @@ def fmt(value: float | None, spec: str) -> str:
 
 
 def print_table(rows: list[Row], sources: list[SourceRun]) -> None:
-    head = (f"{'backend':<11}{'readers':>8}{'W':>3}{'DKIM':>5}{'rnd':>4}{'seconds':>9}{'to 1st':>8}{'send s':>8}"
+    head = (f"{'backend':<11}{'readers':>8}{'W':>3}{'DKIM':>5}{'rnd':>4}{'seconds':>9}{'to 1st':>8}{'send s':>8}{'after':>6}"
             f"{'msg/s':>7}{'vs src':>7}{'send/s':>7}{'vs src':>7}{'vs W=1':>7}{'digest CPU':>11}{'sink CPU':>9}{'db CPU':>7}{'other':>6}{'steal':>6}{'ms/copy':>8}{'peak MB':>8}")
     print(head)
     print("-" * len(head))
@@ -612,7 +614,9 @@ def print_table(rows: list[Row], sources: list[SourceRun]) -> None:
         base = next((b for b in rows if (b.backend, b.readers, b.dkim, b.round, b.workers) ==
                      (r.backend, r.readers, r.dkim, r.round, 1)), None)
         print(f"{r.backend:<11}{r.readers:>8,}{r.workers:>3}{'on' if r.dkim else 'off':>5}{r.round:>4}"
-              f"{r.ran.seconds:>9.2f}{fmt(r.to_first, '.2f'):>8}{fmt(r.sending, '.2f'):>8}{r.rate:>7,.0f}"
+              f"{r.ran.seconds:>9.2f}{fmt(r.to_first, '.2f'):>8}{fmt(r.sending, '.2f'):>8}"
+              f"{fmt(r.ran.seconds - r.to_first - r.sending, '.2f'):>6}"
+              f"{r.rate:>7,.0f}"
               f"{fmt(r.rate / source if source else None, '.0%'):>7}{fmt(r.send_rate, ',.0f'):>7}"
               f"{fmt(r.send_rate / source if source and r.send_rate else None, '.0%'):>7}{fmt(r.rate / base.rate if base else None, '.2f') + 'x':>7}"
               f"{r.ran.cpu:>11.2f}{r.sink_cpu:>9.2f}{fmt(r.db_cpu, '.2f'):>7}{r.other_cpu:>6.1f}{r.steal:>6.1f}{r.cpu_per_copy * 1000:>8.3f}"
