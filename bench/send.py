@@ -13,6 +13,10 @@ else an aiosmtpd sink, which caps every figure at its own speed (a few hundred m
                   every 'sending'/'sent' commit; timed from the call to its return, per pool size
   (b) smtplib     a naive loop over ONE reused connection sending N messages pre-built with
                   digest's compose (same sizes); only the sending loop is timed
+  (t) transport   digest's own SMTP transport alone (deliver/transport.py: pipelined MAIL, RCPT
+                  and DATA, the dot-stuffing, the reply reader) over pool_size connections, sending
+                  N messages pre-built as in (b), with no ledger and no dispatcher: what digest's
+                  per-copy bookkeeping is measured against; only the sending loop is timed
   (c) smtp-source Postfix's C test client sending the same bytes (one digest message, -F),
                   20 sessions in parallel: the practical limit of this machine
 
@@ -170,9 +174,46 @@ def child_smtplib(args: argparse.Namespace) -> dict:
             "size": len(messages[0][1]), "threads": threads_now(), "peak_mb": own_peak_mb()}
 
 
+def child_transport(args: argparse.Namespace) -> dict:
+    """(t) digest's SMTP transport alone: pool_size connections, pre-built messages, no ledger."""
+    from digest.deliver.transport import Envelope, SmtpConnection, always_send
+
+    settings = bench_settings(Path(args.workdir), f"t{args.pool}", args.port, args.pool)
+    edition, composed = composed_issue(settings, args.edition)
+    start = time.perf_counter()
+    messages = [(email, composed.message(composed.recipients.for_address(email, name)))
+                for email, name in reader_rows(args.readers)]
+    build_s = time.perf_counter() - start
+    sender = edition.sender.address
+    queue = iter(messages)
+
+    async def connection() -> int:
+        smtp = SmtpConnection(settings.smtp)
+        sent = 0
+        try:
+            for email, data in queue:  # the connections share one iterator: each message goes once
+                reply = await smtp.deliver(Envelope(sender, email), data, always_send)
+                if reply is None or reply.code != 250:
+                    raise SystemExit(f"the sink did not take a message: {reply!r}")
+                sent += 1
+        finally:
+            await smtp.close()
+        return sent
+
+    async def go() -> int:
+        return sum(await asyncio.gather(*(connection() for _ in range(args.pool))))
+
+    start, cpu = time.perf_counter(), time.process_time()
+    sent = asyncio.run(go())
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"seconds": seconds, "cpu": cpu, "messages": sent, "build_s": build_s,
+            "size": len(messages[0][1]), "threads": threads_now(), "peak_mb": own_peak_mb()}
+
+
 def child_main(args: argparse.Namespace) -> None:
     signal.alarm(int(CHILD_TIMEOUT))  # a stuck path ends itself
-    result = {"digest": child_digest, "digest-dkim": child_digest, "smtplib": child_smtplib}[args.child](args)
+    result = {"digest": child_digest, "digest-dkim": child_digest, "smtplib": child_smtplib,
+              "transport": child_transport}[args.child](args)
     print(json.dumps(result), flush=True)
 
 
@@ -575,6 +616,16 @@ def main() -> None:
         rows.append(measured(sink, "b", "(b) smtplib, 1 connection", "1 + sink", path_b,
                              lambda: f"sending loop only; building {args.readers:,} messages took {extra['build_s']:.2f} s more"))
         for pool in pools:
+            transport_box: dict = {}
+
+            def path_t(pool=pool, box=transport_box) -> Row:
+                row, result = run_python_path(args, "transport", workdir, sink.port, pool)
+                box.update(result)
+                return row
+
+            rows.append(measured(sink, "t", f"(t) transport pool_size={pool}", "1 + sink", path_t,
+                                 lambda: "sending loop only, no ledger"))
+        for pool in pools:
             result_box: dict = {}
 
             def path_a(pool=pool, box=result_box) -> Row:
@@ -646,6 +697,12 @@ def print_table(rows: list[Row], sink_kind: str) -> None:
         print(f"(c) = the faster smtp-source row: {c:,.0f} msg/s")
     if best is None:
         return
+    pool = best.label.rsplit("=", 1)[1]
+    floor = next((r for r in rows if r.key == "t" and r.label.endswith(f"={pool}")), None)
+    if floor is not None:
+        extra_us = (best.cpu / best.messages - floor.cpu / floor.messages) * 1e6
+        print(f"(a) at pool_size={pool} against (t), the transport alone over as many connections: {ratio(best.rate, floor.rate)} "
+              f"of its msg/s, {extra_us:,.0f} us of CPU more per message (ledger, dispatcher, building each copy, start-up)")
     ok_c = bool(c) and best.rate >= 0.4 * c
     ok_b = best.rate > b
     print(f"\nbest (a): {best.label.split(' ', 2)[2]}, {best.rate:,.0f} msg/s = {ratio(best.rate, c)} of (c), "
