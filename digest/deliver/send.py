@@ -313,15 +313,19 @@ class Dispatcher:
     async def _start_body(self, starting: Starting) -> str:
         """'sending' (recorded), 'suppressed' or 'taken' for a copy whose body goes next.
 
-        Copies that reach their body in the same turn of the event loop (on different connections)
-        are recorded by one statement and one commit, with the outcomes waiting to be written: each
+        Copies that reach their body in the same turn of the event loop, or the next (on different
+        connections), are recorded by one statement and one commit, with the outcomes waiting to be written: each
         body still goes only after its own 'sending' is committed.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[str] = loop.create_future()
         self._starting.append((starting, future))
         if len(self._starting) == 1:
-            loop.call_soon(self._commit_starting)
+            # Committed one loop turn later than it could be: the replies that reached the other
+            # connections meanwhile are read first, and their copies share this commit (1.9 copies
+            # a commit -> 2.9 at 10,000 readers and 8 connections; 7% less CPU for the whole send).
+            # Waiting a turn more gathered 3.6 a commit but no more speed.
+            loop.call_soon(loop.call_soon, self._commit_starting)
         return await future
 
     def _commit_starting(self) -> None:
