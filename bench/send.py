@@ -150,17 +150,22 @@ def child_digest(args: argparse.Namespace) -> dict:
     return {"seconds": seconds, "cpu": cpu, "messages": counts["sent"], "threads": threads_now(), "peak_mb": own_peak_mb()}
 
 
-def child_smtplib(args: argparse.Namespace) -> dict:
-    """(b) the naive loop: smtplib, one connection, pre-built digest messages."""
-    import smtplib
-
-    settings = bench_settings(Path(args.workdir), "b", args.port, 1)
+def prebuilt_messages(args: argparse.Namespace, label: str, pool: int):
+    """The settings, the envelope sender, every reader's (address, message) built with digest's
+    compose, and the seconds the building took: what (b) and (t) send."""
+    settings = bench_settings(Path(args.workdir), label, args.port, pool)
     edition, composed = composed_issue(settings, args.edition)
     start = time.perf_counter()
     messages = [(email, composed.message(composed.recipients.for_address(email, name)))
                 for email, name in reader_rows(args.readers)]
-    build_s = time.perf_counter() - start
-    sender = edition.sender.address
+    return settings, edition.sender.address, messages, time.perf_counter() - start
+
+
+def child_smtplib(args: argparse.Namespace) -> dict:
+    """(b) the naive loop: smtplib, one connection, pre-built digest messages."""
+    import smtplib
+
+    _, sender, messages, build_s = prebuilt_messages(args, "b", 1)
     client = smtplib.SMTP("127.0.0.1", args.port, timeout=60)
     try:
         client.ehlo()
@@ -178,13 +183,7 @@ def child_transport(args: argparse.Namespace) -> dict:
     """(t) digest's SMTP transport alone: pool_size connections, pre-built messages, no ledger."""
     from digest.deliver.transport import Envelope, SmtpConnection, always_send
 
-    settings = bench_settings(Path(args.workdir), f"t{args.pool}", args.port, args.pool)
-    edition, composed = composed_issue(settings, args.edition)
-    start = time.perf_counter()
-    messages = [(email, composed.message(composed.recipients.for_address(email, name)))
-                for email, name in reader_rows(args.readers)]
-    build_s = time.perf_counter() - start
-    sender = edition.sender.address
+    settings, sender, messages, build_s = prebuilt_messages(args, f"t{args.pool}", args.pool)
     queue = iter(messages)
 
     async def connection() -> int:
@@ -616,14 +615,8 @@ def main() -> None:
         rows.append(measured(sink, "b", "(b) smtplib, 1 connection", "1 + sink", path_b,
                              lambda: f"sending loop only; building {args.readers:,} messages took {extra['build_s']:.2f} s more"))
         for pool in pools:
-            transport_box: dict = {}
-
-            def path_t(pool=pool, box=transport_box) -> Row:
-                row, result = run_python_path(args, "transport", workdir, sink.port, pool)
-                box.update(result)
-                return row
-
-            rows.append(measured(sink, "t", f"(t) transport pool_size={pool}", "1 + sink", path_t,
+            rows.append(measured(sink, "t", f"(t) transport pool_size={pool}", "1 + sink",
+                                 lambda pool=pool: run_python_path(args, "transport", workdir, sink.port, pool)[0],
                                  lambda: "sending loop only, no ledger"))
         for pool in pools:
             result_box: dict = {}
