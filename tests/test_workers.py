@@ -178,6 +178,30 @@ def test_a_helper_killed_mid_send_is_replaced_at_once_on_the_same_machine(tmp_pa
     assert all(r.state == "sent" for r in rows) and len(rows) == READERS
 
 
+def test_a_send_stopped_while_its_helper_is_starting_reports_no_failed_worker(tmp_path, state_db):
+    """SIGTERM to `digest send --workers 2` alone while its helper is still starting (before the
+    helper has a handler of its own, so the send's SIGTERM kills it): the send stops as asked and
+    does not report its helper as a worker that failed with copies taken over by others."""
+    with slowed() as server:
+        config = newsroom(tmp_path, server.port)
+        send = start_digest(config, state_db, "send", "am", "--date", D, "--workers", "2")
+        try:
+            children = Path(f"/proc/{send.pid}/task/{send.pid}/children")
+            assert wait_for(lambda: children.read_text().split() or send.poll() is not None, 30)
+            assert send.poll() is None, "the send ended before its helper started"
+            helper = int(children.read_text().split()[0])
+            send.send_signal(signal.SIGTERM)
+            out, err = finish(send)
+        finally:
+            if send.poll() is None:
+                send.kill()
+                send.communicate()
+    assert send.returncode == 1 and "stopped by a signal" in out, (out, err)
+    assert "exited with code" not in err, err
+    assert not Path(f"/proc/{helper}").exists() or "zombie" in Path(f"/proc/{helper}/status").read_text().lower()
+    assert {r.state for r in delivery_rows(state_db)} <= {"sent", "pending"}
+
+
 def test_three_sends_of_one_issue_started_at_once_make_one_issue_and_send_each_reader_once(tmp_path, state_db):
     with slowed() as server:
         config = newsroom(tmp_path, server.port)

@@ -56,6 +56,7 @@ class Helpers:
     def __init__(self, processes: list[asyncio.subprocess.Process], tell: Callable[[str], None]) -> None:
         self.processes = processes
         self.tell = tell
+        self.stopped = False  # stop() sent them SIGTERM
         self._readers = [asyncio.create_task(self._relay_output(p)) for p in processes]
 
     @classmethod
@@ -81,6 +82,7 @@ class Helpers:
 
     def stop(self) -> None:
         """Ask every helper to finish the copies in flight and stop (as SIGTERM does to `digest send`)."""
+        self.stopped = True
         for process in self.processes:
             if process.returncode is None:
                 try:
@@ -89,10 +91,14 @@ class Helpers:
                     pass
 
     async def wait(self) -> list[tuple[int, int]]:
-        """Wait for every helper to exit; (pid, exit code) of those that failed."""
+        """Wait for every helper to exit; (pid, exit code) of those that failed.
+
+        One that our stop() ended while it was still starting, before its own SIGTERM handler was
+        in place (it dies of the signal: code -15), held no copies and did not fail."""
         codes = [await p.wait() for p in self.processes]
         await asyncio.gather(*self._readers, return_exceptions=True)
-        return [(p.pid, code) for p, code in zip(self.processes, codes) if code != 0]
+        return [(p.pid, code) for p, code in zip(self.processes, codes)
+                if code != 0 and not (self.stopped and code == -signal.SIGTERM)]
 
 
 def run_counts(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
