@@ -167,7 +167,7 @@ class Dispatcher:
         self.owner = sender_name(owner)
         self.reopen = reopen
         self.wait_for_others = wait_for_others
-        self._others_poll = OTHERS_POLL_FIRST
+        self._others_poll = OTHERS_POLL_FIRST  # the next wait for other senders' copies
         # Outcomes of finished copies not yet written: the next 'sending' commit carries them (one
         # commit per copy at most). Until then the copy shows 'sending', so a crash leaves at most
         # one copy per connection in doubt, as before.
@@ -214,6 +214,8 @@ class Dispatcher:
         lapses and this sender takes them over.
         """
         if self.wait_for_others and self.ledger.held_by_others(self.record.id, self.owner):
+            if self._claimed:  # a pass that sent something: a new wait, which starts soon again
+                self._others_poll = OTHERS_POLL_FIRST
             await self._wait(self._others_poll)
             self._others_poll = min(OTHERS_POLL, self._others_poll * 2)
             return not self.stop.is_set()
@@ -314,8 +316,8 @@ class Dispatcher:
         """'sending' (recorded), 'suppressed' or 'taken' for a copy whose body goes next.
 
         Copies that reach their body in the same turn of the event loop, or the next (on different
-        connections), are recorded by one statement and one commit, with the outcomes waiting to be written: each
-        body still goes only after its own 'sending' is committed.
+        connections), are recorded by one statement and one commit, with the outcomes waiting to
+        be written: each body still goes only after its own 'sending' is committed.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[str] = loop.create_future()
