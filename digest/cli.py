@@ -12,11 +12,13 @@ import asyncio
 import dataclasses
 import datetime as dt
 import errno
+import json
 import logging
 import re
 import signal
 import sys
 from contextlib import closing
+from functools import partial
 from pathlib import Path
 
 import click
@@ -44,6 +46,7 @@ from .readers.bounces import Summary as BounceSummary
 from .readers.bounces import process as process_bounces
 from .readers.subscribers import SubscriberLoad, load_subscribers
 from .readers.writeback import export as export_subscribers
+from .returnpath import copy_id as verp_copy_id
 from .sources.gathering import BrokenStories, broken_story_rule, gather_stories
 from .sources.notes import note_path
 from .sources.stories import StoryLoad
@@ -550,6 +553,10 @@ def _print_standing(settings: Settings, standing: IssueStanding) -> None:
         console.table("Per sender (the process that sent each copy)", ["sender", "sent"], standing.senders)
     if standing.workers:
         console.table("Workers heard from in the last minute", ["worker", "on", "last seen"], standing.workers)
+    if standing.bounced_later or standing.complaints:
+        console.line(f"after delivery: {standing.bounced_later} bounced (DSNs), {standing.complaints} complained "
+                     "(marked as spam; those readers are suppressed from every edition)",
+                     "warning" if standing.complaints else None)
     if standing.left_out:
         console.line(f"audience frozen with {_left_out_text(standing.left_out)}; fix them and run "
                      f"`digest send {slug} --date {date}` to add the readers whose address can be read", "error")
@@ -731,19 +738,31 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Read and match, but suppress and mark nothing.")
 @click.option("--all", "show_all", is_flag=True, help="Also list ignored messages (auto-replies, success notices).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object per report on standard output instead of tables (keys: README).")
 @click.pass_context
-def bounces(ctx: click.Context, path: Path, dry_run: bool, show_all: bool) -> None:
-    """Read bounces (DSNs) from a Maildir, mbox, .eml file or folder: suppress hard bounces, count soft ones."""
+def bounces(ctx: click.Context, path: Path, dry_run: bool, show_all: bool, as_json: bool) -> None:
+    """Read bounces (DSNs) and complaints (ARF) from a Maildir, mbox, .eml file or folder: suppress
+    hard bounces and complainers, count the rest."""
     settings = _settings(ctx)
+    verp = partial(verp_copy_id, settings.signing_keys) if settings.signing_keys else None
     if not state_exists(settings.state_db):
         console.line(f"no state database at {shown(settings.state_db)}: nothing has been sent, so no bounce can match", "warning")
-        ctx.exit(0)
-    with closing(Ledger(settings.state_db, create=not dry_run)) as ledger:
-        summary = process_bounces(ledger, path, dry_run=dry_run)
-    rows = summary.rows(include_ignored=show_all)
-    if rows:
-        console.table(f"Bounces in {path}", BounceSummary.OUTCOME_COLUMNS, rows)
-    console.table("Bounces" + (" (dry run: nothing written)" if dry_run else ""), BounceSummary.COLUMNS, [summary.totals()])
+        if not as_json:
+            ctx.exit(0)
+        summary = process_bounces(None, path, verp=verp, dry_run=True)
+    else:
+        with closing(Ledger(settings.state_db, create=not dry_run)) as ledger:
+            summary = process_bounces(ledger, path, verp=verp, dry_run=dry_run)
+    if as_json:
+        for record in summary.records(include_ignored=show_all):
+            click.echo(json.dumps(record, ensure_ascii=False, sort_keys=False))
+    else:
+        rows = summary.rows(include_ignored=show_all)
+        if rows:
+            console.table(f"Bounces in {path}", BounceSummary.OUTCOME_COLUMNS, rows)
+        console.table("Bounces" + (" (dry run: nothing written)" if dry_run else ""), BounceSummary.COLUMNS,
+                      [summary.totals()])
     for problem in summary.problems:
         console.line(f"error: {problem.source}: {problem.message}", "error")
     ctx.exit(1 if summary.problems else 0)

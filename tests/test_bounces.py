@@ -19,6 +19,8 @@ from digest.readers.bounces import (
     read_messages,
     scan,
 )
+from digest import returnpath
+from digest.models import SigningKey
 from digest.state.ledger import Ledger
 
 DATA = Path(__file__).parent / "data" / "bounces"
@@ -37,10 +39,10 @@ EXPECTED = {
     "gmail-hard.eml": ("priya.natarajan@example.org", "failed", "5.1.1", "hard", "dsn", mid("ae06d381887f14c2d8324eb74f1627b5"), "pm"),
     "microsoft-hard.eml": ("jordan.okafor@example.net", "failed", "5.1.10", "hard", "dsn", mid("614c52a3f922c8c4659c6be8379112be"), "am"),
     "postfix-delayed.eml": ("marta.ilves@example.org", "delayed", "4.4.1", "soft", "dsn", mid("3e09b635b9ab2a363bffee702144ed5a"), "am"),
-    "mailbox-full.eml": ("owen.gallagher@example.com", "failed", "5.2.2", "soft", "dsn", mid("0953903cf4175f59effb1d76d072c9a4"), "am"),
-    "policy.eml": ("ines.moreau@example.org", "failed", "5.7.1", "soft", "dsn", mid("413c315396df4b3f9d47dac3318e3097"), "am"),
-    "plain-text-bounce.eml": ("sam.whitfield@example.net", "failed", "5.1.1", "hard", "heuristic", mid("93a65ea4b5e69f336f66fe533bea7cc7"), "am"),
-    "autoreply.eml": (None, None, None, "ignore", "auto-reply", None, "am"),
+    "mailbox-full.eml": ("owen.gallagher@example.com", "failed", "5.2.2", "policy", "dsn", mid("0953903cf4175f59effb1d76d072c9a4"), "am"),
+    "policy.eml": ("ines.moreau@example.org", "failed", "5.7.1", "policy", "dsn", mid("413c315396df4b3f9d47dac3318e3097"), "am"),
+    "plain-text-bounce.eml": ("sam.whitfield@example.net", "failed", "5.1.1", "hard", "text", mid("93a65ea4b5e69f336f66fe533bea7cc7"), "am"),
+    "autoreply.eml": (None, None, None, "auto-reply", "auto-reply", None, "am"),
 }
 AUTOREPLY_READER = ("hannah.lindqvist@example.com", mid("602565d2aca7088e6e431fe0b1e526b3"))
 BYSTANDER = ("ruth.adeyemi@example.com", mid("a01bb49d0e0a678142132decbfd12699"))  # bounced nowhere
@@ -49,6 +51,11 @@ HARD = {v[0] for v in EXPECTED.values() if v[3] == "hard"}
 
 def fixture_bytes(name: str) -> bytes:
     return (DATA / name).read_bytes()
+
+
+def complaint_bytes() -> bytes:
+    """An ARF report (RFC 5965) about BYSTANDER's copy, as a feedback loop sends it."""
+    return (DATA.parent / "complaints" / "arf-complaint.eml").read_bytes()
 
 
 # --- parsing ---------------------------------------------------------------------------------
@@ -108,20 +115,26 @@ def test_soft_reasons_say_what_happened() -> None:
     ("failed", "5.2.1", None, "hard"),       # mailbox disabled
     ("failed", "5.4.4", None, "hard"),       # the domain has no mail host
     ("failed", "5.0.0", "550 no such user", "hard"),
-    ("failed", "5.0.0", "552 storage exceeded", "soft"),
-    ("failed", "5.2.2", None, "soft"),       # mailbox full
-    ("failed", "5.2.3", None, "soft"),       # our message too large
-    ("failed", "5.7.1", None, "soft"),       # policy
-    ("failed", "5.7.26", None, "soft"),      # DMARC / authentication
-    ("failed", "5.3.4", None, "soft"),       # message too big for the system: not the address
-    ("failed", "5.4.7", None, "soft"),       # delivery time expired
-    ("failed", "5.6.0", None, "soft"),       # content
-    ("failed", "4.4.7", None, "soft"),       # gave up on a temporary failure
+    ("failed", "5.0.0", "552 storage exceeded", "policy"),  # refused for good, not for the address
+    ("failed", "5.2.2", None, "policy"),     # mailbox full
+    ("failed", "5.2.3", None, "policy"),     # our message too large
+    ("failed", "5.7.1", None, "policy"),     # policy
+    ("failed", "5.7.26", None, "policy"),    # DMARC / authentication
+    ("failed", "5.3.4", None, "policy"),     # message too big for the system: not the address
+    ("failed", "5.4.7", None, "policy"),     # delivery time expired
+    ("failed", "5.6.0", None, "policy"),     # content
+    ("failed", "4.4.7", None, "policy"),     # gave up after temporary failures: final, reader kept
     ("failed", None, None, "soft"),          # failed, no code: never enough to drop a reader
     ("delayed", "4.2.2", None, "soft"),
-    ("delivered", "2.0.0", None, "ignore"),
-    ("relayed", "2.0.0", None, "ignore"),
-    ("expanded", "2.0.0", None, "ignore"),
+    ("delivered", "2.0.0", None, "other"),
+    ("relayed", "2.0.0", None, "other"),
+    ("expanded", "2.0.0", None, "other"),
+    ("failed", "5.3.0", "553 5.3.0 No such user here", "hard"),  # the words say the address is gone
+    ("failed", None, "550 Requested action not taken: mailbox unavailable", "hard"),  # no enhanced code
+    ("failed", None, "553 Exceeded maximum inbound message size", "policy"),
+    ("failed", None, "554 delivery error", "policy"),
+    ("failed", None, None, "soft"),
+
 ])
 def test_classification(action, status, diagnostic, expected) -> None:
     assert classify(action, status, diagnostic)[0] == expected
@@ -131,7 +144,7 @@ def test_a_success_notification_is_ignored() -> None:
     data = fixture_bytes("postfix-hard.eml").replace(b"Action: failed", b"Action: delivered").replace(
         b"Status: 5.1.1", b"Status: 2.0.0")
     report = parse_dsn(data)[0]
-    assert (report.category, report.action) == ("ignore", "delivered")
+    assert (report.category, report.action) == ("other", "delivered")
 
 
 def test_mail_that_is_not_a_bounce_is_ignored_even_if_it_quotes_an_smtp_reply() -> None:
@@ -139,7 +152,7 @@ def test_mail_that_is_not_a_bounce_is_ignored_even_if_it_quotes_an_smtp_reply() 
              b"Subject: Re: your newsletter\nIn-Reply-To: " + EXPECTED["postfix-hard.eml"][5].encode() + b"\n\n"
              b"My old address gave me 550 5.1.1 errors; please use ana@example.org now.\n")
     report = parse_dsn(reply)[0]
-    assert (report.category, report.kind, report.recipient) == ("ignore", "other", None)
+    assert (report.category, report.kind, report.recipient) == ("other", "other", None)
 
 
 def test_garbage_does_not_crash_the_parser() -> None:
@@ -148,21 +161,34 @@ def test_garbage_does_not_crash_the_parser() -> None:
         assert parse_dsn(data)  # always a report, never an exception
 
 
-def test_a_complaint_report_is_not_a_bounce() -> None:
-    arf = (b"From: staff@abuse.example.net\nTo: am@northline.example.org\nSubject: complaint\nMIME-Version: 1.0\n"
-           b"Content-Type: multipart/report; report-type=feedback-report; boundary=b\n\n--b\nContent-Type: text/plain\n\n"
-           b"This is an abuse report\n--b\nContent-Type: message/feedback-report\n\nFeedback-Type: abuse\n\n--b--\n")
-    assert parse_dsn(arf)[0].category == "ignore"
+def test_an_arf_complaint_is_read_with_its_reader_and_the_original_message_id() -> None:
+    [report] = parse_dsn(complaint_bytes(), "arf-complaint.eml")
+    assert (report.category, report.kind, report.recipient, report.action) == \
+        ("complaint", "arf", "ruth.adeyemi@example.com", "abuse")
+    assert report.message_id == BYSTANDER[1]
+    assert report.subject == "Beschwerde: Northline AM"  # RFC 2047 decoded
+    assert "MailhostFBL/2.1" in report.reason
 
 
-def test_a_verp_return_path_is_recognised() -> None:
+def test_a_not_spam_feedback_report_is_no_complaint() -> None:
+    data = complaint_bytes().replace(b"Feedback-Type: abuse", b"Feedback-Type: not-spam")
+    assert parse_dsn(data)[0].category == "other"
+
+
+def test_a_redacted_arf_report_names_no_reader_but_keeps_the_message_id() -> None:
+    data = complaint_bytes().replace(b"Original-Rcpt-To: <ruth.adeyemi@example.com>\n", b"")
+    [report] = parse_dsn(data)
+    assert (report.category, report.recipient, report.message_id) == ("complaint", None, BYSTANDER[1])
+
+
+def test_a_verp_token_of_our_shape_is_read_from_the_delivered_to_header() -> None:
     data = fixture_bytes("postfix-hard.eml").replace(
-        b"Delivered-To: am@northline.example.org",
-        b"Delivered-To: bounces+tomas.ferreira=example.com@northline.example.org")
-    report = parse_dsn(data)[0]
-    assert report.verp_token == "tomas.ferreira=example.com"
-    assert report.verp_address == "tomas.ferreira@example.com"
+        b"Delivered-To: am@northline.example.org", b"Delivered-To: bounce+1234-0123456789ab@northline.example.org")
+    assert parse_dsn(data)[0].verp_token == "1234-0123456789ab"
     assert parse_dsn(fixture_bytes("postfix-hard.eml"))[0].verp_token is None  # not required
+    other_plus = fixture_bytes("postfix-hard.eml").replace(
+        b"Delivered-To: am@northline.example.org", b"Delivered-To: am+news@northline.example.org")
+    assert parse_dsn(other_plus)[0].verp_token is None  # a plus address that is not our token
 
 
 # --- against a real ledger -------------------------------------------------------------------
@@ -209,8 +235,8 @@ def all_reports():
 def test_hard_bounces_suppress_exactly_those_readers_for_every_edition(ledger: Ledger) -> None:
     summary = apply(ledger, all_reports())
     assert suppressions(ledger) == {address_key(a): ("*", "bounced") for a in HARD}
-    assert (summary.messages, summary.reports, summary.hard, summary.soft, summary.ignored,
-            summary.unmatched, summary.suppressed) == (9, 9, 5, 3, 1, 0, 5)
+    assert (summary.messages, summary.reports, summary.hard, summary.soft, summary.policy, summary.ignored,
+            summary.unmatched, summary.suppressed) == (9, 9, 5, 1, 2, 1, 0, 5)
     assert summary.problems == []
     for address in HARD:
         assert ledger.is_suppressed(address_key(address), "am") and ledger.is_suppressed(address_key(address), "climate")
@@ -247,7 +273,7 @@ def test_applying_the_same_mailbox_twice_changes_nothing_the_second_time(ledger:
     again = apply(ledger, all_reports())
     assert snapshot(ledger) == before
     assert (again.suppressed, again.failed) == (0, 0)
-    assert (again.hard, again.soft, again.unmatched) == (5, 3, 0)
+    assert (again.hard, again.soft, again.policy, again.unmatched) == (5, 1, 2, 0)
     assert {o.result for o in again.outcomes if o.category == "hard"} == {"already suppressed (bounced)"}
 
 
@@ -335,23 +361,74 @@ def test_without_a_message_id_an_address_we_never_sent_to_is_unmatched(ledger: L
     assert suppressions(ledger) == {}
 
 
-def test_a_verp_return_path_matches_when_the_report_names_a_rewritten_address(ledger: Ledger) -> None:
-    data = strip_message_ids(_variant(
+KEYS = (SigningKey("k1", b"a-test-secret-of-thirty-two-bytes!!"),)
+
+
+def _copy_id(ledger: Ledger, email: str) -> int:
+    return ledger.db.execute("SELECT id FROM deliveries WHERE email = ?", (email,)).fetchone()[0]
+
+
+def _verp_bounce(token: str) -> bytes:
+    """Tomas's bounce with no Message-ID and a rewritten address: only the VERP token can say whose it is."""
+    return strip_message_ids(_variant(
         "postfix-hard.eml", (TOMAS, b"t.ferreira@mail.example.com"),
-        (b"Delivered-To: am@northline.example.org", b"Delivered-To: bounces+tomas.ferreira=example.com@northline.example.org")))
-    summary = apply(ledger, parse_dsn(data))
-    assert (summary.suppressed, summary.outcomes[0].matched_by) == (1, "verp")
+        (b"Delivered-To: am@northline.example.org", f"Delivered-To: bounce+{token}@northline.example.org".encode())))
+
+
+def test_a_signed_verp_token_matches_the_copy_when_nothing_else_would(ledger: Ledger) -> None:
+    token = returnpath.token(KEYS, _copy_id(ledger, "tomas.ferreira@example.com"))
+    assert apply(ledger, parse_dsn(_verp_bounce(token)), dry_run=True).unmatched == 1  # without the key: unknown
+    summary = apply(ledger, parse_dsn(_verp_bounce(token)), verp=lambda t: returnpath.copy_id(KEYS, t))
+    assert (summary.suppressed, summary.failed, summary.outcomes[0].matched_by) == (1, 1, "verp")
     assert suppressions(ledger) == {"tomas.ferreira@example.com": ("*", "bounced")}
+    assert states(ledger)["tomas.ferreira@example.com"] == "failed"
 
 
-def test_an_opaque_verp_token_is_resolved_by_the_callers_function(ledger: Ledger) -> None:
-    data = strip_message_ids(_variant(
-        "postfix-hard.eml", (TOMAS, b"t.ferreira@mail.example.com"),
-        (b"Delivered-To: am@northline.example.org", b"Delivered-To: bounces+q7Zk2@northline.example.org")))
-    tokens = {"q7Zk2": "tomas.ferreira@example.com"}
-    assert apply(ledger, parse_dsn(data), dry_run=True).unmatched == 1  # without a resolver: unknown
-    summary = apply(ledger, parse_dsn(data), verp=tokens.get)
-    assert (summary.suppressed, summary.outcomes[0].matched_by) == (1, "verp")
+def test_the_verp_token_wins_over_a_message_id(ledger: Ledger) -> None:
+    # The relay rewrote Message-IDs: the bounce quotes one that belongs to another reader's copy.
+    token = returnpath.token(KEYS, _copy_id(ledger, "tomas.ferreira@example.com"))
+    data = _variant("postfix-hard.eml", (b"Delivered-To: am@northline.example.org",
+                                         f"Delivered-To: bounce+{token}@northline.example.org".encode()))
+    summary = apply(ledger, parse_dsn(data), verp=lambda t: returnpath.copy_id(KEYS, t), dry_run=True)
+    assert summary.outcomes[0].matched_by == "verp"
+
+
+def test_a_forged_or_altered_verp_token_suppresses_nobody(ledger: Ledger) -> None:
+    real = returnpath.token(KEYS, _copy_id(ledger, "tomas.ferreira@example.com"))
+    other_id = _copy_id(ledger, "lena.brandt@example.net")
+    forged = [f"{other_id}-{real.split('-')[1]}", f"{other_id}-0123456789ab",
+              returnpath.token((SigningKey("x", b"someone-elses-secret-thirty-two-b"),), other_id)]
+    for token in forged:
+        summary = apply(ledger, parse_dsn(_verp_bounce(token)), verp=lambda t: returnpath.copy_id(KEYS, t))
+        assert (summary.unmatched, summary.suppressed) == (1, 0), token
+        assert "does not verify" in summary.outcomes[0].reason
+    assert suppressions(ledger) == {}
+
+
+def test_a_token_signed_by_an_older_key_still_verifies() -> None:
+    old, new = SigningKey("old", b"the-old-secret-of-thirty-two-bytes"), SigningKey("new", b"the-new-secret-of-thirty-two-bytes")
+    assert returnpath.copy_id((new, old), returnpath.token((old,), 77)) == 77
+    assert returnpath.copy_id((new,), returnpath.token((old,), 77)) is None
+    assert returnpath.address("bounce@northline.example.org", (new,), 77).startswith("bounce+77-")
+
+
+def test_a_complaint_suppresses_the_reader_everywhere_and_is_counted_apart(ledger: Ledger) -> None:
+    summary = apply(ledger, parse_dsn(complaint_bytes(), "arf-complaint.eml"))
+    assert (summary.complaints, summary.hard, summary.suppressed, summary.failed) == (1, 0, 1, 0)
+    assert suppressions(ledger)["ruth.adeyemi@example.com"] == ("*", "complained")
+    assert states(ledger)["ruth.adeyemi@example.com"] == "sent"  # it was delivered; the reader objected
+    am = ledger.find_issue("am", DATE)
+    assert ledger.complaint_count(am.id) == 1
+    again = apply(ledger, parse_dsn(complaint_bytes(), "arf-complaint.eml"))
+    assert (again.suppressed, ledger.complaint_count(am.id)) == (0, 1)
+    assert again.outcomes[0].result == "already suppressed (complained)"
+
+
+def test_a_dry_run_complaint_writes_nothing(ledger: Ledger) -> None:
+    before = snapshot(ledger)
+    summary = apply(ledger, parse_dsn(complaint_bytes()), dry_run=True)
+    assert (summary.complaints, summary.suppressed) == (1, 1)
+    assert snapshot(ledger) == before and ledger.complaint_count(ledger.find_issue("am", DATE).id) == 0
 
 
 # --- inputs ----------------------------------------------------------------------------------
@@ -439,7 +516,7 @@ def test_process_reads_parses_and_applies_a_maildir(ledger: Ledger, tmp_path: Pa
     box.close()
     (tmp_path / "Maildir" / "new" / "broken").symlink_to(tmp_path / "nowhere")
     summary = process(ledger, tmp_path / "Maildir")
-    assert summary.totals() == (9, 9, 5, 3, 1, 0, 5, 1)
+    assert summary.totals() == (9, 9, 5, 1, 2, 0, 1, 0, 5, 1)
     assert len(summary.rows()) == 8 and len(summary.rows(include_ignored=True)) == 9
     assert len(summary.COLUMNS) == len(summary.totals())
     assert all(len(row) == len(summary.OUTCOME_COLUMNS) for row in summary.rows())
@@ -473,7 +550,7 @@ def test_a_postfix_bounce_without_its_dsn_part_is_read_from_the_text() -> None:
     end = data.index(b"--4Y2k9T0vZRz9sWq.1795950007/mail.northline.example.org\nContent-Description: Undelivered Message\n")
     report = parse_dsn(data[:start] + data[end:])[0]
     assert (report.kind, report.recipient, report.status, report.category) == \
-        ("heuristic", "tomas.ferreira@example.com", "5.1.1", "hard")
+        ("text", "tomas.ferreira@example.com", "5.1.1", "hard")
     assert report.diagnostic.endswith("User unknown in virtual mailbox table (in reply to RCPT TO command)")
     assert report.message_id == EXPECTED["postfix-hard.eml"][5]
 
@@ -482,10 +559,10 @@ def test_a_bounce_with_nothing_readable_is_flagged_not_guessed(ledger: Ledger) -
     data = (b"From: MAILER-DAEMON@mail.example.net\nTo: am@northline.example.org\nSubject: failure notice\n\n"
             b"Your message could not be delivered. Sorry.\n")
     report = parse_dsn(data, "odd.eml")[0]
-    assert (report.category, report.kind) == ("ignore", "unrecognised")
+    assert (report.category, report.kind) == ("other", "unrecognised")
     summary = apply(ledger, [report])
     assert summary.ignored == 1 and suppressions(ledger) == {}
-    assert summary.rows() == [("odd.eml", "", "ignore", "", "", "ignored", report.reason)]  # shown, not hidden
+    assert summary.rows() == [("odd.eml", "", "other", "", "", "ignored", report.reason)]  # shown, not hidden
 
 
 def test_a_plain_transcript_is_read_at_its_failure_not_its_first_reply() -> None:
@@ -498,6 +575,6 @@ def test_a_plain_transcript_is_read_at_its_failure_not_its_first_reply() -> None
             b"To: Kofi Mensah <kofi.mensah@example.com>\n")
     report = parse_dsn(data)[0]
     assert (report.kind, report.recipient, report.status, report.category) == \
-        ("heuristic", "kofi.mensah@example.com", "5.1.1", "hard")
+        ("text", "kofi.mensah@example.com", "5.1.1", "hard")
     assert report.diagnostic == "550 5.1.1 <kofi.mensah@example.com>... User unknown"
     assert report.message_id == mid("c" * 32)  # a folded Message-ID header, quoted in the text

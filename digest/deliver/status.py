@@ -42,6 +42,8 @@ class IssueStanding:
     relays: list[tuple[str, ...]] = field(default_factory=list)  # (relay, *RELAY_STATES counts), when more than one
     senders: list[tuple[str, int]] = field(default_factory=list)  # (sender process, copies sent), when more than one
     workers: list[tuple[str, str, str]] = field(default_factory=list)  # (worker, issue, seen ago) heard from lately
+    complaints: int = 0  # readers who marked this issue as spam (ARF reports read by `digest bounces`)
+    bounced_later: int = 0  # copies accepted by the relay that bounced afterwards (DSNs read by `digest bounces`)
     csv: str | None = None  # every copy's outcome, when asked for
 
     @property
@@ -88,7 +90,9 @@ def _recorded(ledger: Ledger, edition: Edition, date: dt.date, record: IssueReco
     return IssueStanding(edition, date, True, record, counts=counts, rows=_state_rows(ledger, record, counts),
                          left_out=still_out, added=len(left_out) - len(still_out), not_sent=not_sent,
                          csv=deliveries_csv(ledger.deliveries(record.id)) if with_csv else None, relays=relays,
-                         senders=_sender_rows(ledger.sender_counts(record.id)), workers=_worker_rows(ledger))
+                         senders=_sender_rows(ledger.sender_counts(record.id)), workers=_worker_rows(ledger),
+                         complaints=ledger.complaint_count(record.id) if ledger.has_table("complaints") else 0,
+                         bounced_later=ledger.failure_counts(record.id).get("dsn", 0))
 
 
 def _sender_rows(counts: dict[str, int]) -> list[tuple[str, int]]:

@@ -696,15 +696,19 @@ class Ledger:
         """The copies that carried each of these Message-IDs, newest issue first."""
         return self._copies("message_id", message_ids)
 
+    def copies_by_id(self, ids: Iterable[int]) -> dict[int, SentCopy]:
+        """The copies with these ledger ids (a VERP token names one), those that exist."""
+        return {i: copies[0] for i, copies in self._copies("id", ids).items()}
+
     def copies_to_addresses(self, keys: Iterable[str]) -> dict[str, list[SentCopy]]:
         """The copies attempted to each of these addresses (casefolded keys), newest issue first."""
         return self._copies("key", keys)
 
-    def _copies(self, column: str, values: Iterable[str]) -> dict[str, list[SentCopy]]:
+    def _copies(self, column: str, values: Iterable) -> dict:
         # A few scans in batches of _BATCH values, not one query per bounce report.
         found: dict[str, list[SentCopy]] = {}
         wanted = sorted(set(values))
-        extra = " AND d.message_id IS NOT NULL" if column == "key" else ""
+        extra = " AND d.message_id IS NOT NULL" if column in ("key", "id") else ""  # only copies that went
         for start in range(0, len(wanted), _BATCH):
             chunk = wanted[start:start + _BATCH]
             rows = self.db.execute(
@@ -717,25 +721,37 @@ class Ledger:
         return found
 
     def apply_bounce(self, copy: SentCopy, *, suppress: str | None, fail: tuple[int | None, str] | None,
+                     reason: str = "bounced", complaint: tuple[str, str] | None = None,
                      write: bool = True) -> BounceChange:
-        """Act on a bounce matched to ``copy``, in one transaction.
+        """Act on a bounce or complaint matched to ``copy``, in one transaction.
 
-        ``suppress`` (a detail): suppress the reader for every edition, reason ``bounced``, unless
-        they already are. ``fail`` (code, text): mark the copy failed, if the ledger still has it
-        as ``sent`` or ``uncertain``. With ``write=False`` nothing is written and the change says
-        what would have been done.
+        ``suppress`` (a detail): suppress the reader for every edition with ``reason``, unless they
+        already are. ``fail`` (code, text): mark the copy failed, if the ledger still has it as
+        ``sent`` or ``uncertain``. ``complaint`` (Feedback-Type, where it was read): record it
+        against the copy, once. With ``write=False`` nothing is written and the change says what
+        would have been done.
         """
-        if suppress is None and fail is None:
+        if suppress is None and fail is None and complaint is None:
             return BounceChange()
         if not write:
             return self._bounce_change(copy, suppress, fail)
         with self._transaction():
             change = self._bounce_change(copy, suppress, fail)
             if change.suppressed:
-                self.suppress(copy.key, "*", "bounced", suppress)
+                self.suppress(copy.key, "*", reason, suppress)
             if change.failed and fail is not None:
                 self.mark(copy.id, "failed", fail[0], fail[1])
+            if complaint is not None:
+                self.db.execute("INSERT INTO complaints (delivery_id, feedback_type, source, received_at) "
+                                "VALUES (?, ?, ?, ?) ON CONFLICT (delivery_id) DO NOTHING",
+                                (copy.id, complaint[0][:100], complaint[1][:500], _now()))
         return change
+
+    def complaint_count(self, issue_id: int) -> int:
+        """How many readers of this issue complained (marked it as spam), as ARF reports said."""
+        row = self.db.execute("SELECT count(*) FROM complaints c JOIN deliveries d ON d.id = c.delivery_id "
+                              "WHERE d.issue_id = ?", (issue_id,)).fetchone()
+        return int(row[0]) if row else 0
 
     def _bounce_change(self, copy: SentCopy, suppress: str | None, fail: tuple[int | None, str] | None) -> BounceChange:
         earlier = self.suppression_reason(copy.key, "*") if suppress is not None else None

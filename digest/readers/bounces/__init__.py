@@ -2,12 +2,14 @@
 
 A relay that accepted a copy with 250 may still fail to deliver it; it then mails a delivery
 status notification (DSN, RFC 3464) back to the envelope sender. ``digest bounces PATH`` reads
-those from a Maildir (``cur/`` and ``new/``), an mbox file, one ``.eml`` file or a folder of
+those, and ARF complaints (arf.py), from a Maildir (``cur/`` and ``new/``), an mbox file, one ``.eml`` file or a folder of
 ``.eml`` files, and::
 
     mailbox.read_messages(path)  ->  (source, bytes) per message; unreadable items become problems
-    dsn.parse_dsn(bytes)         ->  one BounceReport per recipient block (at least one per message)
-    apply.apply(ledger, reports) ->  Summary: matched to a copy of an issue, hard bounces suppressed
+    dsn.parse_dsn(bytes)         ->  one BounceReport per recipient (at least one per message); the
+                                     addresses from RFC 3464 fields, else flufl.bounce (library.py)
+    apply.apply(ledger, reports) ->  Summary: matched to a copy of an issue (VERP token first,
+                                     returnpath.py), hard bounces and complainers suppressed
 
 ``scan`` and ``process`` below run the three in turn. How a report is classified: dsn.py; how it
 is matched to a reader and what is then written: apply.py.
@@ -19,12 +21,12 @@ from pathlib import Path
 
 from ...state.ledger import Ledger
 from .apply import Outcome, Summary, apply
-from .dsn import VERP_PREFIX, BounceReport, Category, Kind, classify_report, parse_dsn
+from .dsn import ACTING, BounceReport, Category, Kind, classify_report, parse_dsn
 from .mailbox import Problem, read_messages
 
 classify = classify_report  # the name the bounce tests (and callers before the split) use
 
-__all__ = ["VERP_PREFIX", "BounceReport", "Category", "Kind", "Outcome", "Problem", "Summary", "apply", "classify",
+__all__ = ["ACTING", "BounceReport", "Category", "Kind", "Outcome", "Problem", "Summary", "apply", "classify",
            "classify_report", "parse_dsn", "process", "read_messages", "scan"]
 
 
@@ -42,7 +44,7 @@ def scan(path: Path | str) -> tuple[int, list[BounceReport], list[Problem]]:
     return messages, reports, problems
 
 
-def process(ledger: Ledger, path: Path | str, **options) -> Summary:
+def process(ledger: Ledger | None, path: Path | str, **options) -> Summary:
     """``digest bounces PATH``: scan the mailbox and apply what it says (options as for apply())."""
     messages, reports, problems = scan(path)
     summary = apply(ledger, reports, **options)

@@ -1,32 +1,32 @@
-"""One delivery status notification (RFC 3464, or a plain-text bounce) read into reports, one per recipient.
+"""One bounce, complaint or other reply read into reports, one per recipient, each with its class.
 
-Only the standard library's ``email`` reads the messages; the SMTP codes they quote are parsed
-by ``outcomes.parse_reply``, the parser send-time classification uses too, and only what a
-parsed code means for a bounce is decided here (``classify_report``). Most of this module gives
-way to a maintained DSN library in a later issue; until then it is kept as it was written.
+Only the standard library's ``email`` reads the messages. Which addresses a bounce names comes
+from RFC 3464 fields where the message has them, else from flufl.bounce (library.py, which knows
+many MTAs' own layouts); ARF complaints are read in arf.py. The SMTP codes a report quotes are
+parsed by ``outcomes.parse_reply``, the parser send-time classification uses too, and what a
+code means for a bounce is decided here (``classify_report``)::
 
-How a report is classified (the enhanced status code, RFC 3463, is what counts; a ``Status`` of
-``X.0.0`` gives way to a more precise code quoted in the ``Diagnostic-Code``)::
+    class      when                                                     what digest does
+    hard       5.1.x (bad mailbox, unknown user or domain), 5.2.x       the reader is suppressed
+               except 5.2.2/5.2.3, 5.4.4 (no mail host), 5.0.0,
+               550/551/553 without an enhanced code, any 5.x.x whose
+               text says the address does not exist, or an address
+               the library names as a permanent failure with no code
+    policy     other permanent failures: 5.7.x (policy, reputation,     the reader is kept; counted
+               authentication), 5.3.x, 5.4.x, 5.5.x, 5.6.x, a bare 554  apart
+    soft       delayed, any 4.x.x, 5.2.2 (mailbox full), 5.2.3, 552,   the reader is kept
+               a DSN saying "failed" with no code at all
+    complaint  an ARF feedback report (a reader pressed "spam")        the reader is suppressed
+    auto-reply out of office and similar                               nothing
+    other      read receipts, successes, anything that is not a bounce  nothing
 
-    Action delivered | relayed | expanded .......... ignore
-    Action delayed, or any 4.x.x ................... soft: the remote side is still trying, or gave
-                                                     up on a temporary failure
-    5.1.x (bad mailbox, unknown user or domain) .... hard: the reader is suppressed
-    5.2.x except 5.2.2 and 5.2.3 (mailbox disabled)  hard
-    5.4.4 (unroutable: the domain has no mail host)  hard
-    5.0.0 (undetermined) .......................... hard, unless the reply was 552 (storage)
-    5.2.2 mailbox full, 5.2.3 message too large .... soft
-    5.7.x policy / reputation / authentication ..... soft: the reader is kept (see outcomes.py)
-    other 5.x.x (5.3 system, 5.4 routing, 5.5
-        protocol, 5.6 content) .................... soft: about the message or the route, not the
-                                                     reader's address, as outcomes.py treats them
-    auto-replies, read receipts, complaints,
-        anything that is not a bounce ............. ignore
+(A ``Status`` of ``X.0.0`` gives way to a more precise code quoted in the ``Diagnostic-Code``.)
 """
 
 from __future__ import annotations
 
 import email
+import email.header
 import email.policy
 import email.utils
 import re
@@ -38,23 +38,41 @@ from typing import Literal
 
 from ...outcomes import ReplyCode, parse_reply
 from ..addresses import address_key
+from . import arf, library
 
-Category = Literal["hard", "soft", "ignore"]
-Kind = Literal["dsn", "heuristic", "auto-reply", "unrecognised", "other"]
-
-VERP_PREFIX = "bounces"  # the local part before '+' of a VERP return path: bounces+TOKEN@domain
+Category = Literal["hard", "soft", "policy", "complaint", "auto-reply", "other"]
+Kind = Literal["dsn", "text", "arf", "auto-reply", "unrecognised", "other"]
+ACTING: tuple[Category, ...] = ("hard", "soft", "policy", "complaint")  # the classes apply() matches to a copy
 
 _ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
 _MESSAGE_ID_LINE = re.compile(r"^[ \t>]*Message-ID:[ \t]*\n?[ \t]*(<[^<>\s]+@[^<>\s]+>)", re.IGNORECASE | re.MULTILINE)
 _MESSAGE_ID = re.compile(r"<[^<>\s]+@[^<>\s]+>")
 _RCPT_TO = re.compile(r"RCPT TO:\s*<([^<>\s]+@[^<>\s]+)>", re.IGNORECASE)
-_VERP = re.compile(rf"(?<![\w.+-]){VERP_PREFIX}\+([^@\s<>\",;]+)@([A-Za-z0-9.-]+)", re.IGNORECASE)
+# local+TOKEN@domain where TOKEN has the shape returnpath.py writes (copy id, '-', 12 hex digits).
+_VERP = re.compile(r"(?<![\w.+-])[A-Za-z0-9._-]+\+(\d{1,19}-[0-9A-Fa-f]{12})@[A-Za-z0-9.-]+")
 _BOUNCE_SENDER = re.compile(r"mailer-daemon|postmaster|mail delivery|mdaemon|microsoftexchange", re.IGNORECASE)
 _BOUNCE_SUBJECT = re.compile(
     r"undeliver|returned mail|returning message|delivery (status notification|failure|has failed|failed|problem)"
     r"|failure notice|mail delivery failed|non-?delivery|could not be delivered|delivery notification", re.IGNORECASE)
 _AUTO_SUBJECT = re.compile(r"^\s*(automatic reply|auto(matic)?[- ]?re(ply|sponse)|auto:|out of (the )?office|abwesenheit|"
                            r"r[ée]ponse automatique|respuesta autom[áa]tica|away from)", re.IGNORECASE)
+# Words that say the address itself is gone, whatever the enhanced code says ("553 5.3.0 No such user here").
+_ADDRESS_GONE = re.compile(
+    r"no such (user|mailbox|recipient|address|account)|user(name)?\s+(is\s+)?(unknown|not found|doesn'?t exist|does not exist)"
+    r"|unknown (user|recipient|mailbox|address|local.part)|addressee unknown|mailbox (is\s+)?(unavailable|not found|"
+    r"does not exist|disabled|inactive)|recipient (address )?(rejected|unknown|not found|does not exist)"
+    r"|invalid (recipient|mailbox|address)|not a valid (user|mailbox|recipient)|account (has been |is )?(disabled|"
+    r"deactivated|closed|removed)|account does not exist|no mailbox|bad destination mailbox|not our customer"
+    r"|address (is )?(unknown|invalid|rejected)|(user|recipient) (account )?(has )?expired", re.IGNORECASE)
+# Words that say the message, not the address, was refused (size, quota, spam, policy).
+_MESSAGE_REFUSED = re.compile(r"size|too (large|big)|quota|mailbox (is )?full|storage|spam|policy|block|blacklist"
+                              r"|reputation|content|virus|rate limit", re.IGNORECASE)
+# A reply quoted in free text: "550 5.1.1", "550-5.1.1", "550: 5.1.1", "(#5.1.1)", "5.1.1", or a bare "550 text".
+_QUOTED_STATUS = re.compile(r"(?<![\w.])(?:(?P<code>[245]\d\d)[ \t]*[-:]?[ \t]*)?\(?#?"
+                            r"(?P<status>[245]\.\d{1,3}\.\d{1,3})(?![\d]|\.\d)")
+_BARE_CODE = re.compile(r"(?<![\w.#/-])(?P<code>[45][0-5]\d)(?=[ \t]*[-: ][ \t]*[A-Za-z<(\"'])")
+_ACTIONS = {"failure": "failed", "fail": "failed", "delay": "delayed"}  # misspellings seen in the wild
+_NEAR_LINES = 6  # a plain bounce quotes the reply within a few lines of the address it names
 _DSN_TYPES = ("message/delivery-status", "message/global-delivery-status")
 _HEADER_TYPES = ("text/rfc822-headers", "message/global-headers")
 _ORIGINAL_TYPES = ("message/rfc822", "message/global")
@@ -65,26 +83,24 @@ _SUBJECTS = {  # RFC 3463 subject codes, for reasons a person reads
 }
 
 
-
-
 @dataclass(frozen=True, slots=True)
 class BounceReport:
     """What one notification says about one recipient, and what digest makes of it."""
 
-    category: Category               # hard | soft | ignore
+    category: Category               # the class: see the module's table
     reason: str                      # why, in words, with the remote server's own text
-    kind: Kind                       # dsn (RFC 3464) | heuristic (plain-text bounce) | auto-reply |
-                                     # unrecognised (looks like a bounce, nothing readable) | other
+    kind: Kind                       # dsn (RFC 3464 fields) | text (an address the library found in the text)
+                                     # | arf (RFC 5965 complaint) | auto-reply | unrecognised (looks like a
+                                     # bounce, nothing readable) | other
     recipient: str | None = None     # Final-Recipient (or the address a plain bounce names)
     original_recipient: str | None = None
-    action: str | None = None        # failed | delayed | delivered | relayed | expanded
+    action: str | None = None        # failed | delayed | delivered | relayed | expanded; a complaint's Feedback-Type
     status: str | None = None        # enhanced status code, e.g. 5.1.1
     diagnostic: str | None = None    # the Diagnostic-Code without its type, e.g. "550 5.1.1 ..."
     remote_mta: str | None = None
     reporting_mta: str | None = None
     message_id: str | None = None    # the original message's, <...@...>
-    verp_token: str | None = None    # TOKEN of a bounces+TOKEN@domain return path
-    verp_address: str | None = None  # the address a standard VERP token (local=domain) stands for
+    verp_token: str | None = None    # TOKEN of a local+TOKEN@domain address the report was sent to
     subject: str | None = None
     source: str = ""
 
@@ -96,111 +112,194 @@ class BounceReport:
     @property
     def addresses(self) -> frozenset[str]:
         """Every address (as address_key) the report says the failed copy was for."""
-        found = (self.recipient, self.original_recipient, self.verp_address)
-        return frozenset(address_key(a) for a in found if a)
+        return frozenset(address_key(a) for a in (self.recipient, self.original_recipient) if a)
 
 
-def classify_report(action: str | None, status: str | None, diagnostic: str | None = None) -> tuple[Category, str]:
-    """hard | soft | ignore for one recipient, and the reason in words (see the module's table).
+def classify_report(action: str | None, status: str | None, diagnostic: str | None = None, *,
+                    named_as_failed: bool = False) -> tuple[Category, str]:
+    """The class of one recipient's report (see the module's table), and the reason in words.
 
-    The codes are parsed by ``outcomes.parse_reply``; what they mean for a bounce is decided here.
+    ``named_as_failed``: the library found the address among a bounce's permanent failures, which
+    with no code at all is enough for ``hard``. The codes are parsed by ``outcomes.parse_reply``.
     """
     action = (action or "").strip().lower()
     said = f": {diagnostic}" if diagnostic else ""
     if action in ("delivered", "relayed", "expanded"):
-        return "ignore", f"{action}, not a failure"
+        return "other", f"{action}, not a failure"
     enhanced = _enhanced(status)
     if action == "delayed":
         return "soft", f"delayed, still being retried ({status or 'no status'}){said}"
     if enhanced is None:
-        if action == "failed":
-            return "soft", f"failed without a status code; reader kept{said}"
-        return "ignore", "no action or status"
+        return _without_status(action, _basic_code(diagnostic) or _bare_code(diagnostic), diagnostic, said,
+                               named_as_failed)
     if enhanced[0] == 2:
-        return "ignore", f"success status {status}"
+        return "other", f"success status {status}"
+    if enhanced[0] == 4 and action == "failed":
+        return "policy", f"the remote side gave up after temporary failures ({status}); reader kept{said}"
     if enhanced[0] == 4:
         return "soft", f"temporary failure ({status}){said}"
-    return _permanent(enhanced, status, _basic_code(diagnostic), said)
+    return _permanent(enhanced, status, _basic_code(diagnostic), diagnostic, said)
 
 
-def _permanent(enhanced: tuple[int, int, int], status: str | None, code: int | None, said: str) -> tuple[Category, str]:
-    """The verdict on a 5.x.x status: hard only when it is about the reader's address."""
+def _without_status(action: str, code: int | None, diagnostic: str | None, said: str,
+                    named_as_failed: bool) -> tuple[Category, str]:
+    text = diagnostic or ""
+    gone, refused = _ADDRESS_GONE.search(text), _MESSAGE_REFUSED.search(text)
+    if code is not None and code >= 500:
+        if gone or (code in (550, 551, 553) and not refused):
+            return "hard", f"hard bounce ({code}, no enhanced code){said}"
+        return "policy", f"refused for good, not for the address ({code}); reader kept{said}"
+    if code is not None:
+        return ("policy" if action == "failed" else "soft"), f"temporary failure ({code}){said}"
+    if action == "failed" and gone:
+        return "hard", f"hard bounce (no status code; the text says the address does not exist){said}"
+    if action == "failed" and named_as_failed and not refused:
+        return "hard", f"hard bounce (no status code; the bounce names the address as failed){said}"
+    if action == "failed" and named_as_failed:
+        return "policy", f"refused for good, not for the address (no status code); reader kept{said}"
+    if action == "failed":
+        return "soft", f"failed without a status code; reader kept{said}"
+    return "other", "no action or status"
+
+
+def _permanent(enhanced: tuple[int, int, int], status: str | None, code: int | None, diagnostic: str | None,
+               said: str) -> tuple[Category, str]:
+    """The class of a 5.x.x status: hard only when it is about the reader's address."""
     _, subject, detail = enhanced
     if subject == 7:
-        return "soft", f"policy rejection ({status}); reader kept{said}"
+        return "policy", f"policy rejection ({status}); reader kept{said}"
     if (subject, detail) == (2, 2) or (subject == 0 and code == 552):
-        return "soft", f"mailbox full ({status}){said}"
+        return "policy", f"mailbox full ({status}), refused for good; reader kept{said}"
     if (subject, detail) == (2, 3):
-        return "soft", f"message too large for the mailbox ({status}){said}"
-    if subject in (1, 2) or (subject, detail) == (4, 4) or subject == 0:
-        return "hard", f"hard bounce ({status}, {_SUBJECTS[subject]}){said}"
-    return "soft", f"permanent failure not about the address ({status}, {_SUBJECTS.get(subject, 'other')}); reader kept{said}"
+        return "policy", f"message too large for the mailbox ({status}); reader kept{said}"
+    if subject in (1, 2) or (subject, detail) == (4, 4) or subject == 0 or _ADDRESS_GONE.search(diagnostic or ""):
+        return "hard", f"hard bounce ({status}, {_SUBJECTS.get(subject, 'other')}){said}"
+    return "policy", (f"refused for good, not for the address ({status}, {_SUBJECTS.get(subject, 'other')}); "
+                      f"reader kept{said}")
 
 
-# Long (complexity 28): one branch per kind of message a mailbox of bounces holds. Split, not
-# polished: a maintained DSN library replaces this function in a later issue.
 def parse_dsn(data: bytes, source: str = "") -> list[BounceReport]:
     """Every recipient a notification reports on; always at least one report per message.
 
-    RFC 3464 ``message/delivery-status`` parts are read field by field (wherever they sit in
-    the MIME tree, so an Exim or Microsoft layout reads like Postfix's). A message without one
-    that still looks like a bounce (from MAILER-DAEMON or with a bounce subject, quoting an SMTP
-    reply such as ``550 5.1.1``) is read heuristically; anything else is one ``ignore`` report.
+    RFC 3464 ``message/delivery-status`` parts are read field by field, wherever they sit in the
+    MIME tree (a DSN forwarded inside ``message/rfc822`` too). flufl.bounce (library.py) names the
+    failed addresses of every other layout, and fills in a DSN that names none; the status code a
+    plain-text bounce quotes beside an address is read here. ARF complaints: arf.py. Anything else
+    is one report of class ``auto-reply`` or ``other`` (``unrecognised`` when it looks like a bounce).
     """
     msg = email.message_from_bytes(data, policy=email.policy.compat32)
-    subject = _header(msg, "Subject")
-    verp_token, verp_address = _verp(msg)
     parts = list(_parts(msg))
+    forwarded = _forwarded_report(msg, parts)
+    if forwarded is not None:
+        return parse_dsn(forwarded, source)
+    subject = _decoded_header(msg, "Subject")
+    verp_token = _verp(msg)
     original_id = _original_message_id(msg, parts)
-    common = {"subject": subject, "verp_token": verp_token, "verp_address": verp_address, "source": source}
+    common = {"subject": subject, "verp_token": verp_token, "source": source}
 
-    if _is_report(msg, "feedback-report") or any(p.get_content_type() == "message/feedback-report" for p in parts):
-        return [BounceReport("ignore", "abuse or complaint feedback report (ARF), not a bounce", "other",
+    if arf.is_complaint(msg, parts):
+        return [BounceReport(category, reason, "arf", recipient=recipient, message_id=original_id, action=feedback,
+                             **common) for category, reason, recipient, feedback in arf.read(msg, parts)]
+    text = _body_text(parts)
+    found = _library_failures(msg, data, parts, text)
+    if _is_report(msg, "disposition-notification") and not (found.permanent or found.temporary):
+        return [BounceReport("other", "read receipt (message disposition notification)", "other",
                              message_id=original_id, **common)]
-    if _is_report(msg, "disposition-notification"):
-        return [BounceReport("ignore", "read receipt (message disposition notification)", "other",
-                             message_id=original_id, **common)]
-
     dsn_parts = [p for p in parts if p.get_content_type() in _DSN_TYPES]
-    if dsn_parts:
-        reports = []
-        failed = [a.strip() for a in (_header(msg, "X-Failed-Recipients") or "").split(",") if "@" in a]
-        for part in dsn_parts:
-            per_message, recipients = _dsn_blocks(part)
-            message_id = original_id or _msgid(per_message.get("x-original-message-id") or per_message.get("original-message-id"))
-            message_id = message_id or _fallback_message_id(msg)
-            for block in recipients:
-                if "final-recipient" not in block and len(failed) == 1 and len(recipients) == 1:
-                    block = {**block, "final-recipient": failed[0]}  # Exim names it in a header
-                reports.append(_report_from_block(block, per_message, message_id, common))
-        if reports:
-            return reports
-
-    heuristic = _heuristic(msg, parts, original_id, common)
-    if heuristic:
-        return heuristic
-    unrecognised = BounceReport("ignore", "looks like a bounce, but no recipient status could be read: check it by hand",
+    reports = _dsn_reports(msg, dsn_parts, original_id, found, common) if dsn_parts else []
+    named = {address_key(r.recipient) for r in reports if r.recipient}
+    message_id = original_id or _quoted_message_id(text) or _fallback_message_id(msg)
+    for address in found.permanent + found.temporary:
+        if address_key(address) not in named:
+            named.add(address_key(address))
+            reports.append(_text_report(address, address in found.permanent, text, message_id, common))
+    if not reports:
+        reports = _heuristic(msg, parts, original_id, common)
+    if reports:
+        return reports
+    unrecognised = BounceReport("other", "looks like a bounce, but no recipient status could be read: check it by hand",
                                 "unrecognised", message_id=original_id, **common)
     if dsn_parts or _is_report(msg, "delivery-status") or _BOUNCE_SENDER.search(_header(msg, "From") or ""):
         return [unrecognised]
-    if _is_auto_reply(msg):
-        return [BounceReport("ignore", "auto-reply (out of office or similar)", "auto-reply", **common)]
+    if _is_auto_reply(msg, subject):
+        return [BounceReport("auto-reply", "auto-reply (out of office or similar)", "auto-reply", **common)]
     if _BOUNCE_SUBJECT.search(subject or ""):
         return [unrecognised]
-    return [BounceReport("ignore", "not a delivery status notification", "other", **common)]
+    return [BounceReport("other", "not a delivery status notification", "other", **common)]
+
+
+def _dsn_reports(msg: Message, dsn_parts: list[Message], original_id: str | None, found: library.Failures,
+                 common: dict) -> list[BounceReport]:
+    """One report per recipient block; a block that names no recipient takes the one (or each)
+    address Exim's X-Failed-Recipients header or the library names."""
+    reports = []
+    failed = [a.strip() for a in (_header(msg, "X-Failed-Recipients") or "").split(",") if "@" in a]
+    for part in dsn_parts:
+        per_message, recipients = _dsn_blocks(part)
+        message_id = original_id or _msgid(per_message.get("x-original-message-id") or per_message.get("original-message-id"))
+        message_id = message_id or _fallback_message_id(msg)
+        for block in recipients:
+            if "final-recipient" in block or "original-recipient" in block:
+                reports.append(_report_from_block(block, per_message, message_id, common, found))
+                continue
+            named = failed or list(found.permanent + found.temporary)
+            for address in named or [None]:
+                with_address = {**block, "final-recipient": address} if address else block
+                reports.append(_report_from_block(with_address, per_message, message_id, common, found))
+    return reports
+
+
+def _text_report(address: str, permanent: bool, text: str, message_id: str | None, common: dict) -> BounceReport:
+    """A failed address the library found in a bounce's text, with the reply quoted beside it."""
+    status, diagnostic = _reply_near(text, address)
+    action = "failed" if permanent else "delayed"  # the library tells a final failure from a warning
+    category, reason = classify_report(action, status, diagnostic, named_as_failed=permanent)
+    return BounceReport(category, reason, "text", recipient=address, action=action, status=status,
+                        diagnostic=diagnostic, message_id=message_id, **common)
+
+
+def _library_failures(msg: Message, data: bytes, parts: list[Message], text: str) -> library.Failures:
+    """What flufl.bounce finds, only addresses written in the message; nothing when it cannot read it."""
+    searchable = (data.decode("latin-1") + "\n" + text + "\n" + "\n".join(_text(p) for p in parts)).lower()
+    try:
+        return library.failures(msg, searchable)
+    except library.LibraryFailed:
+        return library.Failures((), ())
+
+
+def _forwarded_report(msg: Message, parts: list[Message]) -> bytes | None:
+    """A bounce that arrived forwarded (as an attached ``message/rfc822``) with no report of its own."""
+    if any(p.get_content_type() in _DSN_TYPES or p.get_content_type() == "message/feedback-report" for p in parts):
+        return None
+    for part in parts:
+        if part.get_content_type() in _ORIGINAL_TYPES:
+            payload = part.get_payload()
+            inner = payload[0] if isinstance(payload, list) and payload else None
+            if isinstance(inner, Message) and inner.get_content_type() == "multipart/report":
+                try:
+                    return inner.as_bytes()
+                except Exception:  # noqa: BLE001 -- an attachment the library cannot write back
+                    return None
+    return None
 
 
 def _report_from_block(block: dict[str, str], per_message: dict[str, str], message_id: str | None,
-                       common: dict) -> BounceReport:
+                       common: dict, found: library.Failures) -> BounceReport:
     diagnostic = _clean_diagnostic(_strip_type(block.get("diagnostic-code")))
     status = _best_status(block.get("status"), diagnostic)
-    action = (block.get("action") or "").strip().lower() or None
+    if status is None and diagnostic is None:  # "Status: 553 Exceeded ...": a reply where a code belongs
+        diagnostic = _clean_diagnostic(block.get("status"))
+    action = _ACTIONS.get((block.get("action") or "").strip().lower(), (block.get("action") or "").strip().lower()) or None
     if action is None and status is not None:
         action = {"5": "failed", "4": "delayed", "2": "delivered"}[status[0]]
-    category, reason = classify_report(action, status, diagnostic)
+    recipient = _address(block.get("final-recipient"))
+    permanent = recipient is not None and address_key(recipient) in {address_key(a) for a in found.permanent}
+    if action is None and permanent:
+        action = "failed"
+    category, reason = classify_report(action, status, diagnostic, named_as_failed=permanent)
     return BounceReport(
         category, reason, "dsn",
-        recipient=_address(block.get("final-recipient")),
+        recipient=recipient,
         original_recipient=_address(block.get("original-recipient")),
         action=action, status=status, diagnostic=diagnostic,
         remote_mta=_strip_type(block.get("remote-mta")),
@@ -208,7 +307,7 @@ def _report_from_block(block: dict[str, str], per_message: dict[str, str], messa
         message_id=message_id, **common)
 
 
-# Long (complexity 21) for the same reason as parse_dsn: each MTA's plain-text bounce differs.
+# Long (complexity 21): each MTA's plain-text bounce differs. Only for bounces the library names nobody in.
 def _heuristic(msg: Message, parts: list[Message], original_id: str | None, common: dict) -> list[BounceReport]:
     """A bounce without DSN structure: an SMTP reply quoted in the text, and an address near it."""
     sender = _header(msg, "From") or ""
@@ -228,7 +327,7 @@ def _heuristic(msg: Message, parts: list[Message], original_id: str | None, comm
     action = "failed" if status[0] == "5" else "delayed"
     category, reason = classify_report(action, status, diagnostic)
     message_id = original_id or _quoted_message_id(text) or _fallback_message_id(msg)
-    return [BounceReport(category, reason, "heuristic", recipient=r, action=action, status=status,
+    return [BounceReport(category, reason, "text", recipient=r, action=action, status=status,
                          diagnostic=diagnostic, message_id=message_id, **common)
             for r in (recipients or [None])]
 
@@ -457,21 +556,55 @@ def _clean_diagnostic(text: str | None) -> str | None:
     return text[:500]
 
 
-def _verp(msg: Message) -> tuple[str | None, str | None]:
-    """A VERP return path the bounce was addressed to: (token, the address a local=domain token names)."""
-    for name in ("X-Original-To", "Delivered-To", "Envelope-To", "X-Envelope-To", "To"):
+def _verp(msg: Message) -> str | None:
+    """The token of a VERP return path (local+TOKEN@domain) the report was delivered to, if any."""
+    for name in ("X-Original-To", "Delivered-To", "Envelope-To", "X-Envelope-To", "Return-Path", "To"):
         for value in msg.get_all(name) or []:
             match = _VERP.search(str(value))
             if match:
-                token = match[1]
-                local, eq, domain = token.rpartition("=")
-                decoded = f"{local}@{domain}" if eq and local and _ADDRESS.fullmatch(f"{local}@{domain}") else None
-                return token, decoded
+                return match[1]
+    return None
+
+
+def _decoded_header(msg: Message, name: str) -> str | None:
+    """A header as text, RFC 2047 encoded words decoded ("=?utf-8?q?Unzustellbar?=" -> "Unzustellbar")."""
+    raw = msg.get(name)
+    if raw is None:
+        return None
+    try:
+        value = str(email.header.make_header(email.header.decode_header(str(raw))))
+    except (LookupError, ValueError, UnicodeError):
+        value = str(raw)
+    return " ".join(value.split())
+
+
+def _reply_near(text: str, address: str) -> tuple[str | None, str | None]:
+    """(enhanced status, the reply's line) a plain bounce quotes beside ``address``:
+    on the address's line or the few after it, at the first place the address is written."""
+    lines = text.splitlines()
+    lowered = address.lower()
+    for at, line in enumerate(lines):
+        if lowered not in line.lower():
+            continue
+        for candidate in lines[at:at + _NEAR_LINES]:
+            status = _QUOTED_STATUS.search(candidate)
+            if status is not None and status["status"][0] in "45":
+                return status["status"], _clean_diagnostic(candidate)
+            bare = _BARE_CODE.search(candidate)
+            if bare is not None:
+                return None, _clean_diagnostic(candidate[bare.start():])
+        return None, _clean_diagnostic(line)
     return None, None
 
 
-def _is_auto_reply(msg: Message) -> bool:
+def _bare_code(diagnostic: str | None) -> int | None:
+    """A failure code quoted without an enhanced code anywhere in a diagnostic ("... said: 550 ...")."""
+    found = _BARE_CODE.search(diagnostic or "")
+    return int(found["code"]) if found else None
+
+
+def _is_auto_reply(msg: Message, subject: str | None) -> bool:
     auto = (_header(msg, "Auto-Submitted") or "").lower()
     precedence = (_header(msg, "Precedence") or "").lower()
     return (auto.startswith("auto-replied") or precedence == "auto_reply" or msg.get("X-Autoreply") is not None
-            or msg.get("X-Autorespond") is not None or bool(_AUTO_SUBJECT.search(_header(msg, "Subject") or "")))
+            or msg.get("X-Autorespond") is not None or bool(_AUTO_SUBJECT.search(subject or "")))
