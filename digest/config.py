@@ -62,7 +62,9 @@ _PATHS_KEYS = {"stories", "subscribers", "templates", "state", "out", "notes"}
 _DEMO_KEYS = {"date"}
 _DKIM_KEYS = {"selector", "domain"}
 _CURATOR_KEYS = {"name", "title"}
-_TOP_LEVEL = {"newsroom", "web", "paths", "demo", "defaults", "editions", "smtp", "delivery", "dkim", "sources"}
+_TOP_LEVEL = {"newsroom", "web", "paths", "demo", "defaults", "editions", "smtp", "delivery", "dkim", "sources",
+              "bounces"}
+_BOUNCES_KEYS = {"return_path"}
 _SOURCE_KEYS = {"name", "url", "editions", "tags", "cities", "timeout", "max_bytes", "max_redirects",
                 "default_timezone", "categories_as", "priority"}
 # A key only for `digest demo` and tests on embedded defaults; `send` refuses to run with it.
@@ -197,6 +199,7 @@ class _Reader:
             delivery=_delivery(self),
             dkim=_dkim(self, newsroom),
             sources=_sources(self),
+            return_path=_return_path(self),
             signing_keys=parse_signing_keys(self.env["DIGEST_SECRET_KEY"]) if self.env.get("DIGEST_SECRET_KEY") else (),
         )
 
@@ -545,6 +548,19 @@ def _dkim(doc: _Reader, newsroom: Newsroom) -> DkimSettings:
     if not isinstance(domain, str) or not re.match(r"^[A-Za-z0-9.-]+$", domain):
         raise doc.fail("dkim.domain", "must be a domain name (the From addresses' domain, for alignment)")
     return DkimSettings(Path(key_file), selector, domain)
+
+
+def _return_path(doc: _Reader) -> str | None:
+    """[bounces] return_path: the address VERP envelope senders are made from (local+TOKEN@domain)."""
+    table = doc.table("bounces", _BOUNCES_KEYS)
+    if "return_path" not in table:
+        return None
+    name, address = table.mailbox("return_path")
+    local = address.rpartition("@")[0]
+    if name or "+" in local or address != table.text("return_path").strip():
+        raise table.fail("return_path", f"{_shown(table.text('return_path'))} must be a bare address whose local part has "
+                         "no '+' (digest adds +TOKEN to it), e.g. \"bounce@news.example.org\"")
+    return address
 
 
 # -- [[sources]] ---------------------------------------------------------------------------------

@@ -169,6 +169,7 @@ class Settings:
     delivery: DeliverySettings = DeliverySettings()
     dkim: DkimSettings = DkimSettings()
     sources: tuple = ()  # feeds.FeedSource values from [[sources]]
+    return_path: str | None = None  # [bounces] return_path: each copy's MAIL FROM is local+TOKEN@domain (returnpath.py)
     signing_keys: tuple[SigningKey, ...] = field(default=(), repr=False)
 
     def smtp_relays(self) -> tuple[SmtpSettings, ...]:

@@ -12,7 +12,7 @@ from conftest import ROOT
 PACKAGE = ROOT / "digest"
 MAP = ROOT / "docs" / "package-map.md"
 
-BASE = {"models", "errors", "outcomes", "files", "events", "console", "lazy"}
+BASE = {"models", "errors", "outcomes", "files", "events", "console", "lazy", "returnpath"}
 # What each package may import, besides the base modules (docs/package-map.md, the table).
 ALLOWED = {
     "sources": set(),

@@ -12,8 +12,11 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from .. import returnpath
 from ..compose.personalise import Recipient
 from ..compose.pipeline import ComposedIssue
+from ..models import Settings
+from ..state.ledger import Delivery
 from .transport import Envelope
 
 R = TypeVar("R")
@@ -30,13 +33,24 @@ class Copy(Generic[R]):
 
 
 async def copies(composed: ComposedIssue, readers: Iterable[R], recipient_of: Callable[[R], Recipient],
-                 sender: str) -> AsyncIterator[Copy[R]]:
+                 sender: str | Callable[[R], str]) -> AsyncIterator[Copy[R]]:
     """Each reader's copy, in the order ``readers`` yields them, built (and DKIM-signed) when it is
-    asked for, on the event loop's thread. ``sender`` is the envelope sender (MAIL FROM) of every copy.
+    asked for, on the event loop's thread. ``sender`` is the envelope sender (MAIL FROM) of every
+    copy, or the function that gives each reader's (a VERP return path naming the copy).
 
     Not on signing threads: their turns at the GIL cost more CPU than the signature they overlap
     (docs/design-notes.md); more signing capacity comes from more processes (--workers).
     """
     for reader in readers:
         recipient = recipient_of(reader)
-        yield Copy(reader, recipient, Envelope(sender, recipient.email), composed.message(recipient))
+        mail_from = sender(reader) if callable(sender) else sender
+        yield Copy(reader, recipient, Envelope(mail_from, recipient.email), composed.message(recipient))
+
+
+def ledger_envelope_sender(settings: Settings, composed: ComposedIssue) -> str | Callable[[Delivery], str]:
+    """The MAIL FROM of an issue's copies from the ledger: the edition's From address, or with
+    ``[bounces] return_path`` a VERP address signed for each copy (returnpath.py)."""
+    if settings.return_path is None or not settings.signing_keys:
+        return composed.template.headers.sender.address
+    return_path, keys = settings.return_path, settings.signing_keys
+    return lambda delivery: returnpath.address(return_path, keys, delivery.id)

@@ -27,7 +27,7 @@ from ..models import Edition, Issue, Settings, Subscriber
 from ..readers.subscribers import RowProblem, iter_audience
 from ..sources.gathering import broken_story_rule, gather_stories
 from ..state.ledger import IssueRecord, Ledger
-from .copies import copies
+from .copies import copies, ledger_envelope_sender
 from .locks import issue_lock
 from .relays import RelayPool, connection_factory
 from .helpers import Helpers, helpers_for, run_counts, settled, watch
@@ -96,7 +96,7 @@ async def send_issue(settings: Settings, edition: Edition, date: dt.date, *,
         due = before["pending"] + before["deferred"] + (before["uncertain"] if settings.delivery.uncertain == "resend" else 0)
         helpers = helpers_for(workers, due, settings.delivery.batch, shared_state=ledger.shared)
         dispatcher = Dispatcher(composed, ledger, record, relays, settings.delivery,
-                                envelope_sender=composed.template.headers.sender.address, stop=stop,
+                                envelope_sender=ledger_envelope_sender(settings, composed), stop=stop,
                                 progress=None if helpers else progress, wait_for_retries=wait_for_retries,
                                 notify=notify, deadline=ledger.deadline(record.id))
         if helpers:

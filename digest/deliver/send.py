@@ -140,7 +140,7 @@ class Dispatcher:
     """Sends one composed issue to its frozen audience."""
 
     def __init__(self, composed: ComposedIssue, ledger: Ledger, record: IssueRecord, relays: RelayPool,
-                 delivery: DeliverySettings, *, envelope_sender: str,
+                 delivery: DeliverySettings, *, envelope_sender: str | Callable[[Delivery], str],
                  stop: asyncio.Event | None = None, progress: Progress | None = None,
                  clock: Callable[[], float] = time.time, wait_for_retries: bool = True,
                  notify: Notify | None = None, deadline: float | None = None, reopen: bool = True,

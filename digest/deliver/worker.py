@@ -28,6 +28,7 @@ from ..errors import DigestError
 from ..events import event
 from ..models import Settings
 from ..state.ledger import Ledger
+from .copies import ledger_envelope_sender
 from .relays import RelayPool
 from .send import Dispatcher, Notice
 
@@ -135,7 +136,7 @@ async def _send_share(settings: Settings, ledger: Ledger, issue_id: int, report:
             ledger.beat(report.name, now, issue_id, report.sent + counts.get("sent", 0), "")
 
     dispatcher = Dispatcher(composed, ledger, record, relays, settings.delivery,
-                            envelope_sender=composed.template.headers.sender.address, stop=stop, progress=beat,
+                            envelope_sender=ledger_envelope_sender(settings, composed), stop=stop, progress=beat,
                             clock=clock, wait_for_retries=False, notify=tell, deadline=ledger.deadline(issue_id),
                             reopen=False, owner=name, wait_for_others=False)
     outcome = await dispatcher.run()
