@@ -747,9 +747,11 @@ def bounces(ctx: click.Context, path: Path, dry_run: bool, show_all: bool, as_js
     settings = _settings(ctx)
     verp = partial(verp_copy_id, settings.signing_keys) if settings.signing_keys else None
     if not state_exists(settings.state_db):
-        console.line(f"no state database at {shown(settings.state_db)}: nothing has been sent, so no bounce can match", "warning")
+        nothing = f"no state database at {shown(settings.state_db)}: nothing has been sent, so no bounce can match"
         if not as_json:
+            console.line(nothing, "warning")
             ctx.exit(0)
+        console.err.print(f"warning: {nothing}", markup=False)  # standard output carries only the JSON
         summary = process_bounces(None, path, verp=verp, dry_run=True)
     else:
         with closing(Ledger(settings.state_db, create=not dry_run)) as ledger:
@@ -764,7 +766,10 @@ def bounces(ctx: click.Context, path: Path, dry_run: bool, show_all: bool, as_js
         console.table("Bounces" + (" (dry run: nothing written)" if dry_run else ""), BounceSummary.COLUMNS,
                       [summary.totals()])
     for problem in summary.problems:
-        console.line(f"error: {problem.source}: {problem.message}", "error")
+        if as_json:
+            console.error(f"{problem.source}: {problem.message}")
+        else:
+            console.line(f"error: {problem.source}: {problem.message}", "error")
     ctx.exit(1 if summary.problems else 0)
 
 

@@ -67,3 +67,15 @@ def test_a_bounce_that_quotes_nothing_finds_its_reader_by_the_token(sent, tmp_pa
     assert (real["class"], real["status"], real["matched"]["by"]) == ("hard", "5.1.1", "verp")
     assert real["matched"]["reader"] == first.recipients[0] and real["matched"]["issue"] == {"edition": "am", "date": D}
     assert records["forged.eml"]["matched"] is None and "does not verify" in records["forged.eml"]["reason"]
+
+
+def test_json_output_stays_pure_json_without_a_state_database(tmp_path, env, capsys):
+    env.chdir(tmp_path)
+    config = write_newsroom(tmp_path / "newsroom", port=2, pool_size=1)
+    box = tmp_path / "box"
+    box.mkdir()
+    (box / "b.eml").write_bytes(_bounce_to("bounce+1-0123456789ab@northline.example.org"))
+    code, out, err = run(capsys, "--config", str(config), "bounces", str(box), "--json")
+    assert code == 0 and "no state database" in err
+    [record] = [json.loads(line) for line in out.splitlines()]
+    assert (record["recipient"], record["class"], record["matched"]) == ("old.address@mx.example.net", "hard", None)
