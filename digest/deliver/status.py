@@ -87,12 +87,13 @@ def _recorded(ledger: Ledger, edition: Edition, date: dt.date, record: IssueReco
     still_out = [(line, reason) for line, _, reason, added in left_out if added is None]
     not_sent = sorted(ledger.deliveries(record.id, list(_NOT_SENT_ORDER)), key=lambda d: _NOT_SENT_ORDER[d.state])
     counts = ledger.counts(record.id)
-    return IssueStanding(edition, date, True, record, counts=counts, rows=_state_rows(ledger, record, counts),
+    failures = ledger.failure_counts(record.id)
+    return IssueStanding(edition, date, True, record, counts=counts, rows=_state_rows(counts, failures),
                          left_out=still_out, added=len(left_out) - len(still_out), not_sent=not_sent,
                          csv=deliveries_csv(ledger.deliveries(record.id)) if with_csv else None, relays=relays,
                          senders=_sender_rows(ledger.sender_counts(record.id)), workers=_worker_rows(ledger),
                          complaints=ledger.complaint_count(record.id) if ledger.has_table("complaints") else 0,
-                         bounced_later=ledger.failure_counts(record.id).get("dsn", 0))
+                         bounced_later=failures.get("dsn", 0))
 
 
 def _sender_rows(counts: dict[str, int]) -> list[tuple[str, int]]:
@@ -115,9 +116,8 @@ def _worker_rows(ledger: Ledger, now: float | None = None) -> list[tuple[str, st
     return rows
 
 
-def _state_rows(ledger: Ledger, record: IssueRecord, counts: dict[str, int]) -> list[tuple[str, int]]:
+def _state_rows(counts: dict[str, int], failures: dict[str, int]) -> list[tuple[str, int]]:
     """One row per state present, and after 'failed' one per reason, so a hard bounce is not read as a relay hiccup."""
-    failures = ledger.failure_counts(record.id)
     rows: list[tuple[str, int]] = []
     for state in STATES:
         if counts[state]:

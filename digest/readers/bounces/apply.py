@@ -107,9 +107,8 @@ def apply(ledger: Ledger | None, reports: Iterable[BounceReport], *, verp: Calla
             summary.outcomes.append(_outcome(report, None, None, "ignored", report.reason))
             continue
         _count(summary, report.category)
-        copy, matched_by, why_not = _match(report, by_token, by_id, by_key)
-        if ledger is None:
-            copy, why_not = None, "no state database: nothing has been sent, so nothing can match"
+        copy, matched_by, why_not = (_match(report, by_token, by_id, by_key) if ledger is not None
+                                     else (None, None, "no state database: nothing has been sent, so nothing can match"))
         if copy is None:
             summary.unmatched += 1
             summary.outcomes.append(_outcome(report, None, None, "unmatched", why_not))

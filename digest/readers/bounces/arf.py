@@ -37,12 +37,12 @@ def read(msg: Message, parts: list[Message]) -> list[tuple[str, str, str | None,
         category, reason = "other", f"feedback report{by}: {feedback}, not a complaint"
     else:
         category, reason = "complaint", f"complaint{by} (Feedback-Type: {feedback}): the reader marked it as spam"
-    recipients: list[str] = []
+    recipients: dict[str, str] = {}  # address_key -> the address as written, in report order
     for value in fields.get("original-rcpt-to", []):
         address = value.strip().strip("<>").strip()
-        if "@" in address and address_key(address) not in {address_key(r) for r in recipients}:
-            recipients.append(address)
-    return [(category, reason, r, feedback) for r in recipients or [None]]
+        if "@" in address:
+            recipients.setdefault(address_key(address), address)
+    return [(category, reason, r, feedback) for r in list(recipients.values()) or [None]]
 
 
 def _fields(part: Message | None) -> dict[str, list[str]]:

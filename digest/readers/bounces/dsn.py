@@ -12,10 +12,12 @@ code means for a bounce is decided here (``classify_report``)::
                550/551/553 without an enhanced code, any 5.x.x whose
                text says the address does not exist, or an address
                the library names as a permanent failure with no code
-    policy     other permanent failures: 5.7.x (policy, reputation,     the reader is kept; counted
-               authentication), 5.3.x, 5.4.x, 5.5.x, 5.6.x, a bare 554  apart
-    soft       delayed, any 4.x.x, 5.2.2 (mailbox full), 5.2.3, 552,   the reader is kept
-               a DSN saying "failed" with no code at all
+    policy     refused for good, not for the address: 5.7.x (policy,   the reader is kept; counted
+               reputation, authentication), 5.2.2 (mailbox full),       apart
+               5.2.3, 5.3.x-5.6.x, 552, a bare 554, a "failed" report
+               with a 4.x.x code (the remote side gave up)
+    soft       delayed, a warning, any other 4.x.x, a DSN saying         the reader is kept
+               "failed" with no code at all
     complaint  an ARF feedback report (a reader pressed "spam")        the reader is suppressed
     auto-reply out of office and similar                               nothing
     other      read receipts, successes, anything that is not a bounce  nothing
@@ -150,7 +152,9 @@ def _without_status(action: str, code: int | None, diagnostic: str | None, said:
             return "hard", f"hard bounce ({code}, no enhanced code){said}"
         return "policy", f"refused for good, not for the address ({code}); reader kept{said}"
     if code is not None:
-        return ("policy" if action == "failed" else "soft"), f"temporary failure ({code}){said}"
+        if action == "failed":
+            return "policy", f"the remote side gave up after temporary failures ({code}); reader kept{said}"
+        return "soft", f"temporary failure ({code}){said}"
     if action == "failed" and gone:
         return "hard", f"hard bounce (no status code; the text says the address does not exist){said}"
     if action == "failed" and named_as_failed and not refused:
@@ -201,7 +205,7 @@ def parse_dsn(data: bytes, source: str = "") -> list[BounceReport]:
         return [BounceReport(category, reason, "arf", recipient=recipient, message_id=original_id, action=feedback,
                              **common) for category, reason, recipient, feedback in arf.read(msg, parts)]
     text = _body_text(parts)
-    found = _library_failures(msg, data, parts, text)
+    found = _library_failures(msg, data, parts)
     if _is_report(msg, "disposition-notification") and not (found.permanent or found.temporary):
         return [BounceReport("other", "read receipt (message disposition notification)", "other",
                              message_id=original_id, **common)]
@@ -258,9 +262,10 @@ def _text_report(address: str, permanent: bool, text: str, message_id: str | Non
                         diagnostic=diagnostic, message_id=message_id, **common)
 
 
-def _library_failures(msg: Message, data: bytes, parts: list[Message], text: str) -> library.Failures:
-    """What flufl.bounce finds, only addresses written in the message; nothing when it cannot read it."""
-    searchable = (data.decode("latin-1") + "\n" + text + "\n" + "\n".join(_text(p) for p in parts)).lower()
+def _library_failures(msg: Message, data: bytes, parts: list[Message]) -> library.Failures:
+    """What flufl.bounce finds, only addresses written in the message (raw, or in a decoded part);
+    nothing when it cannot read it."""
+    searchable = "\n".join([data.decode("latin-1"), *(_text(p) for p in parts)]).lower()
     try:
         return library.failures(msg, searchable)
     except library.LibraryFailed:
