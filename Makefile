@@ -32,13 +32,18 @@ postfix:
 # flufl.bounce's own test corpus (117 real bounces and the addresses each must yield) ships in its
 # sdist, not its wheel: tests/test_bounce_corpus.py reads it from here, the version installed.
 CORPORA := $(VENV)/corpora
+# The test corpora other projects collected (real bounces; feedparser's feeds and date forms)
+# come from the sdists of the very versions installed, so their expectations match the code.
 corpora: $(STAMP)
-	@version=$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("flufl.bounce"))'); \
-	if [ ! -d $(CORPORA)/flufl_bounce-$$version/tests/data ]; then \
-		mkdir -p $(CORPORA) && \
-		$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: --dest $(CORPORA) "flufl.bounce==$$version" && \
-		tar -xzf $(CORPORA)/flufl_bounce-$$version.tar.gz -C $(CORPORA); \
-	fi
+	@for dist in flufl.bounce feedparser; do \
+		version=$$($(BIN)/python -c "import importlib.metadata as m; print(m.version('$$dist'))"); \
+		folder=$(CORPORA)/$$(echo $$dist | tr . _)-$$version; \
+		if [ ! -d $$folder/tests ]; then \
+			mkdir -p $(CORPORA) && \
+			$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: --dest $(CORPORA) "$$dist==$$version" && \
+			tar -xzf $(CORPORA)/$$(echo $$dist | tr . _)-$$version.tar.gz -C $(CORPORA) || exit 1; \
+		fi; \
+	done
 
 # pytest-xdist with one worker more than the machine has cores: about a third of the suite's time
 # is spent waiting (on digest processes, servers, leases), and a third worker fills it (2 cores:

@@ -396,3 +396,55 @@ def test_composed_issue_from_feeds(server, tmp_path, sample_settings) -> None:
     audit = _Audit()
     audit.feed(html[html.lower().index("<body"):])
     assert [p for p in audit.problems if not p.startswith("img not from")] == []
+
+
+# -- what a feed says, read as it says it ----------------------------------------------------------
+
+def _rss(items: str) -> bytes:
+    return (f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>Desk</title>'
+            f"<link>https://news.example.org/</link>{items}</channel></rss>").encode()
+
+
+def test_a_well_formed_feed_with_no_entries_is_ok_not_failed(server, tmp_path) -> None:
+    base, _ = server
+    empty = tmp_path / "empty.xml"
+    empty.write_bytes(_rss(""))
+    report = gather([_src("quiet-file", str(empty)), _src("quiet-http", f"{base}/feeds/empty.xml")], tmp_path)
+    assert [(r.status, r.entries) for r in report.sources] == [("ok", 0), ("ok", 0)]
+    assert all(r.detail.endswith("rss20, 0 entries") for r in report.sources)
+
+
+def test_script_and_style_text_stays_out_of_headlines_and_subjects(tmp_path) -> None:
+    title = escape('<script>alert("owned")</script>Council <style>b{color:red}</style><b>votes</b> on the budget')
+    feed = tmp_path / "wire.xml"
+    feed.write_bytes(_rss(f"<item><title>{title}</title><link>https://news.example.org/a</link>"
+                          "<pubDate>Tue, 01 Dec 2026 05:00:00 +0000</pubDate>"
+                          f"<description>{escape('<p>Body <script>evil()</script>text</p>')}</description></item>"))
+    story, = gather([_src("wire", str(feed))], tmp_path).stories
+    assert story.headline == "Council votes on the budget"
+    assert "evil" not in story.body_html and "Body" in story.body_html
+
+
+@pytest.mark.parametrize(("written", "utc"), [
+    ("Thu, 30 Apr 2015 01:30:00 -0000", "2015-04-30T01:30:00+00:00"),  # was read as Denver's 01:30
+    ("Thu, 30 Apr 2015 01:30:00 +02:00", "2015-04-29T23:30:00+00:00"),
+    ("Thu, 30 Apr 2015 08:57:00 MEST", "2015-04-30T06:57:00+00:00"),  # was Denver's 08:57
+    ("Mon, 26 Jan 2004 16:31:00 PT", "2004-01-27T00:31:00+00:00"),
+    ("Wed, 19 Feb 2012 22:40:00 GMT-01:01", "2012-02-19T23:41:00+00:00"),
+])
+def test_a_date_that_names_its_zone_never_takes_the_default_zone(tmp_path, written, utc) -> None:
+    feed = tmp_path / "wire.xml"
+    feed.write_bytes(_rss(f"<item><title>Rail bill</title><link>https://news.example.org/a</link>"
+                          f"<pubDate>{written}</pubDate></item>"))
+    story, = gather([_src("wire", str(feed), default_timezone="America/Denver")], tmp_path).stories
+    assert story.published.astimezone(UTC).isoformat() == utc
+
+
+def test_an_invalid_offset_drops_the_entry_with_its_reason(tmp_path) -> None:
+    feed = tmp_path / "wire.xml"
+    feed.write_bytes(_rss("<item><title>Rail bill</title><link>https://news.example.org/a</link>"
+                          "<pubDate>Sun, 16 Dec 2012 11:47:32 +zz:00</pubDate></item>"))
+    row, = gather([_src("wire", str(feed), default_timezone="America/Denver")], tmp_path).sources
+    assert (row.status, row.entries, row.kept) == ("ok", 1, 0)
+    assert row.dropped == (("Rail bill", "published: invalid UTC offset '+zz:00' in "
+                                         "'Sun, 16 Dec 2012 11:47:32 +zz:00'"),)

@@ -28,13 +28,33 @@ class Entry:
     image: Image | None = None
 
 
+# Elements whose content is code or markup, never words a reader should see in a headline.
+_HIDDEN = frozenset({"script", "style", "template", "noscript", "iframe", "object", "svg", "math",
+                     "textarea", "select"})
+
+
+_HIDDEN_START = re.compile(r"<(?:%s)\b" % "|".join(sorted(_HIDDEN)), re.IGNORECASE)
+
+
 class _Text(HTMLParser):
+    """The words of an HTML fragment: text outside the ``_HIDDEN`` elements."""
+
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
+        self.hidden: list[str] = []  # open hidden elements, innermost last
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _HIDDEN:
+            self.hidden.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.hidden:
+            del self.hidden[len(self.hidden) - 1 - self.hidden[::-1].index(tag):]
 
     def handle_data(self, data: str) -> None:
-        self.parts.append(data)
+        if not self.hidden:
+            self.parts.append(data)
 
 
 def _strip_tags(value: str) -> str:
@@ -48,7 +68,9 @@ def one_line(value: Any, *, html: bool = False) -> str | None:
     """A string value as one line of plain text (tags stripped when ``html``), or None when empty."""
     if not isinstance(value, str):
         return None
-    if html:
+    # feedparser calls a title plain text when it holds a tag HTML does not allow (a script): that
+    # is markup all the same, and its code must not become words in a headline or a Subject.
+    if html or _HIDDEN_START.search(value):
         value = _strip_tags(value)
     value = " ".join(value.replace("\x00", " ").split())
     return value or None

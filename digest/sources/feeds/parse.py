@@ -1,15 +1,15 @@
 """A feed body -> ``Story`` values, each exactly as strict as a Markdown story.
 
 The body goes through ``clean_html`` (relative links made absolute first), the published time
-must carry a UTC offset (or the source names a default zone), and an entry that cannot become a
-story is dropped with a reason instead of failing the feed. The formats are read in rss.py
+is read in the zone it names (dates.py) and only a date naming none takes the source's default
+zone, and an entry that cannot become a story is dropped with a reason instead of failing the
+feed. The formats are read in rss.py
 (feedparser) and jsonfeed.py; this module turns their ``Entry`` values into stories.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import hashlib
 import html as htmlmod
 import re
@@ -24,6 +24,7 @@ from ...models import Story
 from ..plaintext import word_count
 from ..sanitise import clean_html
 from . import jsonfeed, rss
+from .dates import DateUnreadable, read_date
 from .entry import Entry, absolute
 from .values import FeedFailed, FeedSource
 
@@ -107,19 +108,16 @@ def _to_story(source: FeedSource, entry: Entry) -> Story:
 
 
 def _published(source: FeedSource, dates: list[tuple[str, Any]]) -> dt.datetime:
-    """The first date that parses, made aware with the source's default zone if it has no offset."""
-    published = None
-    seen_raw = None
-    for _name, raw in dates:
-        if raw:
-            seen_raw = raw
-            published = _parse_date(raw)
-            if published is not None:
-                break
-    if published is None:
-        raise _Drop(f"date '{seen_raw}' not understood" if seen_raw else "no date (published or updated)")
+    """The first date given, read in the zone it names, or in the source's default zone if it names none."""
+    name, raw = next(((n, r) for n, r in dates if isinstance(r, str) and r.strip()), ("", None))
+    if raw is None:
+        raise _Drop("no date (published or updated)")
+    try:
+        published = read_date(raw)
+    except DateUnreadable as exc:
+        raise _Drop(f"{name}: {exc}") from None
     if published.tzinfo is None or published.utcoffset() is None:
-        published = published.replace(tzinfo=_default_zone(source, seen_raw))
+        published = published.replace(tzinfo=_default_zone(source, raw))
     return published
 
 
@@ -147,23 +145,6 @@ def _labels(source: FeedSource, categories: list[str]) -> tuple[set[str], set[st
     if source.categories_as in ("cities", "both"):
         cities.update(re.sub(r"\s+", "-", c) for c in cats)
     return tags, cities
-
-
-def _parse_date(raw: Any) -> dt.datetime | None:
-    """RFC 822 / RFC 3339 / W3C-DTF text -> datetime (naive when the text has no offset)."""
-    if not isinstance(raw, str) or not raw.strip():
-        return None
-    text = raw.strip()
-    iso = text.replace(" ", "T", 1) if re.match(r"^\d{4}-\d\d-\d\d \d", text) else text
-    try:
-        return dt.datetime.fromisoformat(iso)
-    except ValueError:
-        pass
-    try:
-        # RFC 822/5322; naive for "-0000", which RFC 5322 defines as "no offset known"
-        return email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
 
 
 # -- the body ------------------------------------------------------------------------------------

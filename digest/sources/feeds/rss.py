@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import io
 from typing import Any
@@ -57,20 +58,54 @@ def read(body: bytes, base_url: str | None, content_type: str | None) -> tuple[l
     headers = {}
     if base_url:
         headers["content-location"] = base_url
-    if content_type and "charset=" in content_type.lower():
+    if content_type:
         headers["content-type"] = content_type
     parsed = feedparser.parse(io.BytesIO(body), response_headers=headers, sanitize_html=False,
                               resolve_relative_uris=True)
     if not parsed.entries and not parsed.version:
         raise FeedFailed("not a feed (no RSS, Atom or JSON Feed found)")
-    if not parsed.entries and parsed.bozo:
-        raise FeedFailed(f"malformed feed: {parsed.get('bozo_exception')}")
-    note = ""
-    if parsed.bozo:
-        exc = parsed.get("bozo_exception")
-        if not isinstance(exc, (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)):
-            note = f"feed is not well-formed ({exc}); {len(parsed.entries)} entries still read"
+    exc = parsed.get("bozo_exception") if parsed.bozo else None
+    # A missing or non-XML Content-Type (every local file has none) or a charset the document
+    # overrides says nothing about the feed itself: a well-formed feed with no entries is just empty.
+    if isinstance(exc, (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)):
+        exc = None
+    if not parsed.entries and exc is not None:
+        raise FeedFailed(f"malformed feed: {exc}")
+    note = f"feed is not well-formed ({exc}); {len(parsed.entries)} entries still read" if exc else ""
     return [_entry(e, base_url) for e in parsed.entries], parsed.version or "feed", note
+
+
+def instant(text: str, *, has_time: bool = False) -> dt.datetime | None:
+    """The UTC instant feedparser reads in a date's text (any zone it does not know taken as UTC).
+
+    feedparser tries its readers in turn and keeps the first answer, and its ISO 8601 reader
+    answers a Korean "2004-05-25 오후 11:23:17" with midnight. So with ``has_time`` (the text
+    writes a time of day that is not midnight), an answer of exactly midnight UTC is kept only
+    when no later reader has a better one.
+    """
+    first = None
+    for reader in feedparser.datetimes._date_handlers:
+        try:
+            found = reader(text)
+        except (KeyError, OverflowError, ValueError):  # the ones feedparser's own loop skips
+            continue
+        if not found or len(found) != 9:
+            continue
+        first = first or found
+        if not (has_time and tuple(found[3:6]) == (0, 0, 0)):
+            return _utc(found)
+    return _utc(first) if first else None
+
+
+def _utc(found: Any) -> dt.datetime:
+    return dt.datetime(*found[:6], tzinfo=dt.timezone.utc)
+
+
+def zone_names() -> dict[str, int]:
+    """The zone abbreviations feedparser's RFC 822 reader knows (lower-case) -> hours from UTC."""
+    from feedparser.datetimes.rfc822 import timezone_names
+
+    return dict(timezone_names)
 
 
 def _entry(e: Any, base_url: str | None) -> Entry:
