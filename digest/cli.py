@@ -31,6 +31,7 @@ from .compose.preflight import Finding, check_plan, check_rendered
 from .compose.render import Renderer
 from .compose.templates import builtin_names, copy_builtins, template_list
 from .config import DEMO_SECRET, load_settings, parse_signing_keys
+from .deliver.control import act, default_actor
 from .deliver.dryrun import DryRun, dry_run
 from .deliver.runner import EmptyIssue, send_issue, send_test_copies
 from .deliver.send import Notice, SendReport
@@ -519,6 +520,7 @@ def status(ctx: click.Context, edition: str, date: dt.date | None, export: Path 
     standing = issue_standing(settings, ed, date, with_csv=export is not None)
     if standing.record is None:
         _print_unrecorded(settings, standing)
+        _print_history(standing)
         ctx.exit(1)
     _print_standing(settings, standing)
     if export:
@@ -527,7 +529,44 @@ def status(ctx: click.Context, edition: str, date: dt.date | None, export: Path 
     ctx.exit(0 if standing.ok else 1)
 
 
+def _control_command(action: str, summary: str) -> None:
+    """`digest hold|pause|resume|cancel EDITION --date D [--reason TEXT] [--by NAME]`."""
+
+    @cli.command(name=action, help=summary)
+    @config_option
+    @click.argument("edition")
+    @date_option
+    @click.option("--reason", metavar="TEXT", help="Why, in one line: kept in the issue's history and shown by `digest status`.")
+    @click.option("--by", "actor", metavar="NAME", help="Who is acting (default: your login@this machine).")
+    @click.pass_context
+    def command(ctx: click.Context, edition: str, date: dt.date | None, reason: str | None, actor: str | None) -> None:
+        settings = _settings(ctx)
+        ed = _edition(settings, edition)
+        result = act(settings, ed, date or today_in(ed), action, actor or default_actor(), reason)
+        console.line(result.message, "warning" if result.in_flight else "ok")
+        event(f"issue.{action}", edition=ed.slug, date=str(date or today_in(ed)), by=result.action.actor,
+              reason=result.action.reason, delivered=result.action.delivered)
+
+
+_control_command("hold", "Keep an issue from being sent, before its send time or during it, until `digest resume`. "
+                         "Takes effect in every process at once: no copy starts after this returns.")
+_control_command("pause", "Stop a send that is under way, in every process at once: copies in flight finish, "
+                          "none starts after this returns. `digest resume` goes on where it stopped.")
+_control_command("resume", "Let a held or paused issue go on: running workers take it up at once, the "
+                           "scheduler within a minute, `digest send` now.")
+_control_command("cancel", "Stop an issue for good: copies not started are cancelled, copies in flight get "
+                           "their answer; records who, when, why and how many readers had already received it.")
+
+
 _STATUS_ROWS = 50  # copies `digest status` lists on the terminal; --export writes them all
+
+
+def _print_history(standing: IssueStanding) -> None:
+    """Every hold, pause, resume and cancel of the issue: who, when, why, and how many had it by then."""
+    if standing.actions:
+        console.table("History", ["action", "by", "at (UTC)", "reason", "sent by then"],
+                      [(a.action, a.actor, dt.datetime.fromtimestamp(a.at, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+                        a.reason or "", "" if a.delivered is None else a.delivered) for a in standing.actions])
 
 
 def _print_unrecorded(settings: Settings, standing: IssueStanding) -> None:
@@ -536,6 +575,10 @@ def _print_unrecorded(settings: Settings, standing: IssueStanding) -> None:
     if standing.missed is not None:
         console.line(f"{slug} {date}: MISSED by the scheduler ({standing.missed}); send it with "
                      f"`digest send {slug} --date {date}`", "error")
+        return
+    if standing.actions:
+        last = standing.actions[-1]
+        console.line(f"{slug} {date}: not created yet; last action: {last.action} by {last.actor}", "warning")
         return
     where = shown(settings.state_db) if standing.database else f"{shown(settings.state_db)} (no such database yet)"
     console.line(f"{slug} {date}: no issue recorded in {where}: not sent yet with this state database", "warning")
@@ -546,6 +589,7 @@ def _print_standing(settings: Settings, standing: IssueStanding) -> None:
     slug, date = standing.edition.slug, standing.date
     assert standing.record is not None
     console.table(f"{slug} {date}: {standing.record.status}", ["state", "copies"], standing.rows)
+    _print_history(standing)
     if standing.relays:
         console.table("Per relay (the relay that gave each copy's last outcome)", ["relay", *RELAY_STATES],
                       standing.relays)

@@ -32,8 +32,9 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from .compose.editions import next_sends, send_time, sends_on, today_in
 from .deliver.locks import AlreadyRunning, DatabaseLock, ProcessLock, state_lock
+from .deliver.control import IssueStopped
 from .deliver.runner import EmptyIssue, send_issue
-from .deliver.send import Notice
+from .deliver.send import Notice, issue_deadline
 from .errors import DigestError, StateQueryError
 from .events import event
 from .models import Edition, Settings
@@ -44,7 +45,7 @@ LAST_SEEN = "scheduler.last_seen"
 LEASE_TTL = 60.0
 STANDBY = "scheduler.standby:"  # + owner: a standby's lease, so that --health can list it
 STANDBY_POLL = 5.0  # seconds between a standby's tries of the leader's lock
-RESUME_EVERY = dt.timedelta(minutes=10)
+RESUME_EVERY = dt.timedelta(seconds=30)  # also how soon a resumed issue goes on
 _LOOKBACK_DAYS = 8
 MAX_CATCH_UP_DAYS = 366  # a longer outage reports the misses of the last year
 _ACTIVE: Scheduler | None = None  # the running daemon, for the persisted job functions below
@@ -188,6 +189,9 @@ class Scheduler:
         except AlreadyRunning as exc:
             event("issue.skipped", reason="another process is sending it", detail=str(exc), **fields)
             return
+        except IssueStopped as exc:  # a person's hold, pause or cancel: recorded, never a silent skip
+            event("issue.held", logging.WARNING, detail=str(exc), **fields)
+            return
         except DigestError as exc:
             event("issue.failed", logging.ERROR, detail=str(exc), **fields)
             return
@@ -270,8 +274,17 @@ class Scheduler:
         return found
 
     async def resume_unfinished(self) -> None:
+        """Go on with open issues that have copies to send, and send the ones an editor held before
+        they were created and has resumed since, if their send time has passed."""
+        now = self.clock()
         with closing(Ledger(self.settings.state_db)) as ledger:
             unfinished = ledger.unfinished_issues()
+            released = ledger.released_holds()
+        known = {e.slug: e for e in self.settings.editions}
+        unfinished += [(slug, date) for slug, date in released
+                       if slug in known and sends_on(known[slug], date) and send_time(known[slug], date) <= now
+                       < dt.datetime.fromtimestamp(issue_deadline(send_time(known[slug], date), self.settings.delivery),
+                                                   dt.timezone.utc)]
         busy = {t.get_name() for t in self.running}
         for slug, date in unfinished:
             if f"{slug}:{date}" not in busy and any(e.slug == slug for e in self.settings.editions):

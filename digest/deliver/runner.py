@@ -27,6 +27,7 @@ from ..models import Edition, Issue, Settings, Subscriber
 from ..readers.subscribers import RowProblem, iter_audience
 from ..sources.gathering import broken_story_rule, gather_stories
 from ..state.ledger import IssueRecord, Ledger
+from .control import IssueStopped, why_stopped
 from .copies import copies, ledger_envelope_sender
 from .locks import issue_lock
 from .relays import RelayPool, connection_factory
@@ -65,6 +66,9 @@ async def send_issue(settings: Settings, edition: Edition, date: dt.date, *,
     """
     relays = relays or RelayPool(settings.smtp_relays(), settings.delivery)
     with issue_lock(settings.state_db, edition.slug, date.isoformat()), closing(Ledger(settings.state_db)) as ledger:
+        stopped = why_stopped(ledger, edition.slug, date)
+        if stopped is not None:
+            raise IssueStopped(f"{edition.slug} {date}: {stopped}; nothing sent")
         record = ledger.find_issue(edition.slug, date)
         added = 0
         if record is not None:

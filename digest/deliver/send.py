@@ -29,6 +29,7 @@ from ..models import DeliverySettings
 from ..outcomes import SmtpReply, Verdict, classify_reply
 from ..readers.addresses import address_key
 from ..state.ledger import HELD, Delivery, IssueRecord, Ledger, Outcome, Starting
+from .control import BREAKER, why_stopped
 from .copies import Copy, copies
 from .relays import AllResting, Lease, RelayPool
 from .transport import RelayUnreachable, SmtpConnection, SmtpSetupError
@@ -71,7 +72,7 @@ class SendReport:
     issue: IssueRecord
     counts: dict[str, int]
     recovered: int = 0  # copies found in 'sending' from a crashed run
-    stopped: str | None = None  # why the run ended early: 'signal', 'paused', or a fatal error
+    stopped: str | None = None  # why the run ended early: 'signal', 'paused', EDITOR_STOP + why, or a fatal error
     this_run: dict[str, int] = field(default_factory=dict)
     relay_problem: str | None = None  # every relay was unreachable when the run ended: why, since when
     left_out: tuple[tuple[int, str], ...] = ()  # (line, reason) of subscriber rows the freeze could not use, still unfixed
@@ -86,6 +87,7 @@ class SendReport:
         return self.complete and self.counts["failed"] == 0 and self.stopped is None
 
 
+EDITOR_STOP = "editor: "  # prefix of ``stopped`` when a person held, paused or cancelled the issue
 _SENDERS = itertools.count(1)
 _LIVE: set[str] = set()  # this process's senders still running (a finished one's copies may be taken over)
 
@@ -194,8 +196,10 @@ class Dispatcher:
         Returns how many copies were recovered; warns when the deadline has already passed.
         """
         recovered = self.ledger.recover_interrupted(self.record.id, self.clock(), self._dead_senders())
-        if self.reopen:  # `digest send` resumes a paused issue; a worker never does (a person paused it)
-            self.ledger.set_status(self.record.id, "open")
+        # `digest send` resumes an issue the circuit breaker paused; a worker never does, and nothing
+        # reopens one a person held, paused or cancelled (the runner refuses those before this).
+        if self.reopen and why_stopped(self.ledger, self.edition, self.composed.issue.date) is None:
+            self.ledger.reopen(self.record.id)
         start = self.ledger.counts(self.record.id)
         self.due_at_start = start["pending"] + start["deferred"] + (start["uncertain"] if self.delivery.uncertain == "resend" else 0)
         if self.due_at_start and self.clock() >= self.deadline:
@@ -244,7 +248,7 @@ class Dispatcher:
         counts = self.ledger.counts(self.record.id)
         settled = all(counts[s] == 0 for s in ("pending", "sending", "deferred"))
         if self.stopped != "paused" and settled and (counts["uncertain"] == 0 or self.delivery.uncertain == "hold"):
-            self.ledger.set_status(self.record.id, "done")
+            self.ledger.finish_issue(self.record.id)  # only an open one: a cancelled issue stays cancelled
         return SendReport(self.record, counts, recovered, self.stopped, self.this_run, self.relay_problem)
 
     async def _pass(self) -> None:
@@ -428,6 +432,8 @@ class Dispatcher:
                 if reply is None:
                     if started and started[-1] == "suppressed":
                         self._count("suppressed")
+                    if started and started[-1] == "stopped":
+                        self._stopped_by_editor()
                     return  # 'taken': the sender that holds the copy now sends it
                 verdict = classify_reply(reply)
                 if verdict.reconnect:
@@ -452,8 +458,15 @@ class Dispatcher:
         self._apply(delivery, reply, verdict, relay=connection.relay)
         if self.breaker.record(verdict):
             self.stopped = "paused"
-            self.ledger.set_status(self.record.id, "paused", f"paused by the circuit breaker after "
-                                   f"{self.breaker.rejections} policy rejections in {self.breaker.attempts} attempts")
+            self.ledger.record_action(self.edition, self.composed.issue.date, "pause", BREAKER,
+                                      f"{self.breaker.rejections} policy rejections in {self.breaker.attempts} attempts",
+                                      status="paused")
+
+    def _stopped_by_editor(self) -> None:
+        """The issue is no longer open (held, paused or cancelled): this run starts nothing more."""
+        if self.stopped is None:
+            why = why_stopped(self.ledger, self.edition, self.composed.issue.date)
+            self.stopped = EDITOR_STOP + (why or "the issue is no longer open")
 
     def _apply(self, delivery: Delivery, reply: SmtpReply, verdict: Verdict, *, relay: str | None = None) -> None:
         """Record what ``relay``'s reply means for the reader: sent, retried later, failed or held."""

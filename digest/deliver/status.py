@@ -9,6 +9,7 @@ The CLI prints an ``IssueStanding``; nothing here prints.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from contextlib import closing
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from ..models import Edition, Settings
 from ..outcomes import FAILURE_CLASSES
 from ..readers.export import deliveries_csv
-from ..state.ledger import FINAL, STATES, Delivery, IssueRecord, Ledger
+from ..state.ledger import FINAL, STATES, Action, Delivery, IssueRecord, Ledger
 
 # Copies not sent, the ones that need a person first; pending ones too (README promises it).
 _NOT_SENT_ORDER = {"failed": 0, "uncertain": 1, "deferred": 2, "sending": 3, "pending": 4}
@@ -45,6 +46,7 @@ class IssueStanding:
     complaints: int = 0  # readers who marked this issue as spam (ARF reports read by `digest bounces`)
     bounced_later: int = 0  # copies accepted by the relay that bounced afterwards (DSNs read by `digest bounces`)
     csv: str | None = None  # every copy's outcome, when asked for
+    actions: list[Action] = field(default_factory=list)  # holds, pauses, resumes and cancels, oldest first
 
     @property
     def ok(self) -> bool:
@@ -52,7 +54,7 @@ class IssueStanding:
         if self.record is None:
             return False
         unsettled = sum(self.counts[s] for s in STATES if s not in FINAL)
-        return unsettled == 0 and self.counts["failed"] == 0 and not self.left_out
+        return unsettled == 0 and self.counts["failed"] == self.counts["cancelled"] == 0 and not self.left_out
 
 
 def state_shown(state: str, failure: str | None) -> str:
@@ -69,9 +71,11 @@ def issue_standing(settings: Settings, edition: Edition, date: dt.date, *, with_
         return IssueStanding(edition, date, database=False)
     with closing(ledger):
         record = ledger.find_issue(edition.slug, date)
+        actions = ledger.actions(edition.slug, date)
         if record is None:
-            return IssueStanding(edition, date, database=True, missed=_missed(ledger, edition, date))
-        return _recorded(ledger, edition, date, record, with_csv, _relay_rows(ledger, record, settings))
+            return IssueStanding(edition, date, database=True, missed=_missed(ledger, edition, date), actions=actions)
+        standing = _recorded(ledger, edition, date, record, with_csv, _relay_rows(ledger, record, settings))
+        return dataclasses.replace(standing, actions=actions)
 
 
 def _missed(ledger: Ledger, edition: Edition, date: dt.date) -> str | None:

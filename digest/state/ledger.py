@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -46,8 +47,8 @@ __all__ = ["FINAL", "HELD", "STATES", "BounceChange", "Delivery", "IssueRecord",
            "SentCopy", "StateError", "StateLocation", "StateQueryError", "check_state_path", "job_store", "shown",
            "state_exists", "state_path"]
 
-STATES = ("pending", "sending", "sent", "deferred", "failed", "uncertain", "suppressed")
-FINAL = ("sent", "failed", "suppressed")
+STATES = ("pending", "sending", "sent", "deferred", "failed", "uncertain", "suppressed", "cancelled")
+FINAL = ("sent", "failed", "suppressed", "cancelled")
 HELD = float("inf")  # next_at of an uncertain copy that is no longer resent automatically: a person decides
 
 
@@ -58,6 +59,17 @@ class IssueRecord:
     issue_date: dt.date
     story_ids: tuple[str, ...]
     status: str = "open"
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One hold, pause, resume or cancel of an issue, as `digest status` lists it."""
+
+    action: str
+    actor: str
+    at: float  # epoch seconds
+    reason: str | None
+    delivered: int | None  # copies sent when it took effect
 
 
 @dataclass(frozen=True, slots=True)
@@ -528,7 +540,10 @@ class Ledger:
             return []
         stamp = _now()
         still_ours = ("AND deliveries.claimed_by = ? ", (owner,)) if owner is not None else ("", ())
-        suppressed = "AND NOT EXISTS (SELECT 1 FROM suppressions WHERE suppressions.key = {key} " \
+        # The issue must still be open: once `digest pause`, `hold` or `cancel` has committed, no
+        # copy of it starts, in any process on any machine.
+        suppressed = "AND EXISTS (SELECT 1 FROM issues WHERE issues.id = deliveries.issue_id AND issues.status = 'open') " \
+                     "AND NOT EXISTS (SELECT 1 FROM suppressions WHERE suppressions.key = {key} " \
                      "AND suppressions.edition IN (?, '*')) RETURNING deliveries.id"
         if len(starting) == 1:  # the values inline: a one-row VALUES list costs SQLite a quarter more
             (one,) = starting
@@ -558,7 +573,12 @@ class Ledger:
         return [("sending" if s.delivery_id in went else self._not_sending(s, edition, owner, stamp)) for s in starting]
 
     def _not_sending(self, starting: Starting, edition: str, owner: str | None, stamp: str) -> str:
-        """Why a copy was not marked 'sending': 'taken' by another sender, or 'suppressed' (marked so)."""
+        """Why a copy was not marked 'sending': 'stopped' (its issue is no longer open: held,
+        paused or cancelled; nothing changed), 'taken' by another sender, or 'suppressed' (marked so)."""
+        row = self.db.execute("SELECT i.status FROM deliveries d JOIN issues i ON i.id = d.issue_id WHERE d.id = ?",
+                              (starting.delivery_id,)).fetchone()
+        if row is not None and row[0] != "open":
+            return "stopped"
         if owner is not None and not self.is_suppressed(starting.key, edition):
             return "taken"
         self.db.execute("UPDATE deliveries SET state = 'suppressed', last_text = 'left before this copy went', "
@@ -665,8 +685,58 @@ class Ledger:
         """Record a new delivery deadline for the issue; every later run keeps to it."""
         self.db.execute("UPDATE issues SET deadline = ? WHERE id = ?", (deadline, issue_id))
 
+    def reopen(self, issue_id: int) -> None:
+        """An issue paused (by the circuit breaker) or done (readers were added since) is open again;
+        a held or cancelled one is not."""
+        self.db.execute("UPDATE issues SET status = 'open', note = NULL WHERE id = ? AND status IN ('paused', 'done')",
+                        (issue_id,))
+
+    def finish_issue(self, issue_id: int) -> None:
+        """An open issue whose every copy has settled is done."""
+        self.db.execute("UPDATE issues SET status = 'done' WHERE id = ? AND status = 'open'", (issue_id,))
+
     def set_status(self, issue_id: int, status: str, note: str | None = None) -> None:
         self.db.execute("UPDATE issues SET status = ?, note = ? WHERE id = ?", (status, note, issue_id))
+
+    # --- editors' actions: hold, pause, resume, cancel ----------------------------------------
+
+    def record_action(self, edition: str, date: dt.date, action: str, actor: str, reason: str | None,
+                      *, status: str | None = None, delivered: int | None = None) -> Action:
+        """Record an editor's action on issue (edition, date) and, with ``status``, set the issue's
+        status in the same transaction (an issue not created yet keeps only the record)."""
+        now = time.time()
+        with self.db.transaction(serialised=False):
+            if status is not None:
+                self.db.execute("UPDATE issues SET status = ?, note = ? WHERE edition = ? AND issue_date = ?",
+                                (status, f"{action} by {actor}" + (f": {reason}" if reason else ""),
+                                 edition, date.isoformat()))
+            self.db.execute("INSERT INTO issue_actions (edition, issue_date, action, actor, at, reason, delivered) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?)", (edition, date.isoformat(), action, actor, now, reason, delivered))
+        return Action(action, actor, now, reason, delivered)
+
+    def actions(self, edition: str, date: dt.date) -> list[Action]:
+        """Every recorded action on issue (edition, date), oldest first (none on an older database)."""
+        if not self.has_table("issue_actions"):
+            return []
+        rows = self.db.execute("SELECT action, actor, at, reason, delivered FROM issue_actions "
+                               "WHERE edition = ? AND issue_date = ? ORDER BY id", (edition, date.isoformat()))
+        return [Action(*row) for row in rows]
+
+    def released_holds(self) -> list[tuple[str, dt.date]]:
+        """(edition, date) held before the issue existed and resumed since, still with no issue:
+        the scheduler sends them (its own fire time for them has passed)."""
+        rows = self.db.execute(
+            "SELECT a.edition, a.issue_date FROM issue_actions a WHERE a.id = (SELECT max(b.id) FROM issue_actions b "
+            "WHERE b.edition = a.edition AND b.issue_date = a.issue_date) AND a.action = 'resume' AND NOT EXISTS "
+            "(SELECT 1 FROM issues i WHERE i.edition = a.edition AND i.issue_date = a.issue_date) ORDER BY a.issue_date")
+        return [(e, dt.date.fromisoformat(d)) for e, d in rows]
+
+    def cancel_copies(self, issue_id: int) -> int:
+        """Every copy of the issue not yet started becomes 'cancelled' (final); how many."""
+        return self.db.execute(
+            "UPDATE deliveries SET state = 'cancelled', last_text = 'the issue was cancelled before this copy went', "
+            "next_at = NULL, updated_at = ?, claimed_by = NULL, claim_until = NULL "
+            "WHERE issue_id = ? AND state IN ('pending', 'deferred', 'uncertain')", (_now(), issue_id)).rowcount
 
     # --- suppressions -----------------------------------------------------------------------
 
