@@ -34,7 +34,7 @@ from .config import DEMO_SECRET, load_settings, parse_signing_keys
 from .deliver.control import act, default_actor
 from .deliver.dryrun import DryRun, dry_run
 from .deliver.runner import EmptyIssue, send_issue, send_test_copies
-from .deliver.send import Notice, SendReport
+from .deliver.send import EDITOR_STOP, Notice, SendReport
 from .deliver.status import RELAY_STATES, IssueStanding, issue_standing, state_shown
 from .deliver.transport import check_smtp_settings
 from .deliver.worker import WorkerReport, run_worker, worker_name
@@ -454,6 +454,8 @@ def _send_ending(report: SendReport) -> tuple[str, str]:
     counts = report.counts
     if report.stopped == "signal":
         return _stopped_by_signal(report), "warning"
+    if report.stopped and report.stopped.startswith(EDITOR_STOP):
+        return f"stopped: {report.stopped.removeprefix(EDITOR_STOP)}", "warning"
     if report.stopped == "paused":
         return ("paused by the circuit breaker: too many policy rejections (5.7.x). Check the relay and "
                 "the sender's reputation, then run the same command again to resume", "error")

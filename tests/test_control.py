@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import collections
 import time
+from contextlib import closing
 
 import pytest
 from smtp_faults import DATE, FaultHandler, ThreadedServer, finish, ledger_rows, start_digest, wait_for, write_newsroom
 from test_workers import query
+
+from digest.state.ledger import Ledger
 
 D = DATE.isoformat()
 
@@ -109,6 +112,8 @@ def test_cancel_mid_send_records_exactly_how_many_readers_had_it(tmp_path, state
         assert len(server.handler.received) == delivered
         code, out, _ = run(config, state_db, "status", "am", "--date", D)
         assert "story pulled" in out and "cancelled" in out
+    with closing(Ledger(state_db)) as ledger:  # some readers had it; the web archive shows it to nobody
+        assert ledger.public_issue("am", DATE) == (False, None) and DATE not in ledger.public_dates("am")
 
 
 def test_a_hold_before_the_issue_exists_keeps_it_from_being_created_until_resumed(tmp_path, env):
@@ -137,3 +142,4 @@ def test_a_reason_is_one_line(tmp_path, env, reason):
     config = write_newsroom(tmp_path / "newsroom", port=25, readers=1)
     code, out, err = run(config, tmp_path / "state.db", "hold", "am", "--date", D, "--reason", reason)
     assert code == 2 and "one line" in out + err
+

@@ -1057,3 +1057,31 @@ def test_health_is_1_without_a_scheduler_and_0_while_one_runs(sample_settings, t
         ledger.acquire_lease(LEASE, "gone:1", 60, time.time() - 120)
     code, out = cli(capsys, "--config", str(config), "schedule", "--health")
     assert code == 1 and "expired" in out, out
+
+
+# --- 4. an editor's hold, seen by the scheduler -------------------------------------------------------
+
+
+def test_a_held_issue_is_logged_never_skipped_silently_and_goes_once_resumed(sample_settings, tmp_path, events):
+    from digest.deliver.control import act
+
+    day = dt.date(2026, 12, 1)
+
+    async def scenario():
+        async with CaptureServer(FaultHandler()) as server:
+            settings = make_settings(sample_settings, tmp_path / "s.db", server.port)
+            am = settings.edition("am")
+            act(settings, am, day, "hold", "desk@news", "waiting on the jobs report")
+            await Scheduler(settings, clock=lambda: NOW).fire("am")
+            held = list(server.handler.received)
+            act(settings, am, day, "resume", "desk@news", None)
+            daemon = Scheduler(settings, clock=lambda: NOW + dt.timedelta(minutes=20))
+            await daemon.resume_unfinished()  # the scheduler's check every RESUME_EVERY
+            await asyncio.gather(*daemon.running)
+            return held, list(server.handler.received), settings
+
+    held, received, settings = asyncio.run(scenario())
+    assert held == []
+    logged = find_events(events, "issue.held", edition="am", date="2026-12-01")
+    assert logged and "held by desk@news" in logged[0]["detail"] and "jobs report" in logged[0]["detail"]
+    assert copies_from(received, AM_FROM) == Counter({r.casefold(): 1 for r in AM_READERS})

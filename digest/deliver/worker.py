@@ -30,7 +30,7 @@ from ..models import Settings
 from ..state.ledger import Ledger
 from .copies import ledger_envelope_sender
 from .relays import RelayPool
-from .send import Dispatcher, Notice
+from .send import EDITOR_STOP, Dispatcher, Notice
 
 BEAT_EVERY = 10.0  # seconds between a worker's "alive" records (digest status lists workers seen in the last minute)
 
@@ -146,7 +146,9 @@ async def _send_share(settings: Settings, ledger: Ledger, issue_id: int, report:
         counts[state] = counts.get(state, 0) + n
     if outcome.this_run:
         event("worker.share", **fields, **{k: v for k, v in outcome.this_run.items() if v})
-    if outcome.stopped not in (None, "signal", "paused"):
+    if outcome.stopped is not None and outcome.stopped.startswith(EDITOR_STOP):
+        event("worker.issue_stopped", detail=outcome.stopped.removeprefix(EDITOR_STOP), **fields)
+    elif outcome.stopped not in (None, "signal", "paused"):
         report.stopped = outcome.stopped  # a relay that refuses us (auth, TLS): every issue would meet it
         event("worker.stopped", logging.ERROR, detail=outcome.stopped, **fields)
     return bool(outcome.this_run)

@@ -843,9 +843,10 @@ class Ledger:
                         "ON CONFLICT (issue_id) DO NOTHING", (issue_id, html, _now()))
 
     def public_issue(self, edition: str, date: dt.date) -> tuple[bool, str | None]:
-        """(was a copy sent?, its stored public page or None) for the archive. Reads only."""
+        """(was a copy sent?, its stored public page or None) for the archive; a cancelled issue is
+        never shown (it was stopped for a reason). Reads only."""
         row = self.db.execute(
-            "SELECT i.id FROM issues i WHERE i.edition = ? AND i.issue_date = ? AND EXISTS "
+            "SELECT i.id FROM issues i WHERE i.edition = ? AND i.issue_date = ? AND i.status <> 'cancelled' AND EXISTS "
             "(SELECT 1 FROM deliveries d WHERE d.issue_id = i.id AND d.state = 'sent')",
             (edition, date.isoformat())).fetchone()
         if row is None:
@@ -861,7 +862,7 @@ class Ledger:
             return []
         rows = self.db.execute(
             "SELECT i.issue_date FROM issues i JOIN archive_pages a ON a.issue_id = i.id WHERE i.edition = ? AND "
-            "EXISTS (SELECT 1 FROM deliveries d WHERE d.issue_id = i.id AND d.state = 'sent') "
+            "i.status <> 'cancelled' AND EXISTS (SELECT 1 FROM deliveries d WHERE d.issue_id = i.id AND d.state = 'sent') "
             "ORDER BY i.issue_date DESC LIMIT ?", (edition, limit))
         return [dt.date.fromisoformat(row[0]) for row in rows]
 
