@@ -47,7 +47,7 @@ _KINDS = ("national", "city", "topic")
 _EDITION_KEYS = {
     "slug", "name", "kind", "tagline", "timezone", "send_at", "days", "from", "reply_to",
     "list_id", "subject", "preheader", "greeting", "reading_minutes", "tags", "cities",
-    "curator", "on_empty", "grace_minutes", "on_broken_story",
+    "curator", "on_empty", "grace_minutes", "on_broken_story", "editors",
 }
 _SMTP_KEYS = {"host", "port", "tls", "pool_size", "rate", "timeout", "data_timeout", "allow_insecure",
               "local_hostname", "ca_file"}
@@ -684,7 +684,27 @@ def _edition_values(table: _Table, slug: str, newsroom: Newsroom) -> Edition:
         on_empty=on_empty,
         grace_minutes=table.positive_int("grace_minutes"),
         on_broken_story=on_broken_story,
+        editors=_editors(table),
     )
+
+
+def _editors(table: _Table) -> tuple[str, ...]:
+    """``editors = ["desk@...", ...]``: plain addresses (they get alerts by email), each once."""
+    value = table.values.get("editors", [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise table.fail("editors", f"{_shown(value)} must be a list of email addresses")
+    found: list[str] = []
+    for address in value:
+        try:
+            name, plain = parse_mailbox(address)
+        except (AddressError, HeaderInjectionError) as exc:
+            raise table.fail("editors", str(exc)) from None
+        if name:
+            raise table.fail("editors", f"{_shown(address)}: give the address alone, without a name")
+        if plain.casefold() in (f.casefold() for f in found):
+            raise table.fail("editors", f"{_shown(address)} is listed twice")
+        found.append(plain)
+    return tuple(found)
 
 
 def _edition_table(doc: _Reader, index: int, raw: Any, defaults: Mapping[str, Any]) -> _Table:

@@ -57,6 +57,7 @@ class Edition:
     on_empty: Literal["skip", "fail"] = "skip"
     grace_minutes: int = 120  # how late the scheduler may still start a send it missed
     on_broken_story: Literal["skip", "fail"] = "skip"  # a story file that cannot be read: left out, or the issue refused
+    editors: tuple[str, ...] = ()  # addresses that get the edition's alerts (and, later, previews)
 
     @property
     def zone(self) -> ZoneInfo:

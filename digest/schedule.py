@@ -32,6 +32,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from .compose.editions import next_sends, send_time, sends_on, today_in
 from .deliver.locks import AlreadyRunning, DatabaseLock, ProcessLock, state_lock
+from .deliver.alerts import Alert, send_alert
 from .deliver.control import IssueStopped
 from .deliver.runner import EmptyIssue, send_issue
 from .deliver.send import Notice, issue_deadline
@@ -169,6 +170,7 @@ class Scheduler:
         self.stop = asyncio.Event()
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.running: set[asyncio.Task] = set()
+        self.alerting: set[asyncio.Task] = set()  # alerts started from APScheduler's listener
 
     # --- firing ----------------------------------------------------------------------------
 
@@ -191,6 +193,7 @@ class Scheduler:
             return
         except IssueStopped as exc:  # a person's hold, pause or cancel: recorded, never a silent skip
             event("issue.held", logging.WARNING, detail=str(exc), **fields)
+            await send_alert(self.settings, Alert("held", edition, date, f"At its send time: {exc}."))
             return
         except DigestError as exc:
             event("issue.failed", logging.ERROR, detail=str(exc), **fields)
@@ -233,6 +236,7 @@ class Scheduler:
         with closing(Ledger(self.settings.state_db)) as ledger:
             since = ledger.mark_value(LAST_SEEN)
             due: dict[tuple[str, dt.date], Edition] = {}
+            missed: list[tuple[Edition, dt.date, dt.datetime, dt.timedelta]] = []
             for slug, date in ledger.unfinished_issues():
                 try:
                     due[(slug, date)] = self.settings.edition(slug)
@@ -254,8 +258,17 @@ class Scheduler:
                                                       f"{edition.grace_minutes} min"):
                         event("issue.missed", logging.ERROR, edition=edition.slug, date=date.isoformat(),
                               send_time=when.isoformat(), detail="missed beyond its grace; send it with `digest send`")
+                        missed.append((edition, date, when, late))
             # Anything due after this instant is the jobs' to fire; record it as seen now, not later.
             ledger.set_mark(LAST_SEEN, now.timestamp())
+        for edition in self.settings.editions:  # one alert per edition, however long the scheduler was down
+            dates = [date for e, date, _, _ in missed if e is edition]
+            if dates:
+                shown_dates = ", ".join(str(d) for d in dates[-10:]) + (f" and {len(dates) - 10} earlier" if len(dates) > 10 else "")
+                await send_alert(self.settings, Alert("missed", edition, dates[-1], (
+                    f"The scheduler was not running at the send time of {len(dates)} issue(s), past the "
+                    f"{edition.grace_minutes}-minute grace: {shown_dates}. Send one with "
+                    f"`digest send {edition.slug} --date {dates[-1]}`.")))
         for (_slug, date), edition in sorted(due.items(), key=lambda item: item[0][1]):
             self.start_send(edition, date)
 
@@ -334,8 +347,8 @@ class Scheduler:
                 if scheduler.running:
                     scheduler.shutdown(wait=False)
                 self.stop.set()  # sends in flight finish the copies they are on, then stop
-                if self.running:
-                    await asyncio.gather(*self.running, return_exceptions=True)
+                if self.running or self.alerting:
+                    await asyncio.gather(*self.running, *self.alerting, return_exceptions=True)
                 with closing(Ledger(state_db)) as ledger:
                     ledger.set_mark(LAST_SEEN, self.clock().timestamp())
                     ledger.release_lease(LEASE, self.owner)
@@ -400,6 +413,21 @@ class Scheduler:
                 ledger.record_missed(edition.slug, date, when, "the scheduler could not run it within its grace")
                 event("issue.missed", logging.ERROR, edition=edition.slug, date=date.isoformat(),
                       send_time=when.isoformat(), detail="missed beyond its grace; send it with `digest send`")
+                self._alert_soon(Alert("missed", edition, date, (
+                    f"The scheduler could not start the {when:%H:%M %Z} send within its {edition.grace_minutes}-minute "
+                    f"grace. Send it with `digest send {edition.slug} --date {date}`.")))
+
+    def _alert_soon(self, alert: Alert) -> None:
+        """Send ``alert`` beside the jobs when called on the event loop (APScheduler's listeners are),
+        else at once."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            asyncio.run(send_alert(self.settings, alert))
+            return
+        task = loop.create_task(send_alert(self.settings, alert))
+        self.alerting.add(task)
+        task.add_done_callback(self.alerting.discard)
 
 
 @contextmanager

@@ -203,6 +203,10 @@ BAD_EDITION_VALUES = {
     "reading-minutes-zero": ('kind = "city"', 'kind = "city"\nreading_minutes = 0', ".reading_minutes"),
     "on-empty-unknown": ('kind = "city"', 'kind = "city"\non_empty = "ignore"', ".on_empty"),
     "tags-not-strings": ('kind = "city"', 'kind = "city"\ntags = [1, 2]', ".tags"),
+    "editors-not-a-list": ('kind = "city"', 'kind = "city"\neditors = "desk@news.example.org"', ".editors"),
+    "editors-bad-address": ('kind = "city"', 'kind = "city"\neditors = ["desk@"]', ".editors"),
+    "editors-with-a-name": ('kind = "city"', 'kind = "city"\neditors = ["Desk <desk@news.example.org>"]', ".editors"),
+    "editors-twice": ('kind = "city"', 'kind = "city"\neditors = ["a@news.example.org", "A@news.example.org"]', ".editors"),
 }
 
 

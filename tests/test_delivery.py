@@ -423,6 +423,11 @@ def test_policy_rejections_pause_the_issue_without_suppressing(sample_settings, 
                                     delivery={"breaker_min_rejections": 3, "breaker_ratio": 0.2})
             paused = await send(settings)
             record, rows = ledger_state(settings)
+            alerts = [m for m in handler.received if b"\r\nX-Digest-Alert: " in m.data]
+            handler.received[:] = [m for m in handler.received if m not in alerts]
+            # the editors hear of it: one alert to the edition's desk, through the same relay
+            assert [m.recipients for m in alerts] == [("am-desk@northline.example.org",)]
+            assert b"paused by the circuit breaker" in alerts[0].data
             check_consistent(rows, handler.received)
             asked = rcpt_counts(handler)
             got_body = {r for m in handler.received for r in m.recipients}

@@ -118,7 +118,12 @@ def set_mark(state_db: Path, when: dt.datetime) -> None:
 
 def copies_from(received, sender: str) -> Counter[str]:
     """Copies the server stored per reader (casefolded) for one edition's envelope sender."""
-    return Counter(r.recipients[0].casefold() for r in received if r.sender == sender)
+    return Counter(r.recipients[0].casefold() for r in received if r.sender == sender and not is_alert(r))
+
+
+def is_alert(message) -> bool:
+    """An alert to an edition's editors (deliver/alerts.py), not a copy of an issue."""
+    return b"\r\nX-Digest-Alert: " in message.data
 
 
 async def until(predicate, timeout: float = 20.0, what: str = "condition") -> None:
@@ -682,6 +687,11 @@ def test_after_three_weeks_down_the_send_within_grace_still_goes_and_the_older_o
         missed = {d for _, d, _, _ in ledger.missed("am")}
     assert dt.date(2026, 11, 30) in missed and dt.date(2026, 11, 11) in missed
     assert missed == {dt.date(2026, 11, 11) + dt.timedelta(days=n) for n in range(20)}, sorted(missed)
+    # the editors hear of it once per edition, not twenty times; an edition without editors only logs
+    alerts = [m for m in received if is_alert(m)]
+    assert [m.recipients for m in alerts] == [("am-desk@northline.example.org",), ("denver-desk@northline.example.org",)]
+    assert b"20 issue(s)" in alerts[0].data and b"2026-11-30" in alerts[0].data and b"10 earlier" in alerts[0].data
+    assert len(find_events(log, "alert", kind="missed")) == len(sample_settings.editions)
 
 
 @pytest.fixture
@@ -1081,7 +1091,53 @@ def test_a_held_issue_is_logged_never_skipped_silently_and_goes_once_resumed(sam
             return held, list(server.handler.received), settings
 
     held, received, settings = asyncio.run(scenario())
-    assert held == []
+    # no copy went at the send time; the edition's desk got one alert saying why
+    assert [m.recipients for m in held] == [("am-desk@northline.example.org",)] and is_alert(held[0])
+    assert b"held by desk@news" in held[0].data and b"Subject: [alert] Northline AM 2026-12-01: issue held" in held[0].data
     logged = find_events(events, "issue.held", edition="am", date="2026-12-01")
     assert logged and "held by desk@news" in logged[0]["detail"] and "jobs report" in logged[0]["detail"]
     assert copies_from(received, AM_FROM) == Counter({r.casefold(): 1 for r in AM_READERS})
+
+
+def test_alerts_reach_a_webhook_and_a_failing_one_only_logs(sample_settings, tmp_path, events, monkeypatch):
+    """A local HTTP receiver stands in for Slack: one JSON POST per alert with its text; a webhook
+    that refuses connections is logged (without its URL, which holds the secret) and harms nothing."""
+    import http.server
+    import json
+
+    from digest.deliver.alerts import Alert, send_alert
+
+    posts: list[dict] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    am = dataclasses.replace(sample_settings.edition("am"), editors=())
+    alert = Alert("held", am, dt.date(2026, 12, 1), "held by desk: waiting on the jobs report")
+    try:
+        monkeypatch.setenv("DIGEST_ALERT_WEBHOOK", f"http://127.0.0.1:{httpd.server_address[1]}/hooks/T0KEN")
+        asyncio.run(send_alert(sample_settings, alert))
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert posts == [{"text": "Northline AM 2026-12-01: issue held. held by desk: waiting on the jobs report",
+                      "kind": "held", "edition": "am", "date": "2026-12-01"}]
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    monkeypatch.setenv("DIGEST_ALERT_WEBHOOK", f"http://127.0.0.1:{port}/hooks/S3CRET")
+    asyncio.run(send_alert(sample_settings, alert))
+    failed = find_events(events, "alert.failed", via="webhook")
+    assert failed and failed[0]["host"] == "127.0.0.1"
+    assert not any("S3CRET" in line for line in events)

@@ -27,6 +27,7 @@ from ..models import Edition, Issue, Settings, Subscriber
 from ..readers.subscribers import RowProblem, iter_audience
 from ..sources.gathering import broken_story_rule, gather_stories
 from ..state.ledger import IssueRecord, Ledger
+from .alerts import Alert, send_alert
 from .control import IssueStopped, why_stopped
 from .copies import copies, ledger_envelope_sender
 from .locks import issue_lock
@@ -108,6 +109,11 @@ async def send_issue(settings: Settings, edition: Edition, date: dt.date, *,
                                               progress=progress, notify=notify)
         else:
             report = await dispatcher.run()
+        if report.stopped == "paused":
+            await send_alert(settings, Alert("paused", edition, date, (
+                "The circuit breaker paused the send: too many policy rejections (5.7.x) from the relay. Check the "
+                f"relay and the sender's reputation, then `digest send {edition.slug} --date {date}` resumes it. "
+                f"Sent so far: {report.counts['sent']}.")))
         report.added = added
         report.left_out = tuple((line, reason) for line, _, reason, _ in ledger.left_out(record.id, pending_only=True))
         return report
