@@ -698,7 +698,7 @@ def _editors(table: _Table) -> tuple[str, ...]:
         try:
             name, plain = parse_mailbox(address)
         except (AddressError, HeaderInjectionError) as exc:
-            raise table.fail("editors", str(exc)) from None
+            raise table.fail("editors", f"{_shown(address)}: {exc}") from None
         if name:
             raise table.fail("editors", f"{_shown(address)}: give the address alone, without a name")
         if plain.casefold() in (f.casefold() for f in found):

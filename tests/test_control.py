@@ -46,14 +46,20 @@ def received_once(handler: FaultHandler) -> collections.Counter[str]:
     return collections.Counter(m.recipients[0] for m in handler.received)
 
 
+def start_sending(tmp_path, server: ThreadedServer, state, readers: int, batch: int, until: int):
+    """`digest send am --workers 2` to ``readers`` readers of a small issue, once ``until`` copies are sent."""
+    config = write_newsroom(tmp_path / "newsroom", port=server.port, pool_size=4, readers=readers,
+                            delivery={"batch": batch})
+    small_issue(config)
+    send = start_digest(config, state, "send", "am", "--date", D, "--workers", "2")
+    assert wait_for(lambda: sent_count(state) >= until, timeout=60, interval=0.1), finish(send)
+    return config, send
+
+
 def test_pause_mid_send_starts_nothing_after_it_returns_and_resume_sends_each_reader_once(tmp_path, state_db):
     readers = 10_000
     with ThreadedServer(FaultHandler()) as server:
-        config = write_newsroom(tmp_path / "newsroom", port=server.port, pool_size=4, readers=readers,
-                                delivery={"batch": 100})
-        small_issue(config)
-        send = start_digest(config, state_db, "send", "am", "--date", D, "--workers", "2")
-        assert wait_for(lambda: sent_count(state_db) >= 1_000, timeout=60, interval=0.2), finish(send)
+        config, send = start_sending(tmp_path, server, state_db, readers, batch=100, until=1_000)
         code, out, err = run(config, state_db, "pause", "am", "--date", D, "--reason", "wrong photo", "--by", "desk@news")
         returned = time.monotonic()
         waiting = pending_ids(state_db)  # not started when the command returned
@@ -86,11 +92,7 @@ def test_pause_mid_send_starts_nothing_after_it_returns_and_resume_sends_each_re
 def test_cancel_mid_send_records_exactly_how_many_readers_had_it(tmp_path, state_db):
     readers = 2_000
     with ThreadedServer(FaultHandler(data_delay=lambda: 0.002)) as server:
-        config = write_newsroom(tmp_path / "newsroom", port=server.port, pool_size=4, readers=readers,
-                                delivery={"batch": 50})
-        small_issue(config)
-        send = start_digest(config, state_db, "send", "am", "--date", D, "--workers", "2")
-        assert wait_for(lambda: sent_count(state_db) >= 200, timeout=60, interval=0.1), finish(send)
+        config, send = start_sending(tmp_path, server, state_db, readers, batch=50, until=200)
         code, out, err = run(config, state_db, "cancel", "am", "--date", D, "--reason", "story pulled", "--by", "eic")
         assert code == 0, (out, err)
         finish(send, timeout=60)

@@ -86,7 +86,7 @@ def act(settings: Settings, edition: Edition, date: dt.date, action: str, actor:
         cancelled = next((a for a in ledger.actions(edition.slug, date) if a.action == "cancel"), None)
         if cancelled is not None or (record is not None and record.status == "cancelled"):
             raise InputError(f"{name} was cancelled{' ' + describe(cancelled) if cancelled else ''}: that is final")
-        if record is not None and record.status == "done" and action != "hold":
+        if record is not None and record.status == "done":
             raise InputError(f"{name} has finished sending: nothing to {action}")
         if record is None:
             return _before_creation(ledger, edition, date, action, actor, reason)
@@ -115,13 +115,10 @@ def _on_issue(ledger: Ledger, record: IssueRecord, action: str, actor: str, reas
               settle_wait: float) -> ActionResult:
     name = f"{record.edition} {record.issue_date}"
     status = record.status
-    if action in ("hold", "pause") and status in ("held", "paused"):
-        if status == "paused" and why_stopped(ledger, record.edition, record.issue_date) is None:
-            pass  # the circuit breaker paused it: a person's hold or pause takes it over
-        else:
-            raise InputError(f"{name} is already {status}: no copy of it is being started")
-    if action == "hold" and status == "done":
-        raise InputError(f"{name} has finished sending: nothing to hold")
+    # A pause of the circuit breaker's may be taken over by a person's hold or pause; their own may not.
+    by_person = status == "held" or (status == "paused" and why_stopped(ledger, record.edition, record.issue_date))
+    if action in ("hold", "pause") and by_person:
+        raise InputError(f"{name} is already {status}: no copy of it is being started")
     if action == "resume" and status not in ("held", "paused"):
         raise InputError(f"{name} is {status}, not held or paused: nothing to resume")
     if action == "cancel":
