@@ -31,8 +31,11 @@ from .compose.preflight import Finding, check_plan, check_rendered
 from .compose.render import Renderer
 from .compose.templates import builtin_names, copy_builtins, template_list
 from .config import DEMO_SECRET, load_settings, parse_signing_keys
+from .deliver.approval import Proposal
+from .deliver.approval import approve as approve_issue
 from .deliver.control import act, default_actor
 from .deliver.dryrun import DryRun, dry_run
+from .deliver.preview import send_preview
 from .deliver.runner import EmptyIssue, send_issue, send_test_copies
 from .deliver.send import EDITOR_STOP, Notice, SendReport
 from .deliver.status import RELAY_STATES, IssueStanding, issue_standing, state_shown
@@ -484,12 +487,16 @@ def _left_out_text(rows: tuple[tuple[int, str], ...] | list[tuple[int, str]]) ->
             f"(line{'' if len(rows) == 1 else 's'} {lines})")
 
 
+def _check_address_option(option: str, address: str) -> None:
+    try:
+        check_address(address)
+    except AddressError as exc:
+        raise click.BadParameter(f"{address}: {exc}", param_hint=option) from None
+
+
 def _send_tests(settings: Settings, edition: Edition, date: dt.date, to: list[str], as_reader: str | None) -> int:
     for address in to:
-        try:
-            check_address(address)
-        except AddressError as exc:
-            raise click.BadParameter(f"{address}: {exc}", param_hint="--to") from None
+        _check_address_option("--to", address)
     reader = None
     if as_reader:
         subscribers = load_subscribers(settings.paths.subscribers, (e.slug for e in settings.editions))
@@ -550,6 +557,61 @@ def _control_command(action: str, summary: str) -> None:
               reason=result.action.reason, delivered=result.action.delivered)
 
 
+@cli.command()
+@config_option
+@click.argument("edition")
+@date_option
+@click.option("--to", "to", multiple=True, metavar="ADDRESS",
+              help="Send the preview here instead of to the edition's editors (repeatable); no approve link.")
+@click.pass_context
+def preview(ctx: click.Context, edition: str, date: dt.date | None, to: tuple[str, ...]) -> None:
+    """Compose an issue as it would go now and mail its editors a preview: marked "[PREVIEW]", with a
+    banner above the issue giving its fingerprint, stories in and held out, readers, size and the
+    preflight's warnings (and, when approval is required, each editor's approve link)."""
+    settings = _settings(ctx)
+    ed = _edition(settings, edition)
+    for address in to:
+        _check_address_option("--to", address)
+    sent = asyncio.run(send_preview(settings, ed, date or today_in(ed), tuple(to)))
+    _print_proposal(sent.proposal)
+    console.table(f"Previews of {ed.slug} {sent.proposal.date}", ["address", "code", "reply"], sent.replies)
+    if sent.expires is not None and not to:
+        console.line(f"each editor's approve link works once, until {sent.expires:%Y-%m-%d %H:%M UTC}")
+    ctx.exit(0 if sent.ok else 1)
+
+
+@cli.command()
+@config_option
+@click.argument("edition")
+@date_option
+@click.option("--fingerprint", metavar="F", help="Approve only if the issue still composes to this fingerprint "
+              "(the one in the preview you read). Without it, the issue as it composes now is approved.")
+@click.option("--by", "actor", metavar="NAME", help="Who approves (default: your login@this machine).")
+@click.pass_context
+def approve(ctx: click.Context, edition: str, date: dt.date | None, fingerprint: str | None, actor: str | None) -> None:
+    """Approve an issue of an edition with approval = "required", pinned to its fingerprint: it is
+    sent with exactly these bytes, and any later change to it needs a new approval."""
+    settings = _settings(ctx)
+    ed = _edition(settings, edition)
+    date = date or today_in(ed)
+    approval, proposal = approve_issue(settings, ed, date, actor or default_actor(), fingerprint=fingerprint)
+    _print_proposal(proposal)
+    console.line(f"{ed.slug} {date} approved as {approval.fingerprint} by {approval.actor}: it goes at its send "
+                 "time with exactly these bytes", "ok")
+    event("issue.approved", edition=ed.slug, date=date.isoformat(), fingerprint=approval.fingerprint,
+          by=approval.actor, via=approval.via)
+
+
+def _print_proposal(proposal: Proposal) -> None:
+    issue = proposal.issue
+    rows = [("in", s.headline) for s in issue.stories] + [("held over (budget)", s.headline) for s in issue.held_over_budget]
+    rows += [("left out", str(problem)) for problem in proposal.left_out]
+    console.table(f"{issue.edition.slug} {issue.date}: fingerprint {proposal.fingerprint}", ["story", "headline"], rows)
+    console.line(f"{proposal.readers:,} reader(s); a copy is {proposal.size / 1024:.1f} KB")
+    for finding in proposal.findings:
+        console.line(f"{finding.level}: {finding.where}: {finding.message}", "warning")
+
+
 _control_command("hold", "Keep an issue from being sent, before its send time or during it, until `digest resume`. "
                          "Takes effect in every process at once: no copy starts after this returns.")
 _control_command("pause", "Stop a send that is under way, in every process at once: copies in flight finish, "
@@ -564,11 +626,12 @@ _STATUS_ROWS = 50  # copies `digest status` lists on the terminal; --export writ
 
 
 def _print_history(standing: IssueStanding) -> None:
-    """Every hold, pause, resume and cancel of the issue: who, when, why, and how many had it by then."""
-    if standing.actions:
-        console.table("History", ["action", "by", "at (UTC)", "reason", "sent by then"],
-                      [(a.action, a.actor, dt.datetime.fromtimestamp(a.at, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-                        a.reason or "", "" if a.delivered is None else a.delivered) for a in standing.actions])
+    """Every preview, approval, hold, pause, resume and cancel of the issue: who, when, why (or which
+    fingerprint), and how many had it by then."""
+    if standing.history:
+        console.table("History", ["action", "by", "at (UTC)", "reason or fingerprint", "sent by then"],
+                      [(e.what, e.by, dt.datetime.fromtimestamp(e.at, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+                        e.detail, "" if e.delivered is None else e.delivered) for e in standing.history])
 
 
 def _print_unrecorded(settings: Settings, standing: IssueStanding) -> None:
@@ -581,6 +644,9 @@ def _print_unrecorded(settings: Settings, standing: IssueStanding) -> None:
     if standing.actions:
         last = standing.actions[-1]
         console.line(f"{slug} {date}: not created yet; last action: {last.action} by {last.actor}", "warning")
+        return
+    if standing.approval is not None:
+        console.line(f"{slug} {date}: not created yet; {standing.approval}", "warning")
         return
     where = shown(settings.state_db) if standing.database else f"{shown(settings.state_db)} (no such database yet)"
     console.line(f"{slug} {date}: no issue recorded in {where}: not sent yet with this state database", "warning")

@@ -47,7 +47,7 @@ _KINDS = ("national", "city", "topic")
 _EDITION_KEYS = {
     "slug", "name", "kind", "tagline", "timezone", "send_at", "days", "from", "reply_to",
     "list_id", "subject", "preheader", "greeting", "reading_minutes", "tags", "cities",
-    "curator", "on_empty", "grace_minutes", "on_broken_story", "editors",
+    "curator", "on_empty", "grace_minutes", "on_broken_story", "editors", "approval", "preview_minutes",
 }
 _SMTP_KEYS = {"host", "port", "tls", "pool_size", "rate", "timeout", "data_timeout", "allow_insecure",
               "local_hostname", "ca_file"}
@@ -685,7 +685,20 @@ def _edition_values(table: _Table, slug: str, newsroom: Newsroom) -> Edition:
         grace_minutes=table.positive_int("grace_minutes"),
         on_broken_story=on_broken_story,
         editors=_editors(table),
+        **_approval(table),
     )
+
+
+def _approval(table: _Table) -> dict[str, Any]:
+    """``approval = "required"`` (an editor approves each issue's fingerprint) and ``preview_minutes``
+    (how long before the send the editors get a preview; 0: none). Approval needs someone to ask."""
+    approval = table.one_of("approval", ("none", "required"), "'none' or 'required'")
+    value = table.values.get("preview_minutes")
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise table.fail("preview_minutes", f"{_shown(value)} must be a whole number of minutes, 0 or more")
+    if approval == "required" and not table.values.get("editors"):
+        raise table.fail("approval", "\"required\" needs editors = [...] to send previews to and take approvals from")
+    return {"approval": approval, "preview_minutes": value}
 
 
 def _editors(table: _Table) -> tuple[str, ...]:

@@ -22,7 +22,8 @@ in one place. Errors carry the data needed to act on them (file, line, field), n
     │   └── StoredCompositionError an issue's stored composition cannot be used (format, fingerprint; compose/pipeline.py)
     ├── SmtpSetupError             the relay cannot be used safely: TLS, STARTTLS, AUTH (deliver/transport.py)
     ├── AlreadyRunning             another process sends this issue or runs the scheduler (deliver/locks.py)
-    └── IssueStopped               a person held, paused or cancelled the issue (deliver/control.py)
+    ├── IssueStopped               a person held, paused or cancelled the issue (deliver/control.py)
+    └── AwaitingApproval           no editor approved the issue as it composes now (deliver/approval.py)
 
 tests/test_errors.py compares this drawing with the real subclasses: add a new error here.
 """

@@ -57,7 +57,15 @@ class Edition:
     on_empty: Literal["skip", "fail"] = "skip"
     grace_minutes: int = 120  # how late the scheduler may still start a send it missed
     on_broken_story: Literal["skip", "fail"] = "skip"  # a story file that cannot be read: left out, or the issue refused
-    editors: tuple[str, ...] = ()  # addresses that get the edition's alerts (and, later, previews)
+    editors: tuple[str, ...] = ()  # addresses that get the edition's alerts and previews, and may approve
+    approval: Literal["none", "required"] = "none"  # "required": sent only once an editor approved its fingerprint
+    preview_minutes: int | None = None  # previews go this long before the send; None: 60 if approval is required
+
+    @property
+    def preview_lead(self) -> dt.timedelta | None:
+        """How long before each send the scheduler mails the editors a preview; None: it does not."""
+        minutes = self.preview_minutes if self.preview_minutes is not None else (60 if self.approval == "required" else 0)
+        return dt.timedelta(minutes=minutes) if minutes and self.editors else None
 
     @property
     def zone(self) -> ZoneInfo:

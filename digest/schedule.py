@@ -12,7 +12,12 @@ database. The scheduler also records when it was last alive (its heartbeat, ever
 next start every send scheduled since then that has no issue was missed while it was down: one
 still inside the edition's grace goes at once, an older one is recorded as missed, logged as an
 alert and shown by `digest schedule --list` and `digest status`. Issues a crash left unfinished
-are resumed at start and every ten minutes.
+are resumed at start and every 30 seconds.
+
+An edition with editors and a ``preview_lead`` has its next issue previewed to them that long
+before the send, and again whenever it changes; one with ``approval = "required"`` that has no
+approval of its fingerprint at the send time is held and alerted (``AwaitingApproval``), and tried
+again every 30 seconds until it is approved or its delivery deadline passes.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 from .compose.editions import next_sends, send_time, sends_on, today_in
 from .deliver.locks import AlreadyRunning, DatabaseLock, ProcessLock, state_lock
 from .deliver.alerts import Alert, send_alert
+from .deliver.approval import AwaitingApproval, deadline
+from .deliver.preview import review
 from .deliver.control import IssueStopped
 from .deliver.runner import EmptyIssue, send_issue
 from .deliver.send import Notice, issue_deadline
@@ -171,6 +178,7 @@ class Scheduler:
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.running: set[asyncio.Task] = set()
         self.alerting: set[asyncio.Task] = set()  # alerts started from APScheduler's listener
+        self.alerted: set[tuple[str, str, dt.date, str]] = set()  # (kind, edition, date, fingerprint) alerted once
 
     # --- firing ----------------------------------------------------------------------------
 
@@ -194,6 +202,10 @@ class Scheduler:
         except IssueStopped as exc:  # a person's hold, pause or cancel: recorded, never a silent skip
             event("issue.held", logging.WARNING, detail=str(exc), **fields)
             await send_alert(self.settings, Alert("held", edition, date, f"At its send time: {exc}."))
+            return
+        except AwaitingApproval as exc:  # held until an editor approves it, up to its deadline
+            event("issue.awaiting_approval", logging.WARNING, fingerprint=exc.fingerprint, detail=str(exc), **fields)
+            await self.review(edition, date, at_send_time=True)
             return
         except DigestError as exc:
             event("issue.failed", logging.ERROR, detail=str(exc), **fields)
@@ -227,6 +239,56 @@ class Scheduler:
         task = asyncio.create_task(self.send_one(edition, date), name=f"{edition.slug}:{date}")
         self.running.add(task)
         task.add_done_callback(self.running.discard)
+
+    # --- previews and approval ------------------------------------------------------------------
+
+    async def review_upcoming(self) -> None:
+        """Mail each edition's editors a preview of its next issue once within ``preview_minutes``
+        of the send, and again whenever the issue changes before it is created."""
+        now = self.clock()
+        for edition in self.settings.editions:
+            lead = edition.preview_lead
+            if lead is None:
+                continue
+            upcoming = next_sends(edition, now, 1)
+            if upcoming and upcoming[0] - lead <= now:
+                await self.review(edition, issue_date(edition, upcoming[0]), at_send_time=False)
+
+    async def review(self, edition: Edition, date: dt.date, *, at_send_time: bool) -> None:
+        """Preview issue (edition, date) if it changed; alert its editors, once per fingerprint, that
+        it waits for approval (at its send time) or that an approval no longer holds."""
+        fields = {"edition": edition.slug, "date": date.isoformat()}
+        try:
+            found = await review(self.settings, edition, date)
+        except DigestError as exc:
+            event("preview.failed", logging.ERROR, detail=str(exc), **fields)
+            return
+        if found is None:
+            return
+        if found.preview is not None:
+            event("preview.sent", fingerprint=found.fingerprint, to=len(found.preview.replies),
+                  ok=found.preview.ok, **fields)
+        if edition.approval != "required" or found.approved:
+            return
+        when = deadline(self.settings, edition, date)
+        if found.invalidated:
+            await self._alert_once(Alert("approval_invalidated", edition, date, (
+                f"The approval of {', '.join(found.invalidated)} no longer holds: the issue changed (a story, the "
+                f"note or a template) and now composes to {found.fingerprint}. A new preview has gone to the "
+                f"editors; nothing is sent until {found.fingerprint} is approved (up to {when:%Y-%m-%d %H:%M UTC}).")),
+                found.fingerprint)
+        elif at_send_time:
+            await self._alert_once(Alert("awaiting_approval", edition, date, (
+                f"It is past the send time and no editor has approved the issue ({found.fingerprint}): it is held. "
+                f"Approve it from the preview, or `digest approve {edition.slug} --date {date} --fingerprint "
+                f"{found.fingerprint}`; it then goes within a minute, up to {when:%Y-%m-%d %H:%M UTC}.")),
+                found.fingerprint)
+
+    async def _alert_once(self, alert: Alert, fingerprint: str) -> None:
+        key = (alert.kind, alert.edition.slug, alert.date, fingerprint)
+        if key not in self.alerted:
+            self.alerted.add(key)
+            await send_alert(self.settings, alert)
 
     # --- start: what was missed, what was left unfinished ------------------------------------
 
@@ -293,6 +355,7 @@ class Scheduler:
         with closing(Ledger(self.settings.state_db)) as ledger:
             unfinished = ledger.unfinished_issues()
             released = ledger.released_holds()
+            released += self._awaiting_approval(ledger, now)
         known = {e.slug: e for e in self.settings.editions}
         unfinished += [(slug, date) for slug, date in released
                        if slug in known and sends_on(known[slug], date) and send_time(known[slug], date) <= now
@@ -302,6 +365,19 @@ class Scheduler:
         for slug, date in unfinished:
             if f"{slug}:{date}" not in busy and any(e.slug == slug for e in self.settings.editions):
                 self.start_send(self.settings.edition(slug), date)
+
+    def _awaiting_approval(self, ledger: Ledger, now: dt.datetime) -> list[tuple[str, dt.date]]:
+        """Issues held at their send time for approval (a proposal kept, no issue): tried again each
+        round, so an approval given late, before the deadline, sends them within a minute."""
+        found = []
+        for edition in self.settings.editions:
+            when = latest_send(edition, now) if edition.approval == "required" else None
+            if when is None:
+                continue
+            date = issue_date(edition, when)
+            if ledger.find_issue(edition.slug, date) is None and ledger.has_proposal(edition.slug, date):
+                found.append((edition.slug, date))
+        return found
 
     # --- the daemon ------------------------------------------------------------------------
 
@@ -466,6 +542,7 @@ async def _fire(slug: str) -> None:
 async def _resume() -> None:
     if _ACTIVE is not None:
         await _ACTIVE.resume_unfinished()
+        await _ACTIVE.review_upcoming()
 
 
 def scheduler_health(settings: Settings, now: dt.datetime | None = None) -> tuple[bool, str]:

@@ -10,6 +10,11 @@
                           issue sent before pages were kept. Nothing is gathered or fetched here.
     GET  /i/<edition>     the edition's past issues, newest first.
     GET  .../             a trailing slash redirects to the same page under ``[web] base_url``.
+    GET  /approve/<token> an editor's approve link from a preview: what it approves (edition, date,
+                          fingerprint, editor) and one button. Changes nothing.
+    POST /approve/<token> approves (``confirm=approve``), once, if the issue still composes to the
+                          link's fingerprint; a forged link is a 400, an expired or used one a 410,
+                          an issue that changed since the preview a 409, and nothing is approved.
 
 Limits: a form body is read as a stream and refused past 4,096 bytes (413), whatever its
 framing; a request must arrive in full (headers and body) within ``REQUEST_SECONDS`` of its
@@ -52,9 +57,11 @@ from starlette.responses import (
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .compose.links import LinkRefused
 from .compose.personalise import verify_token
 from .compose.render import Pages, date_label
-from .errors import ConfigError, DigestError
+from .deliver.preview import approve_by_link, read_approve_link
+from .errors import ConfigError, DigestError, InputError
 from .models import Edition, Settings, SigningKey
 from .readers.addresses import address_key
 from .state.ledger import Ledger
@@ -73,12 +80,13 @@ MAX_FORM_BYTES = 4096  # the forms carry one or two short fields
 REQUEST_SECONDS = 10.0  # from a request's first byte to its last, headers and body
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _ONE_CLICK = ("List-Unsubscribe", "One-Click")
+PRIVATE_PATHS = ("/u/", "/approve/")  # pages about one person's link: never cached, never indexed
 
 # --- responses -----------------------------------------------------------------------------------
 
 
 class SecurityHeaders:
-    """Adds the security headers to every response (and ``Cache-Control: no-store`` under /u/)."""
+    """Adds the security headers to every response (and ``Cache-Control: no-store`` under /u/ and /approve/)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -87,7 +95,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        private = scope.get("path", "").startswith("/u/")
+        private = scope.get("path", "").startswith(PRIVATE_PATHS)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -275,6 +283,46 @@ async def _small_form(request: Request) -> Any:
         return _bad_request(request)
 
 
+async def approve_link(request: Request) -> Response:
+    """GET /approve/<token>: what the link approves, with the one button (a POST back here); changes
+    nothing. POST: approve, once, if the issue still composes to the link's fingerprint."""
+    state = _state(request)
+    token = request.path_params["token"]
+    if len(token) > MAX_TOKEN_CHARS:
+        return _invalid_approve_link(request, "invalid")
+    try:
+        link = await run_in_threadpool(read_approve_link, state.settings, token)
+    except LinkRefused as exc:
+        return _invalid_approve_link(request, exc.reason)
+    context = {"newsroom": state.settings.newsroom, "edition": link.edition, "date": link.date.isoformat(),
+               "fingerprint": link.fingerprint, "editor": link.editor, "expires": f"{link.expires:%Y-%m-%d %H:%M UTC}"}
+    if request.method == "GET":
+        return _page(request, "approve.html", **context)
+    form = await _small_form(request)
+    if isinstance(form, Response):
+        return form
+    if form.get("confirm") != "approve":
+        return _bad_request(request)
+    try:
+        _, approval = await run_in_threadpool(approve_by_link, state.settings, token)
+    except LinkRefused as exc:
+        return _invalid_approve_link(request, exc.reason)
+    except InputError as exc:
+        return _error_page(request, 409, "Not approved", f"Nothing was approved: {exc}")
+    log.info("approved %s %s as %s by link", link.edition.slug, link.date, approval.fingerprint)
+    return _page(request, "approved.html", **context)
+
+
+def _invalid_approve_link(request: Request, reason: str) -> HTMLResponse:
+    if reason == "expired":
+        return _error_page(request, 410, "This link has expired",
+                           "This approve link has expired: the issue is past its delivery deadline.")
+    if reason == "used":
+        return _error_page(request, 410, "This link has been used",
+                           "This approve link has been used already; each works once. `digest status` shows the approval.")
+    return _error_page(request, 400, "This link is not valid", "This link is not valid.")
+
+
 async def archive_issue(request: Request) -> Response:
     """GET /i/<edition>/<date>: the page kept when the issue was sent."""
     state = _state(request)
@@ -334,16 +382,20 @@ async def http_error(request: Request, exc: Exception) -> Response:
 async def server_error(request: Request, exc: Exception) -> Response:
     """Anything unexpected: a plain 500 page, and a log line with no reader's data."""
     # Sent by the outermost middleware, past SecurityHeaders: add the headers here too.
-    path = "/u/<token>" if request.url.path.startswith("/u/") else request.url.path  # no reader data in logs
+    path = request.url.path  # no reader's (or editor's) token in logs
+    for prefix in PRIVATE_PATHS:
+        if path.startswith(prefix):
+            path = f"{prefix}<token>"
     log.error("error serving %s %s: %s", request.method, path, type(exc).__name__)
     response = _error_page(request, 500, "Something went wrong", "Something went wrong on our side. Please try again later.")
     response.raw_headers[:] = _with_security_headers(list(response.raw_headers),
-                                                      request.url.path.startswith("/u/"))
+                                                      request.url.path.startswith(PRIVATE_PATHS))
     return response
 
 
 ROUTES = (
     Route("/u/{token}", unsubscribe_link, methods=["GET", "POST"]),
+    Route("/approve/{token}", approve_link, methods=["GET", "POST"]),
     Route("/i/{edition}", archive_list, methods=["GET"]),
     Route("/i/{edition}/{date}", archive_issue, methods=["GET"]),
     Route("/i/{edition}/", without_slash, methods=["GET"]),

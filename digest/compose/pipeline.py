@@ -94,6 +94,17 @@ class ComposedIssue:
             "html": self.template.html,
         }
 
+    @property
+    def approval_fingerprint(self) -> str:
+        """The fingerprint editors see and approve: 16 hex digits of the SHA-256 of the stored form
+        with the placeholders' random nonce written neutrally. Composing the same stories, note and
+        settings again gives the same one; any change to a byte a reader gets gives another."""
+        data = self.stored()
+        placeholders = self.template.placeholders
+        data.update(nonce="", text=_neutral(self.template.text, placeholders),
+                    html=_neutral(self.template.html, placeholders))
+        return fingerprint_of(canonical_json(data))
+
     def same_copies(self, other: ComposedIssue) -> bool:
         """Whether ``other`` gives every reader the same copy as this one: stories, shared headers,
         greeting, text and HTML, whatever each one's placeholder nonce (and MIME boundary)."""
@@ -227,12 +238,26 @@ def _probe(template: MessageTemplate, recipients: RecipientFactory) -> None:
 
 
 TEST_HEADER = ("X-Digest-Test", "test copy; not part of the issue's send")
+PREVIEW_HEADER = "X-Digest-Preview"
+_BODY_TAG = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
 
 
-def compose(settings: Settings, issue: Issue, renderer: Renderer | None = None, *, test_copy: bool = False) -> ComposedIssue:
+@dataclass(frozen=True, slots=True)
+class PreviewBanner:
+    """What marks a preview copy: its fingerprint (in a header) and a banner above the issue."""
+
+    fingerprint: str
+    html: str  # escaped HTML, put just inside <body>
+    text: str  # put before the plain-text part
+
+
+def compose(settings: Settings, issue: Issue, renderer: Renderer | None = None, *, test_copy: bool = False,
+            preview: PreviewBanner | None = None) -> ComposedIssue:
     """Render, inline and encode a non-empty issue. The costly steps run here, once.
 
     ``test_copy`` marks every copy as a test: "[TEST]" before the subject and an X-Digest-Test header.
+    ``preview`` marks it as an editors' preview: "[PREVIEW]" before the subject, an X-Digest-Preview
+    header with the fingerprint, and the banner above the issue (a test copy too: never stored).
     """
     if issue.is_empty:
         raise ValueError("an empty issue has nothing to compose; check Issue.is_empty first")
@@ -240,6 +265,9 @@ def compose(settings: Settings, issue: Issue, renderer: Renderer | None = None, 
     placeholders = Placeholders.new()
     rendered = renderer.render(issue, settings.newsroom, settings.base_url, placeholders.context())
     inlined = RenderedIssue(rendered.subject, rendered.preheader, inline_css(rendered.html), rendered.text)
+    if preview is not None:
+        inlined = _with_banner(inlined, preview)
+        test_copy = True
     edition = issue.edition
     try:
         # Gmail's feedback loop counts complaints per field: per edition, per kind of edition
@@ -252,12 +280,13 @@ def compose(settings: Settings, issue: Issue, renderer: Renderer | None = None, 
     headers = IssueHeaders(
         sender=edition.sender,
         reply_to=edition.reply_to,
-        subject=f"[TEST] {rendered.subject}" if test_copy else rendered.subject,
+        subject=(f"[PREVIEW] {rendered.subject}" if preview else f"[TEST] {rendered.subject}") if test_copy
+        else rendered.subject,
         date=issue.send_time,
         list_name=edition.name,
         list_id=edition.list_id,
         feedback_id=feedback,
-        extra=(TEST_HEADER,) if test_copy else (),
+        extra=((TEST_HEADER,) + (((PREVIEW_HEADER, preview.fingerprint),) if preview else ())) if test_copy else (),
     )
     date = issue.date.isoformat()
     template = MessageTemplate(headers, inlined.text, inlined.html, placeholders,
@@ -266,6 +295,14 @@ def compose(settings: Settings, issue: Issue, renderer: Renderer | None = None, 
     _probe(template, recipients)
     return ComposedIssue(issue, inlined, template, recipients, dkim_signer(settings),
                          story_ids=tuple(story.id for story in issue.stories))
+
+
+def _with_banner(rendered: RenderedIssue, banner: PreviewBanner) -> RenderedIssue:
+    """The issue with the preview's banner just inside <body> (at the top if it has none) and before the text."""
+    match = _BODY_TAG.search(rendered.html)
+    at = match.end() if match else 0
+    html = rendered.html[:at] + banner.html + rendered.html[at:]
+    return RenderedIssue(rendered.subject, rendered.preheader, html, banner.text + "\n\n" + rendered.text)
 
 
 _SIGNERS: dict[object, DkimSigner | None] = {}

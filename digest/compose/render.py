@@ -132,6 +132,15 @@ class Renderer:
             raise TemplateError(_describe(exc), file=getattr(exc, "filename", None), line=getattr(exc, "lineno", None)) from None
         return Rendered(subject=subject, preheader=preheader, html=html, text=text)
 
+    def banner(self, **context: Any) -> tuple[str, str]:
+        """An editors' preview banner (``preview/banner.html`` and ``.txt``): HTML and plain text."""
+        try:
+            html = self.html_env.get_template("preview/banner.html").render(context)
+            text = self.text_env.get_template("preview/banner.txt").render(context)
+        except jinja2.TemplateError as exc:
+            raise TemplateError(_describe(exc), file=getattr(exc, "filename", None), line=getattr(exc, "lineno", None)) from None
+        return html, text.rstrip("\n")
+
 
 def _story_view(number: int, story: Story, refs: LinkRefs, edition: Edition, newsroom: Newsroom) -> StoryView:
     """What a template sees of one story; its links are numbered in ``refs`` in reading order."""

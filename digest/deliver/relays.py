@@ -43,6 +43,19 @@ def connection_factory(smtp: SmtpSettings) -> ConnectionFactory:
     return lambda: SmtpConnection(smtp, context)
 
 
+async def first_answering(factories: Sequence[Callable[[], SmtpConnection]]) -> SmtpConnection:
+    """An open connection to the first relay that takes one (a test copy, a preview); the last
+    relay's, unopened, if none does: its first message then reports the refusal as ever."""
+    for factory in factories[:-1]:
+        connection = factory()
+        try:
+            await connection.open()
+        except RelayUnreachable:
+            continue
+        return connection
+    return factories[-1]()
+
+
 @dataclass(eq=False)
 class Relay:
     """One relay's connections, rate limit, share of the copies and rest."""

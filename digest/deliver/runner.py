@@ -28,10 +28,11 @@ from ..readers.subscribers import RowProblem, iter_audience
 from ..sources.gathering import broken_story_rule, gather_stories
 from ..state.ledger import IssueRecord, Ledger
 from .alerts import Alert, send_alert
+from .approval import approved_composition
 from .control import IssueStopped, why_stopped
 from .copies import copies, ledger_envelope_sender
 from .locks import issue_lock
-from .relays import RelayPool, connection_factory
+from .relays import RelayPool, connection_factory, first_answering
 from .helpers import Helpers, helpers_for, run_counts, settled, watch
 from .send import Dispatcher, Notice, Notify, Progress, SendReport
 from .transport import RelayUnreachable, SmtpConnection, always_send
@@ -63,7 +64,8 @@ async def send_issue(settings: Settings, edition: Edition, date: dt.date, *,
     composition), a story file that cannot be read follows the edition's ``on_broken_story``: left
     out (and passed to ``warn``, and logged) or the issue refused with ``BrokenStories``. A resume
     of an issue with a kept composition reads no story file; one it cannot use is a
-    ``StoredCompositionError`` and nothing is sent.
+    ``StoredCompositionError`` and nothing is sent. An edition with ``approval = "required"`` is
+    created only from the composition an editor approved (``AwaitingApproval`` otherwise).
     """
     relays = relays or RelayPool(settings.smtp_relays(), settings.delivery)
     with issue_lock(settings.state_db, edition.slug, date.isoformat()), closing(Ledger(settings.state_db)) as ledger:
@@ -85,7 +87,10 @@ async def send_issue(settings: Settings, edition: Edition, date: dt.date, *,
             if record is None:
                 if issue.is_empty:
                     return EmptyIssue(edition, date)
-                kept = StoredComposition.of(compose(settings, issue))
+                composed_now = compose(settings, issue)
+                # An edition that needs approval goes only as an editor approved it, byte for byte.
+                kept = (approved_composition(ledger, composed_now) if edition.approval == "required"
+                        else StoredComposition.of(composed_now))
                 record = _create_issue(settings, ledger, issue, kept, public_page(settings, issue))
             else:
                 if not ledger.has_archive_page(record.id):
@@ -214,7 +219,7 @@ async def send_test_copies(settings: Settings, edition: Edition, date: dt.date, 
         return composed.recipients.for_address(address, reader.name if reader else "Test Reader", message_id=test_id,
                                                greet_name=reader.greet_name if reader else None)
 
-    connection = await _first_answering(factories)
+    connection = await first_answering(factories)
     results = []
     try:
         async for copy in copies(composed, addresses, recipient_of, edition.sender.address):
@@ -224,16 +229,3 @@ async def send_test_copies(settings: Settings, edition: Edition, date: dt.date, 
     finally:
         await connection.close()
     return results
-
-
-
-async def _first_answering(factories: list[Callable[[], SmtpConnection]]) -> SmtpConnection:
-    """An open connection to the first relay that takes one; the last one's RelayUnreachable if none does."""
-    for factory in factories[:-1]:
-        connection = factory()
-        try:
-            await connection.open()
-        except RelayUnreachable:
-            continue
-        return connection
-    return factories[-1]()  # opened by its first message, which reports a refusal as it always has

@@ -19,11 +19,23 @@ from ..models import Edition, Settings
 from ..outcomes import FAILURE_CLASSES
 from ..readers.export import deliveries_csv
 from ..state.ledger import FINAL, STATES, Action, Delivery, IssueRecord, Ledger
+from .approval import state_of
 
 # Copies not sent, the ones that need a person first; pending ones too (README promises it).
 _NOT_SENT_ORDER = {"failed": 0, "uncertain": 1, "deferred": 2, "sending": 3, "pending": 4}
 RELAY_STATES = ("sent", "deferred", "failed", "uncertain")  # the columns of the per-relay table
 WORKERS_SEEN = 60.0  # seconds: a worker heard from within this is listed as running
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One line of an issue's history: an editor's action, a preview or an approval."""
+
+    at: float  # epoch seconds
+    what: str  # hold | pause | resume | cancel | preview | approve
+    by: str
+    detail: str  # the reason; the fingerprint of a preview or approval
+    delivered: int | None = None  # copies sent when it took effect
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +59,8 @@ class IssueStanding:
     bounced_later: int = 0  # copies accepted by the relay that bounced afterwards (DSNs read by `digest bounces`)
     csv: str | None = None  # every copy's outcome, when asked for
     actions: list[Action] = field(default_factory=list)  # holds, pauses, resumes and cancels, oldest first
+    history: list[Event] = field(default_factory=list)  # those, previews and approvals, oldest first
+    approval: str | None = None  # where approval stands, for an edition that needs it
 
     @property
     def ok(self) -> bool:
@@ -72,10 +86,20 @@ def issue_standing(settings: Settings, edition: Edition, date: dt.date, *, with_
     with closing(ledger):
         record = ledger.find_issue(edition.slug, date)
         actions = ledger.actions(edition.slug, date)
+        known = {"actions": actions, "history": _history(ledger, edition, date, actions),
+                 "approval": state_of(ledger, edition, date) if record is None else None}
         if record is None:
-            return IssueStanding(edition, date, database=True, missed=_missed(ledger, edition, date), actions=actions)
+            return IssueStanding(edition, date, database=True, missed=_missed(ledger, edition, date), **known)
         standing = _recorded(ledger, edition, date, record, with_csv, _relay_rows(ledger, record, settings))
-        return dataclasses.replace(standing, actions=actions)
+        return dataclasses.replace(standing, **known)
+
+
+def _history(ledger: Ledger, edition: Edition, date: dt.date, actions: list[Action]) -> list[Event]:
+    """The issue's actions, previews and approvals in the order they happened."""
+    found = [Event(a.at, a.action, a.actor, a.reason or "", a.delivered) for a in actions]
+    found += [Event(p.at, "preview", "digest", f"{p.fingerprint} to {', '.join(p.to)}") for p in ledger.previews(edition.slug, date)]
+    found += [Event(a.at, "approve", a.actor, f"{a.fingerprint} (via {a.via})") for a in ledger.approvals(edition.slug, date)]
+    return sorted(found, key=lambda e: e.at)
 
 
 def _missed(ledger: Ledger, edition: Edition, date: dt.date) -> str | None:

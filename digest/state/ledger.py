@@ -73,6 +73,25 @@ class Action:
 
 
 @dataclass(frozen=True, slots=True)
+class Preview:
+    """A preview of one composition of an issue, sent to its editors."""
+
+    fingerprint: str
+    at: float  # epoch seconds
+    to: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """An editor's approval of an issue as it composes to one fingerprint."""
+
+    fingerprint: str
+    actor: str
+    at: float  # epoch seconds
+    via: str  # command | link | desk
+
+
+@dataclass(frozen=True, slots=True)
 class Delivery:
     """One reader's copy of one issue, as the ledger has it."""
 
@@ -737,6 +756,73 @@ class Ledger:
             "UPDATE deliveries SET state = 'cancelled', last_text = 'the issue was cancelled before this copy went', "
             "next_at = NULL, updated_at = ?, claimed_by = NULL, claim_until = NULL "
             "WHERE issue_id = ? AND state IN ('pending', 'deferred', 'uncertain')", (_now(), issue_id)).rowcount
+
+    # --- approval: proposals shown to editors, approvals, single-use links -------------------
+
+    def keep_proposal(self, edition: str, date: dt.date, fingerprint: str, format: int, body: str,
+                      checksum: str) -> None:
+        """Keep a composition of issue (edition, date) that editors are shown; once per fingerprint
+        (the first one kept is the one an approval of that fingerprint creates the issue with)."""
+        self.db.execute(
+            "INSERT INTO issue_proposals (edition, issue_date, fingerprint, format, body, checksum, composed_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (edition, issue_date, fingerprint) DO NOTHING",
+            (edition, date.isoformat(), fingerprint, format, body, checksum, time.time()))
+
+    def proposal(self, edition: str, date: dt.date, fingerprint: str) -> tuple[int, str, str] | None:
+        """The kept composition (format, body, checksum) of that fingerprint, or None."""
+        if not self.has_table("issue_proposals"):
+            return None
+        row = self.db.execute("SELECT format, body, checksum FROM issue_proposals WHERE edition = ? "
+                              "AND issue_date = ? AND fingerprint = ?", (edition, date.isoformat(), fingerprint)).fetchone()
+        return (int(row[0]), row[1], row[2]) if row else None
+
+    def has_proposal(self, edition: str, date: dt.date) -> bool:
+        """Whether issue (edition, date) was composed for editors (previewed, approved or held for approval)."""
+        if not self.has_table("issue_proposals"):
+            return False
+        return self.db.execute("SELECT 1 FROM issue_proposals WHERE edition = ? AND issue_date = ? LIMIT 1",
+                               (edition, date.isoformat())).fetchone() is not None
+
+    def mark_previewed(self, edition: str, date: dt.date, fingerprint: str, to: tuple[str, ...]) -> None:
+        """A preview of that kept proposal went to ``to``."""
+        self.db.execute("UPDATE issue_proposals SET previewed_at = ?, previewed_to = ? WHERE edition = ? "
+                        "AND issue_date = ? AND fingerprint = ?",
+                        (time.time(), ",".join(to), edition, date.isoformat(), fingerprint))
+
+    def previews(self, edition: str, date: dt.date) -> list[Preview]:
+        """The previews sent of issue (edition, date), oldest first."""
+        if not self.has_table("issue_proposals"):
+            return []
+        rows = self.db.execute("SELECT fingerprint, previewed_at, previewed_to FROM issue_proposals WHERE edition = ? "
+                               "AND issue_date = ? AND previewed_at IS NOT NULL ORDER BY previewed_at",
+                               (edition, date.isoformat()))
+        return [Preview(f, at, tuple(to.split(",")) if to else ()) for f, at, to in rows]
+
+    def record_approval(self, edition: str, date: dt.date, fingerprint: str, actor: str, via: str) -> Approval:
+        """Record that ``actor`` approved issue (edition, date) as it composes to ``fingerprint``."""
+        now = time.time()
+        self.db.execute("INSERT INTO issue_approvals (edition, issue_date, fingerprint, actor, at, via) "
+                        "VALUES (?, ?, ?, ?, ?, ?)", (edition, date.isoformat(), fingerprint, actor, now, via))
+        return Approval(fingerprint, actor, now, via)
+
+    def approvals(self, edition: str, date: dt.date) -> list[Approval]:
+        """Every approval of issue (edition, date), oldest first (none on an older database)."""
+        if not self.has_table("issue_approvals"):
+            return []
+        rows = self.db.execute("SELECT fingerprint, actor, at, via FROM issue_approvals WHERE edition = ? "
+                               "AND issue_date = ? ORDER BY id", (edition, date.isoformat()))
+        return [Approval(*row) for row in rows]
+
+    def link_used(self, nonce: str) -> bool:
+        """Whether a single-use link with this nonce has been used."""
+        if not self.has_table("used_links"):
+            return False
+        return self.db.execute("SELECT 1 FROM used_links WHERE nonce = ?", (nonce,)).fetchone() is not None
+
+    def use_link(self, nonce: str, purpose: str) -> bool:
+        """Spend a single-use link: True the first time its nonce is seen, False ever after."""
+        return self.db.execute("INSERT INTO used_links (nonce, purpose, used_at) VALUES (?, ?, ?) "
+                               "ON CONFLICT (nonce) DO NOTHING", (nonce, purpose, time.time())).rowcount == 1
 
     # --- suppressions -----------------------------------------------------------------------
 

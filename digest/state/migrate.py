@@ -93,7 +93,8 @@ def _migration_lock(location: StateLocation, engine: sa.Engine) -> Iterator[sa.C
 # What `copy` moves, parents before children. Leases and workers say who holds what on the source
 # right now; a copy must not inherit them. APScheduler writes its own job table again on start.
 COPIED = ("issues", "issue_stories", "issue_notes", "issue_compositions", "archive_pages", "deliveries",
-          "left_out_rows", "suppressions", "complaints", "missed_sends", "marks", "issue_actions")
+          "left_out_rows", "suppressions", "complaints", "missed_sends", "marks", "issue_actions",
+          "issue_proposals", "issue_approvals", "used_links")
 _LIVE_FOR = 60.0  # a worker seen this recently may still be writing to the source
 
 

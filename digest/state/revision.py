@@ -9,7 +9,7 @@ from __future__ import annotations
 from ..errors import StateError
 from .connection import Connection
 
-HEAD = "0005"  # the newest revision; tests/test_state_copy.py checks it is Alembic's head
+HEAD = "0006"  # the newest revision; tests/test_state_copy.py checks it is Alembic's head
 
 
 def revision(connection: Connection) -> str | None:
